@@ -1,0 +1,75 @@
+"""`promptgen import` and `promptgen export`: prompt sets in and out of other tools' formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from promptgen.cli import emit_json, json_option, root_option, store_from
+from promptgen.formats import EXPORT_FORMATS, IMPORT_FORMATS, export_version, import_prompt_file
+from promptgen.store import SetRef
+
+COMMANDS = []
+
+
+@click.command("import")
+@click.argument("dataset")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(sorted(IMPORT_FORMATS)), required=True,
+              help="cupl: {class: [sentences]}; dclip: {class: [descriptors]} (DCLIP/WaffleCLIP).")
+@click.option("--set", "set_name", help="Prompt-set name (default: the format name).")
+@click.option("--match", type=click.Choice(["name", "loose", "order"]), default="name", show_default=True,
+              help="Keys to classes: exact name; loose (case, spaces, _ and - ignored when unambiguous); "
+                   "or position (files in label order with other names).")
+@click.option("--strict", is_flag=True, help="Fail on any unmatched, missing, empty or duplicated key.")
+@click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Your own class list, for a dataset promptgen does not know yet.")
+@click.option("--notice", help="Licence or provenance note to keep in the manifest.")
+@root_option
+@json_option
+def import_command(dataset: str, file: Path, fmt: str, set_name: str | None, match: str, strict: bool,
+                   classes_file: Path | None, notice: str | None, root: Path | None, as_json: bool) -> None:
+    """Import a CuPL or DCLIP JSON FILE as a new prompt-set version of DATASET."""
+    store = store_from(root)
+    classes = store.classes(dataset, classes_file)
+    info, report = import_prompt_file(store, classes, file, fmt, set_name or fmt, match=match, strict=strict,
+                                      notice=notice)
+    if as_json:
+        emit_json(info.manifest)
+        return
+    counts = info.manifest["counts"]
+    click.echo(f"wrote {info.records_path}: {counts['records']} texts for "
+               f"{counts['classes'] - counts['classes_without_texts']}/{counts['classes']} classes "
+               f"({report.matched} keys matched by {match})")
+    for line in report.problems:
+        click.echo(f"  {line}", err=True)
+    if report.renamed:
+        click.echo(f"  {len(report.renamed)} keys matched by {match} have another name, e.g. "
+                   + ", ".join(f"{r['key']!r} -> {r['class_name']!r}" for r in report.renamed[:4]), err=True)
+
+
+@click.command("export")
+@click.argument("ref")
+@click.option("--format", "fmt", type=click.Choice(sorted(EXPORT_FORMATS)), required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--benchmark-key", help="clip-benchmark: the dataset key (default: CLIP_benchmark's name for it).")
+@click.option("--fill-empty", is_flag=True, help="clip-benchmark: give classes without texts 'a photo of a {c}.'")
+@root_option
+@json_option
+def export_command(ref: str, fmt: str, output: Path, benchmark_key: str | None, fill_empty: bool,
+                   root: Path | None, as_json: bool) -> None:
+    """Export REF (DATASET/SET[@vN]) as cupl, dclip or clip-benchmark JSON."""
+    store = store_from(root)
+    info = store.resolve(SetRef.parse(ref))
+    written = export_version(store, info, fmt, output, benchmark_key=benchmark_key, fill_empty=fill_empty)
+    if as_json:
+        emit_json({"ref": str(info.ref), "format": fmt, "files": [str(p) for p in written]})
+        return
+    click.echo(f"exported {info.ref} as {fmt}: " + ", ".join(str(p) for p in written))
+    if fmt == "clip-benchmark":
+        click.echo(f"  use: clip_benchmark eval --custom_template_file {written[0]} "
+                   f"--custom_classname_file {written[1]} ...")
+
+
+COMMANDS.extend([import_command, export_command])

@@ -1,0 +1,259 @@
+"""Import and export of prompt sets in the formats other tools use.
+
+- cupl: `{"class name": ["sentence", ...]}` (CuPL; key order free)
+- dclip: `{"class name": ["descriptor", ...]}` (DCLIP/WaffleCLIP; key order = label order)
+- clip-benchmark: `{dataset_key: {"class name": ["full prompt", ...]}}` for
+  `clip_benchmark eval --custom_template_file`, with a matching `--custom_classname_file`.
+
+Imports match keys to classes by exact name (or by position with match="order") and report
+every key that did not fit; they never drop texts silently.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from promptgen.classes import ClassList
+from promptgen.errors import PromptgenError
+from promptgen.fileio import atomic_write_text, sha256_file
+from promptgen.parsing import DROP_REASONS, clean_texts
+from promptgen.store import Store, VersionInfo, make_record
+from promptgen.templates import indefinite_article
+
+__all__ = ["IMPORT_FORMATS", "EXPORT_FORMATS", "ImportReport", "import_prompt_file", "export_version",
+           "dclip_sentence", "list_formats"]
+
+IMPORT_FORMATS: dict[str, dict] = {}
+EXPORT_FORMATS: dict[str, Callable] = {}
+
+
+def register_import(name: str, text_kind: str, description: str) -> None:
+    IMPORT_FORMATS[name] = {"text_kind": text_kind, "description": description}
+
+
+def register_export(name: str) -> Callable[[Callable], Callable]:
+    def decorate(function: Callable) -> Callable:
+        EXPORT_FORMATS[name] = function
+        return function
+    return decorate
+
+
+def list_formats() -> dict[str, list[str]]:
+    return {"import": sorted(IMPORT_FORMATS), "export": sorted(EXPORT_FORMATS)}
+
+
+register_import("cupl", "sentence", "CuPL JSON {class: [sentences]}")
+register_import("dclip", "descriptor", "DCLIP/WaffleCLIP JSON {class: [descriptors]}, key order = label order")
+
+
+@dataclass
+class ImportReport:
+    matched: int = 0
+    unmatched_keys: list[str] = field(default_factory=list)
+    missing_classes: list[str] = field(default_factory=list)
+    empty_keys: list[str] = field(default_factory=list)
+    duplicated_keys: list[str] = field(default_factory=list)
+    renamed: list[dict] = field(default_factory=list)
+    dropped: Counter = field(default_factory=Counter)
+
+    def to_json(self) -> dict:
+        return {"matched_keys": self.matched, "unmatched_keys": self.unmatched_keys,
+                "missing_classes": self.missing_classes, "empty_keys": self.empty_keys,
+                "duplicated_keys": self.duplicated_keys, "matched_with_other_name": self.renamed}
+
+    @property
+    def problems(self) -> list[str]:
+        lines = []
+        for label, items in (("keys that name no class (skipped)", self.unmatched_keys),
+                             ("classes with no key in the file", self.missing_classes),
+                             ("keys with an empty list", self.empty_keys),
+                             ("keys that appear more than once (first kept)", self.duplicated_keys)):
+            if items:
+                shown = ", ".join(map(repr, items[:10])) + (f" and {len(items) - 10} more" if len(items) > 10 else "")
+                lines.append(f"{len(items)} {label}: {shown}")
+        return lines
+
+
+def _read_pairs(path: Path) -> list[tuple[str, object]]:
+    """Top-level (key, value) pairs in file order, duplicates included (json.load would hide them)."""
+    if not path.is_file():
+        raise PromptgenError(f"{path} does not exist", "check the file path")
+    try:
+        pairs = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=lambda items: items)
+    except json.JSONDecodeError as exc:
+        raise PromptgenError(f"{path} is not valid JSON ({exc})", "fix the file") from None
+    if not isinstance(pairs, list) or (pairs and not isinstance(pairs[0], tuple)):
+        raise PromptgenError(f"{path} is not a JSON object of class name -> list of texts",
+                             'expected {"class name": ["text", ...], ...}')
+    return pairs
+
+
+MATCH_MODES = ("name", "loose", "order")
+
+
+def _loose(name: str) -> str:
+    """Case, spaces, '_' and '-' ignored: 'american bulldog' ~ 'American Bulldog'."""
+    return " ".join(re.sub(r"[_\-]+", " ", name).lower().split())
+
+
+def import_prompt_file(store: Store, classes: ClassList, path: str | Path, fmt: str, set_name: str,
+                       match: str = "name", strict: bool = False, notice: str | None = None
+                       ) -> tuple[VersionInfo, ImportReport]:
+    """Import a CuPL or DCLIP JSON file as a new version of `set_name`.
+
+    match: "name" (exact), "loose" (exact, else the one class equal up to case, spaces, '_' and
+    '-'), or "order" (key i is class i, for files in label order)."""
+    if fmt not in IMPORT_FORMATS:
+        raise PromptgenError(f"unknown import format {fmt!r}", f"use one of: {', '.join(sorted(IMPORT_FORMATS))}")
+    if match not in MATCH_MODES:
+        raise PromptgenError(f"unknown match mode {match!r}", f"use --match {', '.join(MATCH_MODES)}")
+    path = Path(path)
+    pairs = _read_pairs(path)
+    report = ImportReport()
+    index = classes.index_of()
+    loose_index: dict[str, list[int]] = {}
+    for i, name in enumerate(classes.names):
+        loose_index.setdefault(_loose(name), []).append(i)
+    seen: set[str] = set()
+    assigned: dict[int, list] = {}
+    for position, (key, texts) in enumerate(pairs):
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise PromptgenError(f"{path}: the value for {key!r} is not a list of strings",
+                                 'each class maps to a list of texts: {"class": ["text", ...]}')
+        if key in seen:
+            report.duplicated_keys.append(key)
+            continue
+        seen.add(key)
+        if match == "order":
+            class_index = position if position < len(classes) else None
+        else:
+            class_index = index.get(key)
+            if class_index is None and match == "loose":
+                candidates = loose_index.get(_loose(key), [])
+                class_index = candidates[0] if len(candidates) == 1 else None
+        if class_index is None:
+            report.unmatched_keys.append(key)
+            continue
+        if classes.names[class_index] != key:
+            report.renamed.append({"class_index": class_index, "key": key, "class_name": classes.names[class_index]})
+        if not texts:
+            report.empty_keys.append(key)
+        assigned[class_index] = [key, texts]
+        report.matched += 1
+    report.missing_classes = [name for i, name in enumerate(classes.names) if i not in assigned]
+    if not assigned:
+        raise PromptgenError(f"{path}: no key matches a class of {classes.dataset}",
+                             "check the dataset, or use --match order for a file in label order with other names")
+    if strict and report.problems:
+        raise PromptgenError(f"{path} does not fit {classes.dataset} exactly: " + "; ".join(report.problems),
+                             "fix the file, or import without --strict to skip what does not fit")
+    text_kind = IMPORT_FORMATS[fmt]["text_kind"]
+    records = []
+    for class_index in sorted(assigned):
+        key, texts = assigned[class_index]
+        parsed = clean_texts(texts, max_chars=10_000)
+        report.dropped.update(parsed.dropped)
+        for position, text in enumerate(parsed.texts):
+            records.append(make_record(class_index=class_index, class_name=classes.names[class_index], stage="import",
+                                       kind=text_kind, text=text, template=None, sample_index=position,
+                                       request_key=None, model=None,
+                                       source_key=key if key != classes.names[class_index] else None))
+    per_class = Counter(r["class_index"] for r in records)
+    manifest = {
+        "stage": "import", "source": "file", "network": False, "needs_api_key": False, "model": None,
+        "text_kind": text_kind,
+        "classes": {"count": len(classes), "hash": classes.hash, "source": classes.source},
+        "import": {"format": fmt, "file": path.name, "sha256": sha256_file(path), "match": match, **report.to_json()},
+        "counts": {"records": len(records), "classes": len(classes),
+                   "classes_without_texts": len(classes) - len(per_class),
+                   "texts_per_class_min": min((per_class[i] for i in range(len(classes))), default=0),
+                   "texts_per_class_max": max(per_class.values(), default=0)},
+        "dropped": {reason: report.dropped.get(reason, 0) for reason in DROP_REASONS},
+        "tokens": {"prompt": 0, "completion": 0}, "cost_usd": None,
+        "classes_without_texts": [{"class_index": i, "class_name": n} for i, n in enumerate(classes.names)
+                                  if per_class[i] == 0],
+    }
+    if notice:
+        manifest["license"] = notice
+    return store.write_version(classes.dataset, set_name, records, manifest), report
+
+
+_ARTICLE = re.compile(r"^(a|an)(?=\s)", re.IGNORECASE)
+_VERB_START = re.compile(r"^(has|have|often|typically|usually|may|can|is|are)(?=\s)", re.IGNORECASE)
+
+
+def dclip_sentence(class_name: str, descriptor: str) -> str:
+    """DCLIP's prompt for a descriptor (methods.md section 3): "{c}, which is {d}" when the
+    descriptor starts with the article a/an (the word, unlike DCLIP's own code, which tests the
+    letter), "{c}, which {d}" when it starts with a verb or adverb, else "{c}, which has {d}"."""
+    if _ARTICLE.match(descriptor):
+        return f"{class_name}, which is {descriptor}"
+    if _VERB_START.match(descriptor):
+        return f"{class_name}, which {descriptor}"
+    return f"{class_name}, which has {descriptor}"
+
+
+def _texts_by_class(classes: ClassList, records: list[dict]) -> list[list[str]]:
+    by_class: list[list[str]] = [[] for _ in classes.names]
+    for record in records:
+        by_class[record["class_index"]].append(record["text"])
+    return by_class
+
+
+def _write_json(path: Path, data: object) -> None:
+    atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+@register_export("cupl")
+def export_cupl(classes: ClassList, records: list[dict], manifest: dict, out: Path, **_: object) -> list[Path]:
+    _write_json(out, dict(zip(classes.names, _texts_by_class(classes, records))))
+    return [out]
+
+
+@register_export("dclip")
+def export_dclip(classes: ClassList, records: list[dict], manifest: dict, out: Path, **_: object) -> list[Path]:
+    # same shape as cupl; DCLIP readers rely on key order = label order, which dicts keep
+    _write_json(out, dict(zip(classes.names, _texts_by_class(classes, records))))
+    return [out]
+
+
+@register_export("clip-benchmark")
+def export_clip_benchmark(classes: ClassList, records: list[dict], manifest: dict, out: Path,
+                          benchmark_key: str | None = None, fill_empty: bool = False, **_: object) -> list[Path]:
+    """Full prompts per class (descriptors become DCLIP sentences) plus the class-name file, so
+    CLIP_benchmark's keys are exactly our names."""
+    key = benchmark_key or classes.clip_benchmark_key or classes.dataset
+    prompts = {}
+    empty = []
+    for index, (name, texts) in enumerate(zip(classes.names, _texts_by_class(classes, records))):
+        kinds = {r["kind"] for r in records if r["class_index"] == index}
+        full = [dclip_sentence(name, t) for t in texts] if kinds == {"descriptor"} else texts
+        if not full:
+            empty.append(name)
+            if fill_empty:
+                full = [f"a photo of {indefinite_article(name)} {name}."]
+        prompts[name] = full
+    if empty and not fill_empty:
+        raise PromptgenError(f"{len(empty)} classes have no prompts: {', '.join(map(repr, empty[:10]))}",
+                             "CLIP_benchmark needs at least one prompt per class: add texts, or pass --fill-empty "
+                             "to use 'a photo of a {c}.' for them")
+    _write_json(out, {key: prompts})
+    names_path = out.with_name(out.stem + ".classnames.json")
+    _write_json(names_path, {key: list(classes.names)})
+    return [out, names_path]
+
+
+def export_version(store: Store, info: VersionInfo, fmt: str, out: str | Path, **options: object) -> list[Path]:
+    if fmt not in EXPORT_FORMATS:
+        raise PromptgenError(f"unknown export format {fmt!r}", f"use one of: {', '.join(sorted(EXPORT_FORMATS))}")
+    classes = store.classes(info.dataset)
+    if info.manifest.get("classes", {}).get("hash") not in (None, classes.hash):
+        raise PromptgenError(f"{info.ref} was made for another class list than {info.dataset}'s current one",
+                             "export it with the class list it was made with")
+    records = store.read_records(info)
+    return EXPORT_FORMATS[fmt](classes, records, info.manifest, Path(out), **options)

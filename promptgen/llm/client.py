@@ -1,0 +1,520 @@
+"""The one LLM client every stage uses.
+
+litellm's `acompletion` reaches any provider (and local OpenAI-compatible servers through
+`api_base`). Around it: bounded concurrency, tenacity retries with exponential backoff and
+jitter on 429/5xx/timeouts/connection errors (a Retry-After header sets the least wait), a
+per-request timeout, the content-addressed cache, token and cost accounting, a progress bar on
+stderr, and a dry-run estimate. Nothing here ever writes or prints an API key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import os
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from promptgen.errors import PromptgenError
+from promptgen.llm.cache import LLMCache, cache_key
+from promptgen.redact import redact, redact_url
+
+__all__ = ["LLMRequest", "LLMResponse", "LLMRequestFailed", "LLMClient", "RunStats", "Estimate",
+           "import_litellm"]
+
+log = logging.getLogger(__name__)
+
+TRANSPORTS = ("auto", "litellm", "openai")
+# Providers that speak the OpenAI chat API; for them the openai SDK is called directly (litellm
+# resolves, prices and validates; its own call path costs ~14 ms of CPU per request, which caps
+# concurrent throughput on small machines; see benchmarks/README.md).
+OPENAI_COMPATIBLE = ("openai", "hosted_vllm", "lm_studio")
+
+SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "stop", "n", "seed", "presence_penalty",
+                 "frequency_penalty", "response_format")
+
+
+def import_litellm() -> Any:
+    """litellm, imported on first use (it takes seconds) and without reaching for the network."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.telemetry = False
+    logging.getLogger("LiteLLM").setLevel(logging.CRITICAL)
+    return litellm
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """One HTTP request's worth of asking. `tag` is the caller's bookkeeping, not part of the key."""
+
+    messages: tuple[tuple[tuple[str, str], ...], ...]
+    params: tuple[tuple[str, Any], ...]
+    sample_index: int | None = None
+    attempt: int = 0
+    draw: int = 0
+    tag: tuple = field(default=(), compare=False)
+
+    @staticmethod
+    def make(messages: list[dict], params: dict, sample_index: int | None = None, attempt: int = 0,
+             draw: int = 0, tag: tuple = ()) -> "LLMRequest":
+        frozen_messages = tuple(tuple(sorted(m.items())) for m in messages)
+        frozen_params = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
+        return LLMRequest(frozen_messages, frozen_params, sample_index, attempt, draw, tag)
+
+    @property
+    def message_list(self) -> list[dict]:
+        return [dict(m) for m in self.messages]
+
+    @property
+    def param_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.params}
+
+    @property
+    def n(self) -> int:
+        return int(self.param_dict.get("n", 1))
+
+    def retry(self) -> "LLMRequest":
+        """The same question asked again after an unusable answer (a new cache key)."""
+        return LLMRequest(self.messages, self.params, self.sample_index, self.attempt + 1, self.draw, self.tag)
+
+
+@dataclass
+class LLMResponse:
+    key: str
+    choices: list[dict]
+    usage: dict
+    cost_usd: float | None
+    cached: bool
+    latency_s: float
+    model: str
+
+    def to_json(self) -> dict:
+        return {"choices": self.choices, "usage": self.usage, "cost_usd": self.cost_usd,
+                "latency_s": round(self.latency_s, 4), "model": self.model}
+
+
+class LLMRequestFailed(Exception):
+    """A request that could not be answered after its retries; the run goes on without it."""
+
+    def __init__(self, key: str, error: str, attempts: int) -> None:
+        super().__init__(error)
+        self.key, self.error, self.attempts = key, error, attempts
+
+
+@dataclass
+class RunStats:
+    requests: int = 0
+    cache_hits: int = 0
+    sent: int = 0
+    http_attempts: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = 0.0
+    seconds: float = 0.0
+    errors: Counter = field(default_factory=Counter)
+
+    def add_cost(self, cost: float | None) -> None:
+        self.cost_usd = None if cost is None or self.cost_usd is None else self.cost_usd + cost
+
+
+@dataclass
+class Estimate:
+    requests: int
+    cached: int
+    prompt_tokens: int
+    max_completion_tokens: int
+    cost_usd: float | None
+    price_source: str
+
+    def lines(self) -> list[str]:
+        cost = f"${self.cost_usd:,.4f} at most" if self.cost_usd is not None else "unknown (no price for this model; give --price)"
+        return [f"requests to send: {self.requests:,} ({self.cached:,} more already cached, free)",
+                f"prompt tokens:     {self.prompt_tokens:,} (estimated)",
+                f"completion tokens: {self.max_completion_tokens:,} at most (max_tokens x n)",
+                f"cost:              {cost} [{self.price_source}]"]
+
+
+class _FatalError(Exception):
+    pass
+
+
+def _retry_after_seconds(exc: BaseException) -> float | None:
+    headers = getattr(exc, "litellm_response_headers", None)
+    if headers is None:
+        response = getattr(exc, "response", None)
+        headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    try:
+        value = headers.get("retry-after-ms")
+        if value is not None:
+            return float(value) / 1000
+        value = headers.get("retry-after")
+    except AttributeError:
+        return None
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time()) if when else None
+
+
+class LLMClient:
+    """Ask a model many questions at once, from the cache where possible.
+
+    model: any litellm model string ("openai/gpt-4o-mini", "anthropic/...", "openai/x" with
+    api_base for a local server). api_key_env names the environment variable holding the key
+    when it is not the provider's usual one; keys are never accepted as values.
+    price: USD per million (prompt, completion) tokens, for models litellm has no price for.
+    """
+
+    def __init__(self, model: str, *, api_base: str | None = None, api_key_env: str | None = None,
+                 cache: LLMCache | None = None, concurrency: int = 16, timeout: float = 60.0,
+                 max_attempts: int = 6, backoff: float = 1.0, max_backoff: float = 60.0,
+                 max_retry_after: float = 300.0, price: tuple[float, float] | None = None,
+                 split_samples: bool | None = None, transport: str = "auto", progress: bool = True) -> None:
+        if concurrency < 1:
+            raise PromptgenError(f"--concurrency must be at least 1, not {concurrency}", "use a positive number")
+        self.model = model
+        self.api_base = api_base
+        self.api_key_env = api_key_env
+        self.cache = cache
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.max_attempts = max(1, max_attempts)
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.max_retry_after = max_retry_after
+        self.price = price
+        self._split_samples = split_samples
+        if transport not in TRANSPORTS:
+            raise PromptgenError(f"unknown transport {transport!r}", f"use one of: {', '.join(TRANSPORTS)}")
+        self._transport = transport
+        self.progress = progress
+        self._litellm: Any = None
+        self._provider_name: str | None | bool = False
+        self._unit_prices: tuple[float, float] | None | bool = False
+        self._openai: Any = None
+        self._api_base_shown = redact_url(api_base)  # computed once: it is part of every cache key
+
+    # -- identity and capabilities ------------------------------------------------------------
+
+    @property
+    def litellm(self) -> Any:
+        if self._litellm is None:
+            self._litellm = import_litellm()
+        return self._litellm
+
+    def _provider(self) -> str | None:
+        if self._provider_name is False:
+            try:
+                self._provider_name = self.litellm.get_llm_provider(self.model, api_base=self.api_base)[1]
+            except Exception:
+                self._provider_name = None
+        return self._provider_name
+
+    @property
+    def transport(self) -> str:
+        """'openai' (the openai SDK, for OpenAI-compatible providers) or 'litellm' (everything else)."""
+        if self._transport == "auto":
+            return "openai" if self._provider() in OPENAI_COMPATIBLE else "litellm"
+        return self._transport
+
+    def _bare_model(self) -> str:
+        provider = self._provider()
+        return self.model.split("/", 1)[1] if provider and self.model.startswith(provider + "/") else self.model
+
+    def _supports(self, param: str) -> bool:
+        provider = self._provider()
+        if provider is None:
+            return False
+        try:
+            params = self.litellm.get_supported_openai_params(model=self._bare_model(), custom_llm_provider=provider) or []
+        except Exception:
+            return False
+        return param in params
+
+    @property
+    def split_samples(self) -> bool:
+        """True when n samples must come from n requests (the provider has no `n`)."""
+        if self._split_samples is None:
+            self._split_samples = not self._supports("n")
+        return self._split_samples
+
+    def describe(self) -> dict:
+        """What the manifest records about the model and transport (no secrets)."""
+        return {"model": self.model, "api_base": self._api_base_shown, "provider": self._provider(),
+                "transport": self.transport,
+                "samples": "split into n requests" if self.split_samples else "one request with n",
+                "timeout_s": self.timeout, "max_attempts": self.max_attempts, "concurrency": self.concurrency}
+
+    def plan(self, messages: list[dict], sampling: dict, *, draw: int = 0, tag: tuple = ()) -> list[LLMRequest]:
+        """The requests that fetch `sampling["n"]` answers to one question."""
+        params = {k: v for k, v in sampling.items() if k in SAMPLING_KEYS}
+        n = int(params.pop("n", 1))
+        if n == 1:
+            return [LLMRequest.make(messages, params, None, draw=draw, tag=tag)]
+        if not self.split_samples:
+            return [LLMRequest.make(messages, {**params, "n": n}, None, draw=draw, tag=tag)]
+        seeded = self._supports("seed") and "seed" not in params
+        return [LLMRequest.make(messages, {**params, "seed": i} if seeded else params, i, draw=draw, tag=tag)
+                for i in range(n)]
+
+    def key_payload(self, request: LLMRequest) -> dict:
+        payload = {"model": self.model, "api_base": self._api_base_shown, "messages": request.message_list,
+                   "params": request.param_dict, "sample_index": request.sample_index}
+        if request.attempt:
+            payload["attempt"] = request.attempt
+        if request.draw:
+            payload["draw"] = request.draw
+        return payload
+
+    def key(self, request: LLMRequest) -> str:
+        return cache_key(self.key_payload(request))
+
+    # -- credentials and prices ---------------------------------------------------------------
+
+    def _api_key(self) -> str | None:
+        if self.api_key_env:
+            value = os.environ.get(self.api_key_env)
+            if not value:
+                raise PromptgenError(f"the environment variable {self.api_key_env} (named by --api-key-env) is not set",
+                                     f"export {self.api_key_env}=... before running")
+            return value
+        if self.api_base and self._provider() in OPENAI_COMPATIBLE + (None,):
+            # local OpenAI-compatible servers rarely check keys, but the openai client insists on one
+            return os.environ.get("OPENAI_API_KEY") or "no-key"
+        return None
+
+    def check_credentials(self) -> None:
+        """Fail before anything is sent when the provider's key is missing, naming the variable."""
+        if self.api_key_env or self.api_base:
+            self._api_key()
+            return
+        try:
+            status = self.litellm.validate_environment(self.model)
+        except Exception:
+            return
+        missing = status.get("missing_keys") or []
+        if missing:
+            raise PromptgenError(
+                f"model {self.model!r} needs {' and '.join(missing)} in the environment, and it is not set",
+                f"export {missing[0]}=... (promptgen never takes keys as arguments); or use --api-base URL for a "
+                f"local OpenAI-compatible server, or --source wordnet to run without an LLM")
+
+    def _prices(self) -> tuple[float, float] | None:
+        """USD per million (prompt, completion) tokens: --price, else litellm's table, else None."""
+        if self.price is not None:
+            return self.price
+        if self._unit_prices is False:
+            try:
+                prompt_cost, _ = self.litellm.cost_per_token(model=self.model, prompt_tokens=1_000_000, completion_tokens=0)
+                _, completion_cost = self.litellm.cost_per_token(model=self.model, prompt_tokens=0,
+                                                                 completion_tokens=1_000_000)
+                self._unit_prices = (float(prompt_cost), float(completion_cost))
+            except Exception:
+                self._unit_prices = None
+        return self._unit_prices
+
+    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        prices = self._prices()
+        if prices is None:
+            return None
+        return (prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1e6
+
+    def estimate(self, requests: Iterable[LLMRequest]) -> Estimate:
+        to_send, cached, prompt_tokens, completion_tokens = 0, 0, 0, 0
+        for request in requests:
+            if self.cache is not None and self.key(request) in self.cache:
+                cached += 1
+                continue
+            to_send += 1
+            prompt_tokens += self._count_tokens(request.message_list)
+            completion_tokens += int(request.param_dict.get("max_tokens") or 256) * request.n
+        cost = self._cost(prompt_tokens, completion_tokens)
+        source = "--price" if self.price else ("litellm's price table" if cost is not None else "no price known")
+        return Estimate(to_send, cached, prompt_tokens, completion_tokens, cost, source)
+
+    def _count_tokens(self, messages: list[dict]) -> int:
+        try:
+            return int(self.litellm.token_counter(model=self.model, messages=messages))
+        except Exception:
+            return sum(len(m.get("content", "")) for m in messages) // 4 + 4 * len(messages)
+
+    # -- asking -------------------------------------------------------------------------------
+
+    async def _send(self, request: LLMRequest) -> Any:
+        params = request.param_dict
+        if self.transport == "openai":
+            if self._openai is None:
+                self._openai = self._make_openai_client()
+            return await self._openai.chat.completions.create(model=self._bare_model(), messages=request.message_list,
+                                                              timeout=self.timeout, **params)
+        kwargs: dict[str, Any] = dict(model=self.model, messages=request.message_list, timeout=self.timeout,
+                                      num_retries=0, max_retries=0, **params)
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
+        api_key = self._api_key()
+        if api_key:
+            kwargs["api_key"] = api_key
+        return await self.litellm.acompletion(**kwargs)
+
+    def _make_openai_client(self) -> Any:
+        import openai
+
+        return openai.AsyncOpenAI(base_url=self.api_base, api_key=self._api_key() or os.environ.get("OPENAI_API_KEY"),
+                                  max_retries=0, timeout=self.timeout)
+
+    def _classify(self, exc: BaseException) -> str:
+        """'retry', 'fail' (this request only) or 'fatal' (every request would fail the same way).
+        litellm's exceptions subclass openai's, so one table serves both transports."""
+        import openai
+
+        if getattr(exc, "code", None) in ("context_length_exceeded", "content_filter") or \
+                type(exc).__name__ in ("ContextWindowExceededError", "ContentPolicyViolationError"):
+            return "fail"
+        if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError,
+                            openai.BadRequestError, openai.UnprocessableEntityError)):
+            return "fatal"
+        if isinstance(exc, (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
+                            openai.InternalServerError, openai.APIResponseValidationError, json.JSONDecodeError,
+                            asyncio.TimeoutError, ConnectionError)):
+            return "retry"  # a truncated or malformed body is a transport fault: ask again
+        status = getattr(exc, "status_code", None)
+        if isinstance(status, int) and (status >= 500 or status in (408, 409, 429)):
+            return "retry"
+        if type(exc).__name__ in ("ServiceUnavailableError", "BadGatewayError", "Timeout", "APIConnectionError"):
+            return "retry"
+        return "fail"
+
+    def _wait(self, attempt: int, exc: BaseException) -> float:
+        """Exponential backoff with jitter; never sooner than the server's Retry-After (capped)."""
+        backoff = min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) + random.uniform(0, self.backoff)
+        retry_after = _retry_after_seconds(exc)
+        return backoff if retry_after is None else max(backoff, min(retry_after, self.max_retry_after))
+
+    async def complete(self, request: LLMRequest, stats: RunStats | None = None) -> LLMResponse:
+        """One answer: from the cache, else from the provider with retries (then cached)."""
+        from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_attempt
+
+        stats = stats if stats is not None else RunStats()
+        key = self.key(request)
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                stats.cache_hits += 1
+                return LLMResponse(key, hit["choices"], hit.get("usage", {}), hit.get("cost_usd"), True, 0.0,
+                                   hit.get("model", self.model))
+        started = time.perf_counter()
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=lambda state: self._wait(state.attempt_number, state.outcome.exception()),
+            retry=retry_if_exception(lambda exc: self._classify(exc) == "retry"),
+            before_sleep=lambda state: log.info("retrying after %s", redact(str(state.outcome.exception()))[:200]),
+            reraise=False)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    stats.http_attempts += 1
+                    raw = await self._send(request)
+        except RetryError as exc:
+            last = exc.last_attempt.exception()
+            stats.errors[type(last).__name__] += 1
+            raise LLMRequestFailed(key, redact(f"{type(last).__name__}: {last}"), self.max_attempts) from None
+        except Exception as exc:
+            stats.errors[type(exc).__name__] += 1
+            message = redact(f"{type(exc).__name__}: {exc}")
+            if self._classify(exc) == "fatal":
+                raise _FatalError(message) from None
+            raise LLMRequestFailed(key, message, 1) from None
+        stats.sent += 1
+        choices = [{"text": (choice.message.content or "") if choice.message else "",
+                    "finish_reason": choice.finish_reason} for choice in raw.choices]
+        usage = getattr(raw, "usage", None)
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        response = LLMResponse(key, choices, {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+                               self._cost(prompt_tokens, completion_tokens), False,
+                               time.perf_counter() - started, getattr(raw, "model", None) or self.model)
+        stats.prompt_tokens += prompt_tokens
+        stats.completion_tokens += completion_tokens
+        stats.add_cost(response.cost_usd)
+        if self.cache is not None:
+            self.cache.put(key, self.key_payload(request), response.to_json())
+        return response
+
+    def run(self, requests: list[LLMRequest],
+            on_answer: Callable[[LLMRequest, LLMResponse], Iterable[LLMRequest] | None],
+            on_failure: Callable[[LLMRequest, LLMRequestFailed], None] | None = None,
+            description: str = "asking") -> RunStats:
+        """Answer all requests, `concurrency` at a time. `on_answer` may return follow-up requests
+        (e.g. a retry after an unusable answer); they join the queue. Callbacks run on one thread."""
+        stats = RunStats()
+        started = time.perf_counter()
+        try:
+            asyncio.run(self._run(requests, on_answer, on_failure, stats, description))
+        except _FatalError as exc:
+            raise PromptgenError(f"the provider refused the request: {exc}",
+                                 "check the model name, --api-base and the API key variable; answers received "
+                                 "so far are kept, rerun with --resume to continue") from None
+        finally:
+            stats.seconds = time.perf_counter() - started
+        return stats
+
+    async def _run(self, requests: list[LLMRequest], on_answer: Callable, on_failure: Callable | None,
+                   stats: RunStats, description: str) -> None:
+        from tqdm import tqdm
+
+        semaphore = asyncio.Semaphore(self.concurrency)
+        bar = tqdm(total=len(requests), desc=description, unit="req", file=sys.stderr, disable=not self.progress,
+                   dynamic_ncols=True)
+
+        async def one(request: LLMRequest) -> tuple[LLMRequest, LLMResponse | LLMRequestFailed | _FatalError]:
+            async with semaphore:
+                try:
+                    return request, await self.complete(request, stats)
+                except (LLMRequestFailed, _FatalError) as exc:
+                    return request, exc
+
+        pending = {asyncio.ensure_future(one(r)) for r in requests}
+        stats.requests += len(requests)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    request, outcome = task.result()
+                    bar.update(1)
+                    if isinstance(outcome, _FatalError):
+                        raise outcome
+                    if isinstance(outcome, LLMRequestFailed):
+                        stats.failed += 1
+                        if on_failure:
+                            on_failure(request, outcome)
+                        continue
+                    follow_ups = list(on_answer(request, outcome) or [])
+                    if follow_ups:
+                        stats.requests += len(follow_ups)
+                        bar.total += len(follow_ups)
+                        pending |= {asyncio.ensure_future(one(r)) for r in follow_ups}
+                    cost = f"${stats.cost_usd:.4f}" if stats.cost_usd is not None else "?"
+                    bar.set_postfix(cached=stats.cache_hits, failed=stats.failed, cost=cost, refresh=False)
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+            bar.close()
+            if self._openai is not None:
+                await self._openai.close()
+                self._openai = None

@@ -1,0 +1,331 @@
+"""A local OpenAI-compatible chat server with deterministic answers, for tests and benchmarks.
+
+It speaks real HTTP so that the real openai/litellm clients are exercised end to end. Answers
+are a pure function of (messages, sample index), so two runs of the same job get the same text.
+Latency and faults (429 with Retry-After, 500, timeouts, empty, refusal, garbage, malformed
+bodies) are configured per server and, optionally, only for requests whose last user message
+contains a given substring.
+
+Run it by hand:  python -m promptgen.llm.fake_server --port 8765 --latency 0.2
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+__all__ = ["Fault", "FakeLLMServer", "default_answer"]
+
+FAULT_KINDS = ("429", "500", "401", "timeout", "empty", "refusal", "garbage", "malformed", "echo_auth", "one_bullet")
+
+REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
+
+
+@dataclass
+class Fault:
+    """Inject `kind` into the next `times` requests whose last user message contains `match`.
+
+    times=-1 means every matching request. retry_after (seconds) goes into the 429's header;
+    delay (seconds) is how long a `timeout` fault stalls before answering.
+    """
+
+    kind: str
+    match: str = ""
+    times: int = 1
+    retry_after: float | None = None
+    delay: float = 30.0
+    hits: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; choose from {', '.join(FAULT_KINDS)}")
+
+    def applies(self, prompt: str) -> bool:
+        return (self.times < 0 or self.hits < self.times) and self.match in prompt
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+WORDS = ("striped", "glossy", "round", "pointed", "speckled", "curved", "matte", "slender",
+         "bright", "dark", "fuzzy", "ridged", "long", "short", "tapered", "flat")
+
+
+def _subject(prompt: str) -> str:
+    """A short, deterministic stand-in for the class the prompt asks about."""
+    lines = [line for line in prompt.strip().splitlines() if line.strip() and line.strip() != "-"]
+    last = lines[-1] if lines else prompt
+    return re.sub(r"\s+", " ", last).strip()[:60]
+
+
+def default_answer(messages: list[dict], index: int) -> str:
+    """Deterministic answer: bullet lines for list-style prompts, sentences otherwise."""
+    prompt = messages[-1].get("content", "") if messages else ""
+    h = _digest(messages, index)
+    picks = [WORDS[int(h[2 * k: 2 * k + 2], 16) % len(WORDS)] for k in range(6)]
+    if prompt.rstrip().endswith("-"):
+        return "\n".join(f"- {a} {b} part" for a, b in zip(picks[::2], picks[1::2])) + f"\n- mark {h[:6]}"
+    return (f"It is {picks[0]} and {picks[1]} with a {picks[2]} mark {h[:8]} "
+            f"seen in {_subject(prompt)}. It also has a {picks[3]} edge.")
+
+
+@dataclass
+class ServerState:
+    latency: float = 0.0
+    faults: list[Fault] = field(default_factory=list)
+    answer: Callable[[list[dict], int], str] = default_answer
+    supports_n: bool = True
+    requests: list[dict] = field(default_factory=list)
+    prompt_counts: Counter = field(default_factory=Counter)
+    saw_auth_header: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes; Nagle would add 40 ms
+    server: "_Server"
+
+    def log_message(self, format: str, *args: Any) -> None:  # silence per-request logging
+        pass
+
+    def _send(self, status: int, body: bytes | str | dict, headers: dict[str, str] | None = None) -> None:
+        if isinstance(body, dict):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def do_GET(self) -> None:
+        state = self.server.state
+        if self.path.rstrip("/").endswith("/models"):
+            self._send(200, {"object": "list", "data": [{"id": "test", "object": "model"}]})
+        elif self.path == "/_stats":
+            with self.server.lock:
+                self._send(200, {"requests": len(state.requests),
+                                 "distinct_prompts": len(state.prompt_counts),
+                                 "max_repeats": max(state.prompt_counts.values(), default=0),
+                                 "max_in_flight": state.max_in_flight})
+        else:
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        if self.path == "/_control":
+            self.server.fake.configure(**json.loads(raw or b"{}"))
+            self._send(200, {"ok": True})
+            return
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+            return
+        body = json.loads(raw)
+        messages = body.get("messages", [])
+        prompt = messages[-1].get("content", "") if messages else ""
+        state = self.server.state
+        with self.server.lock:
+            state.in_flight += 1
+            state.max_in_flight = max(state.max_in_flight, state.in_flight)
+        try:
+            self._answer(body, messages, prompt, state)
+        finally:
+            with self.server.lock:
+                state.in_flight -= 1
+
+    def _answer(self, body: dict, messages: list[dict], prompt: str, state: ServerState) -> None:
+        with self.server.lock:
+            n = int(body.get("n") or 1)
+            state.requests.append(body)
+            state.prompt_counts[_digest(messages, {k: v for k, v in body.items() if k != "messages"})] += 1
+            if self.headers.get("Authorization"):
+                state.saw_auth_header += 1
+            fault = next((f for f in state.faults if f.applies(prompt)), None)
+            if fault:
+                fault.hits += 1
+            latency = state.latency
+        if latency:
+            time.sleep(latency)
+        if fault and fault.kind == "429":
+            headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+            self._send(429, {"error": {"message": "rate limited", "type": "rate_limit_error"}}, headers)
+            return
+        if fault and fault.kind == "500":
+            self._send(500, {"error": {"message": "internal error", "type": "server_error"}})
+            return
+        if fault and fault.kind == "401":
+            self._send(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
+                                       "code": "invalid_api_key"}})
+            return
+        if fault and fault.kind == "echo_auth":
+            # a careless provider that repeats the credential back in its error message
+            self._send(500, {"error": {"message": f"bad gateway for {self.headers.get('Authorization')}"}})
+            return
+        if fault and fault.kind == "timeout":
+            time.sleep(fault.delay)
+        if fault and fault.kind == "malformed":
+            self._send(200, b'{"id": "x", "choices": [{"message": {"content": "trunc')
+            return
+        if n > 1 and not state.supports_n:
+            self._send(400, {"error": {"message": "n > 1 is not supported", "type": "invalid_request_error"}})
+            return
+        choices = []
+        stop = body.get("stop")
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+        completion_tokens = 0
+        for i in range(n):
+            index = _sample_index(body, i)
+            if fault and fault.kind == "empty":
+                text = ""
+            elif fault and fault.kind == "refusal":
+                text = REFUSAL_TEXT
+            elif fault and fault.kind == "garbage":
+                text = "\x00\x00 }{ ]] " if i % 2 == 0 else "   "
+            elif fault and fault.kind == "one_bullet":
+                text = "- only one"
+            else:
+                text = state.answer(messages, index)
+            finish = "stop"
+            for s in stops:
+                if s and s in text:
+                    text = text[: text.index(s)]
+            words = text.split(" ")
+            if max_tokens and len(words) > max_tokens:
+                text, finish = " ".join(words[:max_tokens]), "length"
+            completion_tokens += max(1, len(text) // 4)
+            choices.append({"index": i, "finish_reason": finish,
+                            "message": {"role": "assistant", "content": text}})
+        prompt_tokens = max(1, sum(len(str(m.get("content", ""))) for m in messages) // 4)
+        self._send(200, {
+            "id": "chatcmpl-" + _digest(messages, n)[:12], "object": "chat.completion",
+            "created": 1700000000, "model": body.get("model", "test"), "choices": choices,
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        })
+
+
+def _sample_index(body: dict, choice: int) -> int:
+    """Distinct answers per choice; a `seed` (sent when n samples are split into n requests)
+    stands in for the sampling randomness a real provider would add."""
+    seed = body.get("seed")
+    return int(seed) * 1000 + choice if seed is not None else choice
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024  # clients open dozens of connections at once; the default 5 drops them
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client that goes away (killed, timed out) is part of what this server is for
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+    state: ServerState
+    lock: threading.Lock
+    fake: "FakeLLMServer"
+
+
+class FakeLLMServer:
+    """Context manager: `with FakeLLMServer(latency=0.2) as server: ... server.url ...`."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, latency: float = 0.0,
+                 faults: list[Fault] | None = None, supports_n: bool = True,
+                 answer: Callable[[list[dict], int], str] | None = None) -> None:
+        self._httpd = _Server((host, port), _Handler)
+        self._httpd.state = ServerState(latency=latency, faults=list(faults or []), supports_n=supports_n,
+                                        answer=answer or default_answer)
+        self._httpd.lock = threading.Lock()
+        self._httpd.fake = self
+        self._thread: threading.Thread | None = None
+
+    @property
+    def state(self) -> ServerState:
+        return self._httpd.state
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        """The api base to hand to clients (ends in /v1)."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def configure(self, latency: float | None = None, faults: list[Fault | dict] | None = None,
+                  supports_n: bool | None = None) -> None:
+        with self._httpd.lock:
+            if latency is not None:
+                self.state.latency = float(latency)
+            if faults is not None:
+                self.state.faults = [f if isinstance(f, Fault) else Fault(**f) for f in faults]
+            if supports_n is not None:
+                self.state.supports_n = bool(supports_n)
+
+    @property
+    def request_count(self) -> int:
+        return len(self.state.requests)
+
+    @property
+    def max_repeats(self) -> int:
+        """How often the most repeated identical request was received (1 = nothing sent twice)."""
+        return max(self.state.prompt_counts.values(), default=0)
+
+    def reset_counts(self) -> None:
+        with self._httpd.lock:
+            self.state.requests.clear()
+            self.state.prompt_counts.clear()
+            self.state.max_in_flight = 0
+
+    def start(self) -> "FakeLLMServer":
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> "FakeLLMServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run promptgen's fake OpenAI-compatible server.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port (printed on the first line)")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    args = parser.parse_args()
+    server = FakeLLMServer(args.host, args.port, latency=args.latency)
+    print(f"fake LLM server on {server.url} (model name: anything, e.g. openai/test)", flush=True)
+    try:
+        server._httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

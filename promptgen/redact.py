@@ -1,0 +1,47 @@
+"""Keep credentials out of everything promptgen writes or prints.
+
+Secrets come from the environment (any variable whose name looks like a key or token) and
+from URLs (user:password@ and key-like query parameters). `redact` replaces each with a marker;
+every error message, log line and manifest field that could carry provider text goes through it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+__all__ = ["redact", "redact_url", "secret_values"]
+
+_SECRET_NAME = re.compile(r"(API_?KEY|_KEY|TOKEN|SECRET|PASSWORD)$", re.IGNORECASE)
+_BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
+_KEY_LIKE = re.compile(r"\b(sk|pk|rk|xai|gsk|hf)[-_][A-Za-z0-9_-]{12,}\b")
+MARK = "[REDACTED]"
+
+
+def secret_values() -> list[str]:
+    """Values of environment variables that hold credentials (long enough to be real)."""
+    values = {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 8}
+    return sorted(values, key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    if not text:
+        return text
+    for value in secret_values():
+        text = text.replace(value, MARK)
+    text = _BEARER.sub(lambda m: m.group(1) + MARK, text)
+    return _KEY_LIKE.sub(MARK, text)
+
+
+def redact_url(url: str | None) -> str | None:
+    """Drop user:password@ and key-like query parameters from an API base before it is stored."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    query = urlencode([(k, MARK if re.search(r"key|token|secret|sig", k, re.I) else v)
+                       for k, v in parse_qsl(parts.query, keep_blank_values=True)])
+    return redact(urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment)))

@@ -1,0 +1,242 @@
+"""Describe stage: per-class descriptions from an LLM (or the offline wordnet source).
+
+spec (class list + query template) -> requests (one per class x question, or per sample where
+the provider has no `n`) -> answers (parsed, validated) -> records in a new prompt-set version.
+
+Every answered request is journalled as it arrives, and every answer is cached, so an
+interrupted run resumes (`--resume`) without sending a finished request again; records are
+written at the end in canonical order (class, question, sample, position), so a resumed run
+gives exactly the records an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from promptgen.classes import ClassList
+from promptgen.errors import PromptgenError
+from promptgen.llm.client import LLMClient, LLMRequest, LLMRequestFailed, LLMResponse, RunStats
+from promptgen.parsing import DROP_REASONS, Parsed, parse_answer
+from promptgen.redact import redact
+from promptgen.sources.wordnet import gloss_sentence, load_wordnet
+from promptgen.store import Store, VersionInfo, VersionWriter, dedupe_records, make_record, now_iso
+from promptgen.templates import QueryTemplate
+
+__all__ = ["DescribeJob", "DescribeResult", "plan_requests", "run_describe", "describe_wordnet"]
+
+STAGE = "describe"
+
+
+@dataclass
+class DescribeJob:
+    classes: ClassList
+    template: QueryTemplate
+    set_name: str
+    draw: int = 0
+    answer_retries: int = 2
+
+    def fingerprint(self, client: LLMClient) -> dict:
+        """What must not change between a run and its --resume."""
+        return {"classes_hash": self.classes.hash, "template": self.template.ref, "template_sha256": self.template.sha256,
+                "model": client.model, "api_base": client.describe()["api_base"], "draw": self.draw,
+                "split_samples": client.split_samples}
+
+
+@dataclass
+class DescribeResult:
+    info: VersionInfo
+    stats: RunStats | None = None
+    failures: list[dict] = field(default_factory=list)
+
+    @property
+    def manifest(self) -> dict:
+        return self.info.manifest
+
+
+def plan_requests(job: DescribeJob, client: LLMClient) -> list[LLMRequest]:
+    """Canonical order: class, question, sample. Tags carry (class index, question index)."""
+    requests = []
+    for class_index, name in enumerate(job.classes.names):
+        for question_index, question in enumerate(job.template.questions):
+            messages = job.template.render(question, name)
+            requests += client.plan(messages, job.template.sampling, draw=job.draw, tag=(class_index, question_index))
+    return requests
+
+
+def _parse(job: DescribeJob, request: LLMRequest, response: LLMResponse) -> list[Parsed]:
+    continues = job.template.parser == "bullets" and request.message_list[-1]["content"].rstrip().endswith("-")
+    return [parse_answer(choice.get("text"), job.template.parser, append=job.template.append,
+                         max_chars=job.template.max_chars, continues_bullet=continues)
+            for choice in response.choices]
+
+
+def run_describe(job: DescribeJob, client: LLMClient, store: Store, *, resume: bool = False,
+                 resume_version: int | None = None) -> DescribeResult:
+    dataset = job.classes.dataset
+    requests = plan_requests(job, client)
+    fingerprint = job.fingerprint(client)
+    if resume:
+        writer = store.resume_version(dataset, job.set_name, resume_version)
+        recorded = writer.info.manifest.get("job", {})
+        changed = sorted(k for k in fingerprint if recorded.get(k) != fingerprint[k])
+        if changed:
+            raise PromptgenError(
+                f"{writer.info.ref} was started with different settings ({', '.join(changed)}): "
+                + "; ".join(f"{k} was {recorded.get(k)!r}, now {fingerprint[k]!r}" for k in changed),
+                "rerun with the original settings, or drop --resume to make a new version")
+    else:
+        client.check_credentials()
+        writer = store.new_version(dataset, job.set_name, {
+            "stage": STAGE, "source": "llm", "network": True, "needs_api_key": client.api_base is None,
+            "job": fingerprint, "classes": _class_summary(job.classes), "model": client.describe(),
+            "template": job.template.manifest_entry(), "sampling": job.template.sampling,
+            "text_kind": job.template.text_kind, "answer_retries": job.answer_retries,
+            "requests_planned": len(requests)})
+    with writer:
+        return _run(job, client, writer, requests)
+
+
+def _run(job: DescribeJob, client: LLMClient, writer: VersionWriter, requests: list[LLMRequest]) -> DescribeResult:
+    journal = writer.read_journal()
+    journalled = {entry["key"] for entry in journal if entry.get("response") is not None}
+    if client.cache is not None:
+        # answers in the journal are paid for: put back any the cache lost, so they are not asked again
+        for entry in journal:
+            if entry.get("response") is not None and entry["key"] not in client.cache:
+                client.cache.put(entry["key"], entry.get("request", {}), entry["response"])
+    answers: dict[str, tuple[LLMRequest, LLMResponse, list[Parsed]]] = {}
+    failures: dict[str, tuple[LLMRequest, str]] = {}
+
+    def log_entry(request: LLMRequest, key: str, status: str, response: LLMResponse | None, error: str | None) -> None:
+        class_index, question_index = request.tag
+        writer.append({"key": key, "time": now_iso(), "status": status, "class_index": class_index,
+                       "question": job.template.questions[question_index].id, "sample_index": request.sample_index,
+                       "attempt": request.attempt, "cached": bool(response and response.cached),
+                       "request": client.key_payload(request),
+                       "response": response.to_json() if response else None, "error": error})
+
+    def on_answer(request: LLMRequest, response: LLMResponse) -> list[LLMRequest]:
+        parsed = _parse(job, request, response)
+        usable = any(p.texts for p in parsed)
+        answers[response.key] = (request, response, parsed)
+        failures.pop(response.key, None)
+        if response.key not in journalled:
+            log_entry(request, response.key, "ok" if usable else "unusable", response, None)
+            journalled.add(response.key)
+        if not usable and request.attempt < job.answer_retries:
+            return [request.retry()]
+        return []
+
+    def on_failure(request: LLMRequest, failure: LLMRequestFailed) -> None:
+        failures[failure.key] = (request, failure.error)
+        log_entry(request, failure.key, "failed", None, failure.error)
+
+    stats = client.run(requests, on_answer, on_failure, description=f"describe {job.classes.dataset}")
+    records, dropped, failure_list, usage = _collect(job, client, requests, answers, failures)
+    kept, duplicates = dedupe_records(records)
+    dropped["duplicate"] += duplicates
+    per_class = Counter(r["class_index"] for r in kept)
+    empty_classes = [i for i in range(len(job.classes)) if per_class[i] == 0]
+    transport_failures = [f for f in failure_list if f["reason"] == "request failed"]
+    manifest = {
+        **writer.info.manifest,
+        "status": "partial" if transport_failures else "complete",
+        "counts": {"records": len(kept), "classes": len(job.classes), "classes_without_texts": len(empty_classes),
+                   "texts_per_class_min": min(per_class.values(), default=0) if not empty_classes else 0,
+                   "texts_per_class_max": max(per_class.values(), default=0),
+                   "requests": len(answers) + len(failures), "answers_unusable_retried": _retried(answers),
+                   "requests_sent_this_run": stats.sent, "cache_hits_this_run": stats.cache_hits,
+                   "failed_requests": len(transport_failures),
+                   "unusable_answers": len(failure_list) - len(transport_failures)},
+        "dropped": {reason: dropped.get(reason, 0) for reason in DROP_REASONS},
+        "tokens": {"prompt": usage["prompt_tokens"], "completion": usage["completion_tokens"]},
+        "cost_usd": usage["cost_usd"],
+        "cost_usd_this_run": stats.cost_usd if stats.sent else 0.0,
+        "classes_without_texts": [{"class_index": i, "class_name": job.classes.names[i]} for i in empty_classes],
+        "failures": failure_list,
+    }
+    info = writer.finish(kept, manifest)
+    return DescribeResult(info, stats, failure_list)
+
+
+def _retried(answers: dict) -> int:
+    return sum(1 for request, _, _ in answers.values() if request.attempt > 0)
+
+
+def _collect(job: DescribeJob, client: LLMClient, requests: list[LLMRequest], answers: dict, failures: dict):
+    """Walk the plan in canonical order; follow each request's retry chain to its last answer."""
+    records, dropped = [], Counter()
+    usage = {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
+    failure_list = []
+    for request in requests:
+        class_index, question_index = request.tag
+        question = job.template.questions[question_index]
+        final = None
+        current = request
+        while True:
+            key = client.key(current)
+            if key in answers:
+                final = answers[key]
+                _, response, parsed = final
+                for p in parsed:
+                    dropped.update(p.dropped)
+                usage["prompt_tokens"] += response.usage.get("prompt_tokens", 0)
+                usage["completion_tokens"] += response.usage.get("completion_tokens", 0)
+                usage["cost_usd"] = None if usage["cost_usd"] is None or response.cost_usd is None \
+                    else usage["cost_usd"] + response.cost_usd
+                if not any(p.texts for p in parsed) and current.attempt < job.answer_retries:
+                    current = current.retry()
+                    continue
+            break
+        where = {"class_index": class_index, "class_name": job.classes.names[class_index],
+                 "question": job.template.question_id(question), "sample_index": request.sample_index}
+        if final is None:
+            error = failures.get(client.key(current), (None, "not answered"))[1]
+            failure_list.append({**where, "reason": "request failed", "error": redact(error),
+                                 "attempts": current.attempt + 1})
+            continue
+        final_request, response, parsed = final
+        if not any(p.texts for p in parsed):
+            failure_list.append({**where, "reason": "unusable answer",
+                                 "error": f"no usable text after {final_request.attempt + 1} answer(s)"})
+            continue
+        for choice_index, p in enumerate(parsed):
+            sample = request.sample_index if request.sample_index is not None else choice_index
+            for position, text in enumerate(p.texts):
+                records.append(make_record(
+                    class_index=class_index, class_name=job.classes.names[class_index], stage=STAGE,
+                    kind=job.template.text_kind, text=text, template=job.template.question_id(question),
+                    sample_index=sample, request_key=response.key, model=client.model,
+                    position=position if job.template.parser == "bullets" else None))
+    return records, dropped, failure_list, usage
+
+
+def _class_summary(classes: ClassList) -> dict:
+    return {"count": len(classes), "hash": classes.hash, "source": classes.source}
+
+
+def describe_wordnet(classes: ClassList, store: Store, set_name: str = "wordnet") -> tuple[VersionInfo, list]:
+    """One dictionary-style description per class from its WordNet gloss; unmatched classes get none."""
+    wordnet = load_wordnet()
+    matches = wordnet.match(classes)
+    records = [make_record(class_index=m.class_index, class_name=m.class_name, stage=STAGE, kind="sentence",
+                           text=gloss_sentence(m.class_name, m.synset.gloss), template="wordnet/gloss",
+                           sample_index=0, request_key=None, model=None, wnid=m.synset.wnid, match=m.method)
+               for m in matches if m.synset is not None and m.synset.gloss]
+    unmatched = [m for m in matches if m.synset is None]
+    methods = Counter(m.method for m in matches)
+    manifest = {
+        "stage": STAGE, "source": "wordnet", "network": False, "needs_api_key": False,
+        "model": None, "knowledge_source": wordnet.source, "classes": _class_summary(classes),
+        "template": {"name": "wordnet", "ref": "wordnet/gloss", "description": "'{class}: {WordNet gloss}.'"},
+        "text_kind": "sentence",
+        "counts": {"records": len(records), "classes": len(classes), "classes_without_texts": len(unmatched),
+                   "matched_by": dict(methods)},
+        "dropped": {reason: 0 for reason in DROP_REASONS},
+        "tokens": {"prompt": 0, "completion": 0}, "cost_usd": 0.0,
+        "classes_without_texts": [{"class_index": m.class_index, "class_name": m.class_name, "reason": "no synset"}
+                                  for m in unmatched],
+        "matching": [m.to_json() for m in matches],
+    }
+    return store.write_version(classes.dataset, set_name, records, manifest), unmatched

@@ -1,0 +1,423 @@
+"""The prompt store: `prompts/<dataset>/<set>/vN.jsonl` + `vN.manifest.json`, immutable versions.
+
+A version is created with status "running" and written progressively to `vN.requests.jsonl`
+(one line per answered request: the request log and the resume journal). When the run ends,
+the records are written in a canonical order to `vN.jsonl` and the manifest gets its final
+status: "complete", or "partial" when some requests failed (`--resume` retries those). A
+complete version is never written again. A process holds `vN.lock` while it writes, so a
+second writer is refused and an abandoned version can be told apart from a running one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from promptgen import __version__
+from promptgen.classes import ClassList, load_class_file, load_dataset, list_datasets
+from promptgen.errors import PromptgenError
+from promptgen.fileio import atomic_write_text, canonical_json, sha256_file
+from promptgen.paths import BUILTIN_PROMPTS_DIR, prompts_dir
+
+__all__ = ["SetRef", "VersionInfo", "Store", "VersionWriter", "make_record", "record_id", "now_iso",
+           "MANIFEST_FORMAT"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FORMAT = "promptgen.prompt-set/1"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_VERSION_FILE = re.compile(r"^v(\d+)\.manifest\.json$")
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_name(kind: str, name: str) -> str:
+    if not _NAME.match(name or "") or name in ("templates",):
+        raise PromptgenError(f"invalid {kind} name {name!r}",
+                             f"a {kind} name uses letters, digits, '.', '_' and '-' and starts with a letter or digit")
+    return name
+
+
+@dataclass(frozen=True)
+class SetRef:
+    """`dataset/set@vN`; the set and version are optional (latest complete version)."""
+
+    dataset: str
+    set: str | None = None
+    version: int | None = None
+
+    @staticmethod
+    def parse(text: str, dataset: str | None = None) -> "SetRef":
+        spec, _, version = text.partition("@")
+        if "/" in spec:
+            dataset_part, _, set_part = spec.partition("/")
+        elif dataset is not None:
+            dataset_part, set_part = dataset, spec
+        else:
+            dataset_part, set_part = spec, ""
+        number = None
+        if version:
+            digits = version[1:] if version[:1] in "vV" else version
+            if not digits.isdigit():
+                raise PromptgenError(f"bad version {version!r} in {text!r}", "write versions as @v1, @v2, ...")
+            number = int(digits)
+        if dataset is not None and dataset_part != dataset:
+            raise PromptgenError(f"{text!r} names dataset {dataset_part!r}, not {dataset!r}",
+                                 f"use a set of {dataset}, e.g. {dataset}/{set_part or 'SET'}@v1")
+        return SetRef(check_name("dataset", dataset_part), check_name("set", set_part) if set_part else None, number)
+
+    def __str__(self) -> str:
+        text = self.dataset + (f"/{self.set}" if self.set else "")
+        return text + (f"@v{self.version}" if self.version is not None else "")
+
+
+@dataclass
+class VersionInfo:
+    dataset: str
+    set: str
+    version: int
+    directory: Path
+    manifest: dict
+
+    @property
+    def ref(self) -> SetRef:
+        return SetRef(self.dataset, self.set, self.version)
+
+    @property
+    def records_path(self) -> Path:
+        return self.directory / f"v{self.version}.jsonl"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / f"v{self.version}.manifest.json"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.directory / f"v{self.version}.requests.jsonl"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.directory / f"v{self.version}.lock"
+
+    @property
+    def status(self) -> str:
+        status = self.manifest.get("status", "complete")
+        if status == "running" and not _is_locked(self.lock_path):
+            return "interrupted"
+        return status
+
+
+def _is_locked(path: Path) -> bool:
+    if not path.exists():
+        return False
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def record_id(class_index: int, class_name: str, stage: str, text: str) -> str:
+    payload = canonical_json([class_index, class_name, stage, text])
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def make_record(*, class_index: int, class_name: str, stage: str, kind: str, text: str, template: str | None,
+                sample_index: int | None, request_key: str | None, model: str | None, **extra: Any) -> dict:
+    record = {"id": record_id(class_index, class_name, stage, text), "class_index": class_index,
+              "class_name": class_name, "stage": stage, "kind": kind, "text": text, "template": template,
+              "sample_index": sample_index, "request_key": request_key, "model": model}
+    record.update({k: v for k, v in extra.items() if v is not None})
+    return record
+
+
+def dedupe_records(records: Iterable[dict]) -> tuple[list[dict], int]:
+    """Drop exact repeats of a text within a class (first in canonical order wins)."""
+    seen: set[tuple[int, str]] = set()
+    kept, dropped = [], 0
+    for record in records:
+        key = (record["class_index"], record["text"])
+        if key in seen:
+            dropped += 1
+            continue
+        seen.add(key)
+        kept.append(record)
+    return kept, dropped
+
+
+class Store:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.prompts = prompts_dir(root)
+
+    # -- where sets live ----------------------------------------------------------------------
+
+    def _set_dirs(self, dataset: str, set_name: str) -> list[Path]:
+        dirs = [self.prompts / dataset / set_name]
+        builtin = BUILTIN_PROMPTS_DIR / dataset / set_name
+        if builtin.resolve() != dirs[0].resolve():
+            dirs.append(builtin)
+        return dirs
+
+    def set_dir(self, dataset: str, set_name: str) -> Path:
+        """The folder holding the set: the user's root first, else the sets shipped with promptgen."""
+        for directory in self._set_dirs(dataset, set_name):
+            if any(directory.glob("v*.manifest.json")):
+                return directory
+        return self._set_dirs(dataset, set_name)[0]
+
+    def list_datasets(self) -> list[str]:
+        names = set()
+        for base in {self.prompts, BUILTIN_PROMPTS_DIR}:
+            if base.is_dir():
+                names |= {p.parent.parent.name for p in base.glob("*/*/v*.manifest.json")}
+        return sorted(names)
+
+    def list_sets(self, dataset: str) -> list[str]:
+        names = set()
+        for base in {self.prompts, BUILTIN_PROMPTS_DIR}:
+            if (base / dataset).is_dir():
+                names |= {p.parent.name for p in (base / dataset).glob("*/v*.manifest.json")}
+        return sorted(names)
+
+    def list_versions(self, dataset: str, set_name: str) -> list[VersionInfo]:
+        directory = self.set_dir(dataset, set_name)
+        infos = []
+        for path in directory.glob("v*.manifest.json"):
+            match = _VERSION_FILE.match(path.name)
+            if match:
+                infos.append(VersionInfo(dataset, set_name, int(match.group(1)), directory, _read_manifest(path)))
+        return sorted(infos, key=lambda info: info.version)
+
+    def resolve(self, ref: SetRef) -> VersionInfo:
+        """The version a reference names; without @vN, the latest complete one."""
+        if ref.set is None:
+            sets = self.list_sets(ref.dataset)
+            raise PromptgenError(f"{ref} does not name a set",
+                                 f"write {ref.dataset}/SET[@vN]; sets of {ref.dataset}: {', '.join(sets) or '(none)'}")
+        versions = self.list_versions(ref.dataset, ref.set)
+        if not versions:
+            sets = self.list_sets(ref.dataset)
+            raise PromptgenError(f"no prompt set {ref.dataset}/{ref.set} under {self.prompts}",
+                                 f"sets of {ref.dataset}: {', '.join(sets) or '(none)'}; "
+                                 f"create one with `promptgen describe` or `promptgen import`")
+        if ref.version is None:
+            complete = [v for v in versions if v.status == "complete"]
+            if not complete:
+                raise PromptgenError(f"{ref} has no complete version (latest v{versions[-1].version} is "
+                                     f"{versions[-1].status})",
+                                     f"finish it with `promptgen describe {ref.dataset} --resume`, or name it: {ref}@v{versions[-1].version}")
+            return complete[-1]
+        for info in versions:
+            if info.version == ref.version:
+                return info
+        raise PromptgenError(f"{ref.dataset}/{ref.set} has no version v{ref.version}",
+                             f"versions: {', '.join(f'v{v.version}' for v in versions)}")
+
+    def read_records(self, info: VersionInfo) -> list[dict]:
+        if not info.records_path.exists():
+            raise PromptgenError(f"{info.ref} has no records yet (status {info.status})",
+                                 f"finish it with --resume, or use another version")
+        with open(info.records_path, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+
+    # -- class lists ------------------------------------------------------------------------
+
+    def classes(self, dataset: str, classes_file: str | Path | None = None) -> ClassList:
+        """The dataset's class list. A user list given once with --classes is kept in
+        `prompts/<dataset>/classes.json`; later commands find it there and reject a different one."""
+        check_name("dataset", dataset)
+        stored_path = self.prompts / dataset / "classes.json"
+        stored = None
+        if stored_path.exists():
+            data = json.loads(stored_path.read_text(encoding="utf-8"))
+            stored = ClassList(dataset=dataset, names=tuple(data["classes"]),
+                               ids=tuple(data["ids"]) if data.get("ids") else None, source=data.get("source", ""),
+                               title=data.get("title", dataset))
+        elif dataset in list_datasets():
+            stored = load_dataset(dataset)
+        if classes_file is None:
+            if stored is None:
+                raise PromptgenError(f"unknown dataset {dataset!r}",
+                                     f"built-in datasets: {', '.join(list_datasets())}; for your own classes give "
+                                     f"--classes FILE (one name per line or a JSON list)")
+            return stored
+        given = load_class_file(classes_file, dataset)
+        if stored is not None:
+            if stored.hash != given.hash:
+                raise PromptgenError(f"{classes_file} does not match the class list already known for {dataset!r}: "
+                                     + describe_class_mismatch(stored.names, given.names),
+                                     "use a new dataset name for a different class list")
+            return stored
+        atomic_write_text(stored_path, json.dumps({"dataset": dataset, "source": given.source,
+                                                   "classes": list(given.names),
+                                                   "ids": list(given.ids) if given.ids else None},
+                                                  ensure_ascii=False, indent=1) + "\n")
+        return given
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _writable_dir(self, dataset: str, set_name: str) -> Path:
+        check_name("dataset", dataset)
+        check_name("set", set_name)
+        directory = self.set_dir(dataset, set_name)
+        if directory.resolve().is_relative_to(BUILTIN_PROMPTS_DIR.resolve()) and \
+                not self.prompts.resolve() == BUILTIN_PROMPTS_DIR.resolve():
+            raise PromptgenError(f"{dataset}/{set_name} is a set shipped with promptgen and is read-only",
+                                 "choose another set name with --set NAME")
+        return directory
+
+    def new_version(self, dataset: str, set_name: str, manifest: dict) -> "VersionWriter":
+        """Reserve the next version number (atomically, so two writers never share one)."""
+        directory = self._writable_dir(dataset, set_name)
+        directory.mkdir(parents=True, exist_ok=True)
+        existing = self.list_versions(dataset, set_name)
+        number = existing[-1].version + 1 if existing else 1
+        while True:
+            path = directory / f"v{number}.manifest.json"
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                number += 1
+                continue
+            os.close(fd)
+            break
+        parent = f"{dataset}/{set_name}@v{existing[-1].version}" if existing else None
+        manifest = {"format": MANIFEST_FORMAT, "dataset": dataset, "set": set_name, "version": number,
+                    "status": "running", "created": now_iso(), "promptgen_version": __version__,
+                    "parent": manifest.pop("parent", parent), **manifest}
+        info = VersionInfo(dataset, set_name, number, directory, manifest)
+        writer = VersionWriter(info)
+        writer.write_manifest(manifest)
+        return writer
+
+    def resume_version(self, dataset: str, set_name: str, version: int | None = None) -> "VersionWriter":
+        versions = self.list_versions(dataset, set_name)
+        candidates = [v for v in versions if version is None or v.version == version]
+        if version is None:
+            candidates = [v for v in candidates if v.status in ("interrupted", "partial", "running")]
+        if not candidates:
+            latest = f"latest is v{versions[-1].version} ({versions[-1].status})" if versions else "it has no versions"
+            raise PromptgenError(f"nothing to resume in {dataset}/{set_name}: {latest}",
+                                 "run without --resume to make a new version")
+        info = candidates[-1]
+        if info.status == "complete":
+            raise PromptgenError(f"{info.ref} is complete and immutable", "run without --resume to make a new version")
+        return VersionWriter(info)
+
+    def write_version(self, dataset: str, set_name: str, records: list[dict], manifest: dict) -> VersionInfo:
+        """A version written in one go (imports, offline sources)."""
+        writer = self.new_version(dataset, set_name, manifest)
+        with writer:
+            return writer.finish(records, writer.info.manifest | {"status": "complete"})
+
+
+def describe_class_mismatch(expected: tuple[str, ...] | list[str], given: tuple[str, ...] | list[str]) -> str:
+    missing = [n for n in expected if n not in set(given)]
+    extra = [n for n in given if n not in set(expected)]
+    parts = []
+    if len(expected) != len(given):
+        parts.append(f"{len(given)} classes instead of {len(expected)}")
+    if missing:
+        parts.append(f"missing {', '.join(map(repr, missing[:8]))}" + (f" and {len(missing) - 8} more" if len(missing) > 8 else ""))
+    if extra:
+        parts.append(f"unknown {', '.join(map(repr, extra[:8]))}" + (f" and {len(extra) - 8} more" if len(extra) > 8 else ""))
+    if not missing and not extra:
+        moved = [i for i, (a, b) in enumerate(zip(expected, given)) if a != b]
+        parts.append(f"same names in another order (first difference at index {moved[0]})" if moved else "different ids")
+    return "; ".join(parts)
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except ValueError:
+        log.warning("manifest %s is unreadable", path)
+        return {"status": "unreadable"}
+    return data if isinstance(data, dict) else {"status": "unreadable"}
+
+
+class VersionWriter:
+    """Owns one version while it is written: holds its lock, appends to its journal, finishes it."""
+
+    def __init__(self, info: VersionInfo) -> None:
+        self.info = info
+        self._lock_handle: Any = None
+        self._journal: Any = None
+
+    def __enter__(self) -> "VersionWriter":
+        self.info.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_handle = open(self.info.lock_path, "a")
+        try:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_handle.close()
+            raise PromptgenError(f"{self.info.ref} is being written by another promptgen process",
+                                 "wait for it to finish, or stop it and rerun with --resume") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        if self._lock_handle is not None:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def write_manifest(self, manifest: dict) -> None:
+        atomic_write_text(self.info.manifest_path, json.dumps(manifest, ensure_ascii=False, indent=2) + "\n",
+                          durable=True)
+        self.info.manifest = manifest
+
+    def read_journal(self) -> list[dict]:
+        """Entries already written; a torn last line (from a kill mid-write) is dropped with a warning."""
+        path = self.info.journal_path
+        if not path.exists():
+            return []
+        raw = path.read_bytes()
+        entries, good_bytes = [], 0
+        for line in raw.splitlines(keepends=True):
+            try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("no newline")
+                entries.append(json.loads(line))
+            except ValueError:
+                log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run",
+                            path.name, len(raw) - good_bytes)
+                with open(path, "r+b") as handle:
+                    handle.truncate(good_bytes)
+                break
+            good_bytes += len(line)
+        return entries
+
+    def append(self, entry: dict) -> None:
+        if self._journal is None:
+            self._journal = open(self.info.journal_path, "a", encoding="utf-8")
+        self._journal.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._journal.flush()
+
+    def finish(self, records: list[dict], manifest: dict) -> VersionInfo:
+        """Write the records (canonical order is the caller's) and the final manifest."""
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        atomic_write_text(self.info.records_path, text, durable=True)
+        manifest = {**manifest, "finished": now_iso(), "records_file": self.info.records_path.name,
+                    "records_sha256": sha256_file(self.info.records_path)}
+        self.write_manifest(manifest)
+        if manifest.get("status") == "complete":
+            for path in (self.info.records_path, self.info.manifest_path):
+                path.chmod(0o444)
+            self.info.lock_path.unlink(missing_ok=True)
+        return self.info

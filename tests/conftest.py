@@ -1,0 +1,44 @@
+"""Shared fixtures. Tests never reach the network: LLM calls go to a local fake server."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from click.testing import CliRunner, Result  # noqa: E402
+
+from promptgen.llm.fake_server import FakeLLMServer  # noqa: E402
+
+
+@pytest.fixture
+def fake_llm():
+    """A fresh OpenAI-compatible fake server on a free port; `.url` is the api base."""
+    with FakeLLMServer() as server:
+        yield server
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty promptgen root (prompts/ and cache/ go here)."""
+    monkeypatch.delenv("PROMPTGEN_HOME", raising=False)
+    return tmp_path / "root"
+
+
+def run_cli(*args: str, root: Path | None = None) -> Result:
+    """Run the promptgen CLI in-process and return click's result (exit_code, output, stderr)."""
+    from promptgen.cli import main
+
+    argv = [str(a) for a in args] + (["--root", str(root)] if root is not None else [])
+    return CliRunner().invoke(main, argv, catch_exceptions=False)
+
+
+@pytest.fixture
+def cli(root: Path):
+    def invoke(*args: str) -> Result:
+        return run_cli(*args, root=root)
+    return invoke

@@ -1,0 +1,188 @@
+"""Turning LLM answers into clean texts: parse_answer (sentence and bullets) and clean_texts."""
+
+from __future__ import annotations
+
+import pytest
+
+from promptgen.parsing import DROP_REASONS, clean_texts, is_refusal, normalise, parse_answer
+
+
+def _dropped(parsed) -> dict:
+    return {k: v for k, v in parsed.dropped.items() if v}
+
+
+# -- sentence parser ----------------------------------------------------------------------------
+
+def test_sentence_appends_period() -> None:
+    parsed = parse_answer(" A tench is a greenish freshwater fish", "sentence", append=".")
+    assert parsed.texts == ["A tench is a greenish freshwater fish."]
+    assert _dropped(parsed) == {}
+
+
+@pytest.mark.parametrize("ending", [".", "!", "?"])
+def test_sentence_keeps_existing_terminal_punctuation(ending: str) -> None:
+    parsed = parse_answer(f"It is a fish{ending}", "sentence", append=".")
+    assert parsed.texts == [f"It is a fish{ending}"]
+
+
+def test_sentence_without_append_is_unchanged() -> None:
+    assert parse_answer("It is a fish", "sentence").texts == ["It is a fish"]
+
+
+def test_sentence_collapses_newlines_and_whitespace() -> None:
+    parsed = parse_answer("  A tench\n\nis  a\tgreen\r\nfish  ", "sentence", append=".")
+    assert parsed.texts == ["A tench is a green fish."]
+
+
+def test_sentence_removes_invisible_characters() -> None:
+    parsed = parse_answer("A\u200btench\u00adfish", "sentence")
+    assert parsed.texts == ["A tench fish"]
+
+
+@pytest.mark.parametrize("quoted", ['"A green fish"', "\u201cA green fish\u201d", "'A green fish'",
+                                    '  "A green fish"  '])
+def test_sentence_strips_surrounding_quotes(quoted: str) -> None:
+    assert parse_answer(quoted, "sentence", append=".").texts == ["A green fish."]
+
+
+def test_sentence_keeps_inner_quotes() -> None:
+    assert parse_answer('It is called a "tench".', "sentence").texts == ['It is called a "tench".']
+
+
+@pytest.mark.parametrize("answer", ["", "   ", "\n\n", None, '""'])
+def test_sentence_empty(answer) -> None:
+    parsed = parse_answer(answer, "sentence", append=".")
+    assert parsed.texts == []
+    assert _dropped(parsed) == {"empty": 1}
+
+
+@pytest.mark.parametrize("answer", [
+    "I'm sorry, but I can't help with that.",
+    "I am sorry, I cannot describe this",
+    "As an AI language model, I cannot see images.",
+    "A tench, as an AI language model would say, is a fish.",
+    "I cannot answer that.",
+])
+def test_sentence_refusal(answer: str) -> None:
+    parsed = parse_answer(answer, "sentence", append=".")
+    assert parsed.texts == []
+    assert _dropped(parsed) == {"refusal": 1}
+
+
+@pytest.mark.parametrize("answer", ["\x00 }{ ]]", "123 456", "- -"])
+def test_sentence_unparsed(answer: str) -> None:
+    parsed = parse_answer(answer, "sentence", append=".")
+    assert parsed.texts == []
+    assert _dropped(parsed) == {"unparsed": 1}
+
+
+def test_sentence_too_long() -> None:
+    parsed = parse_answer("word " * 100, "sentence", append=".", max_chars=50)
+    assert parsed.texts == []
+    assert _dropped(parsed) == {"too_long": 1}
+
+
+def test_sentence_at_max_chars_is_kept() -> None:
+    text = "x" * 49 + "."
+    assert parse_answer(text, "sentence", append=".", max_chars=50).texts == [text]
+    assert parse_answer(text + "y", "sentence", append=".", max_chars=50).dropped["too_long"] == 1
+
+
+def test_unknown_parser_raises() -> None:
+    with pytest.raises(ValueError):
+        parse_answer("text", "yaml")
+
+
+# -- bullets parser -----------------------------------------------------------------------------
+
+def test_bullets_dedupes() -> None:
+    # realistic descriptors: a text needs two letters to count as words
+    parsed = parse_answer("- long tail\n- fur\n- long tail", "bullets")
+    assert parsed.texts == ["long tail", "fur"]
+    assert _dropped(parsed) == {"duplicate": 1}
+
+
+def test_bullets_normalise_each_line() -> None:
+    parsed = parse_answer("-   long  tail \n-  \"large eyes\"\n", "bullets")
+    assert parsed.texts == ["long tail", "large eyes"]
+
+
+def test_bullets_preamble_line_is_unparsed() -> None:
+    parsed = parse_answer("Here are some features:\n- long tail\n- large eyes", "bullets")
+    assert parsed.texts == ["long tail", "large eyes"]
+    assert _dropped(parsed) == {"unparsed": 1}
+
+
+def test_bullets_stop_at_next_question() -> None:
+    answer = ("- long tail\n- large eyes\n\nQ: What are useful features for distinguishing a cat?\n"
+              "A: There are several useful visual features:\n- whiskers\n- pointed ears")
+    parsed = parse_answer(answer, "bullets")
+    assert parsed.texts == ["long tail", "large eyes"]
+    assert _dropped(parsed) == {}
+
+
+def test_bullets_continues_bullet_takes_unmarked_first_line() -> None:
+    answer = " long tail\n- large eyes"
+    assert parse_answer(answer, "bullets", continues_bullet=True).texts == ["long tail", "large eyes"]
+    without = parse_answer(answer, "bullets")
+    assert without.texts == ["large eyes"]
+    assert _dropped(without) == {"unparsed": 1}
+
+
+def test_bullets_continues_bullet_only_for_first_line() -> None:
+    parsed = parse_answer("long tail\nlarge eyes\n- fur", "bullets", continues_bullet=True)
+    assert parsed.texts == ["long tail", "fur"]
+    assert _dropped(parsed) == {"unparsed": 1}
+
+
+def test_bullets_other_markers() -> None:
+    parsed = parse_answer("* x-shaped tail\n1. yellow eyes\n2) zebra stripes\n\u2022 dotted fur", "bullets")
+    assert parsed.texts == ["x-shaped tail", "yellow eyes", "zebra stripes", "dotted fur"]
+    assert _dropped(parsed) == {}
+
+
+def test_bullets_all_refusal() -> None:
+    parsed = parse_answer("I'm sorry, but I can't help with that.\n- no\n- really", "bullets")
+    assert parsed.texts == []
+    assert _dropped(parsed) == {"refusal": 1}
+
+
+def test_bullets_refusal_bullets_dropped_individually() -> None:
+    parsed = parse_answer("- long tail\n- As an AI language model, I can't see", "bullets")
+    assert parsed.texts == ["long tail"]
+    assert _dropped(parsed) == {"refusal": 1}
+
+
+@pytest.mark.parametrize("answer", ["", "\n \n", None])
+def test_bullets_empty(answer) -> None:
+    parsed = parse_answer(answer, "bullets")
+    assert parsed.texts == []
+    assert _dropped(parsed) == {"empty": 1}
+
+
+def test_bullets_too_long_and_unparsed_items() -> None:
+    parsed = parse_answer("- " + "y" * 30 + "\n- ??\n- ok fur", "bullets", max_chars=20)
+    assert parsed.texts == ["ok fur"]
+    assert _dropped(parsed) == {"too_long": 1, "unparsed": 1}
+
+
+# -- clean_texts and helpers --------------------------------------------------------------------
+
+def test_clean_texts_counts_every_reason() -> None:
+    parsed = clean_texts(["  A  fish. ", "", "A fish.", "I'm sorry, I can't", "}{", "z" * 20, "Another\nfish."],
+                         max_chars=15)
+    assert parsed.texts == ["A fish.", "Another fish."]
+    assert _dropped(parsed) == {"empty": 1, "duplicate": 1, "refusal": 1, "unparsed": 1, "too_long": 1}
+    assert set(parsed.dropped) <= set(DROP_REASONS)
+
+
+def test_clean_texts_does_not_append() -> None:
+    assert clean_texts(["a fish"]).texts == ["a fish"]
+
+
+def test_normalise_and_is_refusal() -> None:
+    assert normalise('  "a\n b"  ') == "a b"
+    assert normalise('"') == '"'
+    assert is_refusal("Sorry, I can't.")
+    assert not is_refusal("A sorry-looking fish.")
+    assert not is_refusal("Its tail is icy blue.")

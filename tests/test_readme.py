@@ -1,0 +1,36 @@
+"""The README's two quick-start commands are the ones CI and users run."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def quick_start_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Quick start", 1)[1].split("The same job with an LLM", 1)[0]
+    return [line.strip() for line in section.splitlines() if line.startswith("    ")]
+
+
+def test_readme_has_exactly_two_commands_main_job_and_tests():
+    main_job, tests = quick_start_commands()
+    assert "promptgen describe cifar10 --source wordnet" in main_job and "pip install -e ." in main_job
+    assert "pip install -e '.[test]'" in tests and "pytest" in tests
+    assert "LITELLM_LOCAL_MODEL_COST_MAP=True" in tests and "HF_HUB_OFFLINE=1" in tests
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    _, tests = quick_start_commands()
+    ci = (ROOT / ".ci" / "run").read_text()
+    commands = [line for line in ci.splitlines() if line and not line.startswith(("#", "set ", "cd "))]
+    assert commands == [tests]
+
+
+def test_every_cli_command_in_the_readme_table_exists():
+    from promptgen.cli import main
+
+    table = (ROOT / "README.md").read_text()
+    named = set(re.findall(r"^\| `promptgen (\w+)", table, flags=re.M))
+    assert named and named <= set(main.commands)
