@@ -20,8 +20,11 @@ def atomic_write_text(path: Path, text: str, durable: bool = False) -> None:
     """Write via a temporary file in the same folder and rename: readers see old or new, never half.
 
     `durable` also fsyncs, which guards against power loss; a killed process needs only the rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; these files are meant to be shared
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

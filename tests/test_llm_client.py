@@ -193,3 +193,22 @@ def test_corrupt_cache_entry_is_ignored_and_refetched(fake_llm, tmp_path):
     path.write_text('{"key": "truncated', encoding="utf-8")
     answers, _, stats = ask(client, requests)
     assert stats.sent == 1 and fake_llm.request_count == 2 and len(answers) == 1
+
+
+def test_follow_up_requests_join_the_queue_and_a_crashing_callback_stops_the_run(fake_llm, tmp_path):
+    client = make_client(fake_llm, tmp_path, concurrency=2)
+    seen = []
+
+    def ask_twice(request, response):
+        seen.append(request.attempt)
+        return [request.retry()] if request.attempt == 0 else []
+
+    requests = [LLMRequest.make([{"role": "user", "content": f"q{i}"}], {"max_tokens": 5}) for i in range(3)]
+    stats = client.run(requests, ask_twice)
+    assert sorted(seen) == [0, 0, 0, 1, 1, 1] and stats.requests == 6 and fake_llm.request_count == 6
+
+    def broken(request, response):
+        raise ValueError("bug in a callback")
+
+    with pytest.raises(ValueError, match="bug in a callback"):
+        make_client(fake_llm, tmp_path / "b", concurrency=2).run(requests, broken)

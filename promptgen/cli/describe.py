@@ -42,6 +42,8 @@ def _parse_price(value: str | None) -> tuple[float, float] | None:
 @click.option("--answer-retries", type=int, default=2, show_default=True,
               help="Re-asks when an answer is empty, a refusal or unparseable.")
 @click.option("--price", help="USD per million prompt,completion tokens, for models litellm has no price for.")
+@click.option("--transport", type=click.Choice(["auto", "litellm", "openai"]), default="auto", show_default=True,
+              help="auto: the openai SDK for OpenAI-compatible providers (faster), litellm for the rest.")
 @click.option("--split-samples", is_flag=True, help="Get n samples from n requests even if the provider supports n.")
 @click.option("--draw", type=int, default=0, show_default=True,
               help="A fresh draw of samples: a different number asks again instead of reusing cached answers.")
@@ -54,7 +56,7 @@ def _parse_price(value: str | None) -> tuple[float, float] | None:
 def describe_command(dataset: str, classes_file: Path | None, source: str, style: str, model: str | None,
                      api_base: str | None, api_key_env: str | None, set_name: str | None, concurrency: int,
                      timeout: float, max_attempts: int, backoff: float, answer_retries: int, price: str | None,
-                     split_samples: bool, draw: int, dry_run: bool, resume: bool, resume_version: int | None,
+                     transport: str, split_samples: bool, draw: int, dry_run: bool, resume: bool, resume_version: int | None,
                      no_progress: bool, root: Path | None, as_json: bool) -> None:
     """Write descriptions of every class of DATASET as a new prompt-set version."""
     from promptgen.stages.describe import DescribeJob, describe_wordnet, plan_requests, run_describe
@@ -82,7 +84,7 @@ def describe_command(dataset: str, classes_file: Path | None, source: str, style
     template = load_template(style, store.root)
     client = LLMClient(model, api_base=api_base, api_key_env=api_key_env, cache=LLMCache(cache_dir(store.root) / "llm"),
                        concurrency=concurrency, timeout=timeout, max_attempts=max_attempts, backoff=backoff,
-                       price=_parse_price(price), split_samples=True if split_samples else None,
+                       price=_parse_price(price), split_samples=True if split_samples else None, transport=transport,
                        progress=not no_progress)
     job = DescribeJob(classes, template, set_name or template.name, draw=draw, answer_retries=answer_retries)
     if dry_run:

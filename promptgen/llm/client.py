@@ -36,6 +36,9 @@ TRANSPORTS = ("auto", "litellm", "openai")
 # concurrent throughput on small machines; see benchmarks/README.md).
 OPENAI_COMPATIBLE = ("openai", "hosted_vllm", "lm_studio")
 
+NO_KEY_HINT = ("export {var}=... (promptgen never takes keys as arguments); or use --api-base URL for a local "
+               "OpenAI-compatible server, or --source wordnet to run without an LLM")
+
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "stop", "n", "seed", "presence_penalty",
                  "frequency_penalty", "response_format")
 
@@ -216,8 +219,16 @@ class LLMClient:
             self._litellm = import_litellm()
         return self._litellm
 
+    def _explicit_openai_compatible(self) -> bool:
+        """`openai/...`-style names: provider and parameters are known without asking litellm, whose
+        import takes seconds (a rerun answered from the cache then never imports it)."""
+        return self.model.split("/", 1)[0] in OPENAI_COMPATIBLE and "/" in self.model
+
     def _provider(self) -> str | None:
         if self._provider_name is False:
+            if self._explicit_openai_compatible():
+                self._provider_name = self.model.split("/", 1)[0]
+                return self._provider_name
             try:
                 self._provider_name = self.litellm.get_llm_provider(self.model, api_base=self.api_base)[1]
             except Exception:
@@ -227,8 +238,13 @@ class LLMClient:
     @property
     def transport(self) -> str:
         """'openai' (the openai SDK, for OpenAI-compatible providers) or 'litellm' (everything else)."""
+        compatible = self._provider() in OPENAI_COMPATIBLE
         if self._transport == "auto":
-            return "openai" if self._provider() in OPENAI_COMPATIBLE else "litellm"
+            return "openai" if compatible else "litellm"
+        if self._transport == "openai" and not compatible:
+            raise PromptgenError(f"--transport openai needs an OpenAI-compatible provider; {self.model!r} is "
+                                 f"{self._provider() or 'unknown to litellm'}",
+                                 "use --transport auto or litellm for this model")
         return self._transport
 
     def _bare_model(self) -> str:
@@ -236,6 +252,8 @@ class LLMClient:
         return self.model.split("/", 1)[1] if provider and self.model.startswith(provider + "/") else self.model
 
     def _supports(self, param: str) -> bool:
+        if self._explicit_openai_compatible() and param in ("n", "seed"):
+            return True  # part of the OpenAI chat API that these servers implement
         provider = self._provider()
         if provider is None:
             return False
@@ -302,6 +320,11 @@ class LLMClient:
         if self.api_key_env or self.api_base:
             self._api_key()
             return
+        if self._provider() == "openai" and self._explicit_openai_compatible():
+            if not os.environ.get("OPENAI_API_KEY"):
+                raise PromptgenError(f"model {self.model!r} needs OPENAI_API_KEY in the environment, and it is not set",
+                                     NO_KEY_HINT.format(var="OPENAI_API_KEY"))
+            return
         try:
             status = self.litellm.validate_environment(self.model)
         except Exception:
@@ -310,8 +333,7 @@ class LLMClient:
         if missing:
             raise PromptgenError(
                 f"model {self.model!r} needs {' and '.join(missing)} in the environment, and it is not set",
-                f"export {missing[0]}=... (promptgen never takes keys as arguments); or use --api-base URL for a "
-                f"local OpenAI-compatible server, or --source wordnet to run without an LLM")
+                NO_KEY_HINT.format(var=missing[0]))
 
     def _prices(self) -> tuple[float, float] | None:
         """USD per million (prompt, completion) tokens: --price, else litellm's table, else None."""
@@ -359,8 +381,11 @@ class LLMClient:
         if self.transport == "openai":
             if self._openai is None:
                 self._openai = self._make_openai_client()
-            return await self._openai.chat.completions.create(model=self._bare_model(), messages=request.message_list,
-                                                              timeout=self.timeout, **params)
+            # the SDK's documented raw call: same HTTP, errors and headers, without building typed
+            # request and response models (a few ms of CPU per request)
+            body = {"model": self._bare_model(), "messages": request.message_list, **params}
+            return await self._openai.post("/chat/completions", body=body, cast_to=object,
+                                           options={"timeout": self.timeout})
         kwargs: dict[str, Any] = dict(model=self.model, messages=request.message_list, timeout=self.timeout,
                                       num_retries=0, max_retries=0, **params)
         if self.api_base:
@@ -373,8 +398,14 @@ class LLMClient:
     def _make_openai_client(self) -> Any:
         import openai
 
+        try:
+            # aiohttp underneath: its connection pool stays cheap with dozens of connections in flight,
+            # where httpx's checks every idle connection on each request
+            http_client = openai.DefaultAioHttpClient(timeout=self.timeout)
+        except Exception:
+            http_client = None
         return openai.AsyncOpenAI(base_url=self.api_base, api_key=self._api_key() or os.environ.get("OPENAI_API_KEY"),
-                                  max_retries=0, timeout=self.timeout)
+                                  max_retries=0, timeout=self.timeout, http_client=http_client)
 
     def _classify(self, exc: BaseException) -> str:
         """'retry', 'fail' (this request only) or 'fatal' (every request would fail the same way).
@@ -439,19 +470,21 @@ class LLMClient:
                 raise _FatalError(message) from None
             raise LLMRequestFailed(key, message, 1) from None
         stats.sent += 1
-        choices = [{"text": (choice.message.content or "") if choice.message else "",
-                    "finish_reason": choice.finish_reason} for choice in raw.choices]
-        usage = getattr(raw, "usage", None)
-        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        data = raw if isinstance(raw, dict) else raw.model_dump()
+        choices = [{"text": (choice.get("message") or {}).get("content") or "",
+                    "finish_reason": choice.get("finish_reason")} for choice in data.get("choices") or []]
+        usage = data.get("usage") or {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        completion_tokens = int(usage.get("completion_tokens") or 0)
         response = LLMResponse(key, choices, {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
                                self._cost(prompt_tokens, completion_tokens), False,
-                               time.perf_counter() - started, getattr(raw, "model", None) or self.model)
+                               time.perf_counter() - started, data.get("model") or self.model)
         stats.prompt_tokens += prompt_tokens
         stats.completion_tokens += completion_tokens
         stats.add_cost(response.cost_usd)
         if self.cache is not None:
-            self.cache.put(key, self.key_payload(request), response.to_json())
+            # off the event loop: the write's syscalls then overlap with other requests' network waits
+            await asyncio.to_thread(self.cache.put, key, self.key_payload(request), response.to_json())
         return response
 
     def run(self, requests: list[LLMRequest],
@@ -460,10 +493,24 @@ class LLMClient:
             description: str = "asking") -> RunStats:
         """Answer all requests, `concurrency` at a time. `on_answer` may return follow-up requests
         (e.g. a retry after an unusable answer); they join the queue. Callbacks run on one thread."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.arun(requests, on_answer, on_failure, description))
+        raise PromptgenError("LLMClient.run was called inside a running event loop (a notebook, an async app)",
+                             "use `await client.arun(...)` there")
+
+    async def arun(self, requests: list[LLMRequest],
+                   on_answer: Callable[[LLMRequest, LLMResponse], Iterable[LLMRequest] | None],
+                   on_failure: Callable[[LLMRequest, LLMRequestFailed], None] | None = None,
+                   description: str = "asking") -> RunStats:
+        """`run` for callers that already have an event loop."""
         stats = RunStats()
         started = time.perf_counter()
+        if self.cache is None or not all(self.cache.path(self.key(r)).exists() for r in requests):
+            self._prices()  # something will be sent: look prices up now, not mid-run
         try:
-            asyncio.run(self._run(requests, on_answer, on_failure, stats, description))
+            await self._run(requests, on_answer, on_failure, stats, description)
         except _FatalError as exc:
             raise PromptgenError(f"the provider refused the request: {exc}",
                                  "check the model name, --api-base and the API key variable; answers received "
@@ -474,46 +521,66 @@ class LLMClient:
 
     async def _run(self, requests: list[LLMRequest], on_answer: Callable, on_failure: Callable | None,
                    stats: RunStats, description: str) -> None:
+        """`concurrency` workers share one queue (O(1) per request, however long the queue);
+        follow-ups join the queue before their parent is marked done, so `join` waits for them."""
         from tqdm import tqdm
 
-        semaphore = asyncio.Semaphore(self.concurrency)
+        queue: asyncio.Queue[LLMRequest] = asyncio.Queue()
+        for request in requests:
+            queue.put_nowait(request)
+        stats.requests += len(requests)
+        fatal: list[Exception] = []
+        stopped = asyncio.Event()
         bar = tqdm(total=len(requests), desc=description, unit="req", file=sys.stderr, disable=not self.progress,
                    dynamic_ncols=True)
 
-        async def one(request: LLMRequest) -> tuple[LLMRequest, LLMResponse | LLMRequestFailed | _FatalError]:
-            async with semaphore:
-                try:
-                    return request, await self.complete(request, stats)
-                except (LLMRequestFailed, _FatalError) as exc:
-                    return request, exc
+        def settle(request: LLMRequest, outcome: LLMResponse | LLMRequestFailed) -> None:
+            bar.update(1)
+            if isinstance(outcome, LLMRequestFailed):
+                stats.failed += 1
+                if on_failure:
+                    on_failure(request, outcome)
+                return
+            follow_ups = list(on_answer(request, outcome) or [])
+            for follow_up in follow_ups:
+                queue.put_nowait(follow_up)
+            if follow_ups:
+                stats.requests += len(follow_ups)
+                bar.total += len(follow_ups)
+            if self.progress:
+                cost = f"${stats.cost_usd:.4f}" if stats.cost_usd is not None else "?"
+                bar.set_postfix(cached=stats.cache_hits, failed=stats.failed, cost=cost, refresh=False)
 
-        pending = {asyncio.ensure_future(one(r)) for r in requests}
-        stats.requests += len(requests)
+        async def worker() -> None:
+            while True:
+                request = await queue.get()
+                try:
+                    try:
+                        outcome = await self.complete(request, stats)
+                    except LLMRequestFailed as exc:
+                        outcome = exc
+                    settle(request, outcome)  # before task_done, so follow-ups are queued before join can end
+                except Exception as exc:  # _FatalError, or a bug in a callback: stop everything, report it
+                    fatal.append(exc)
+                    stopped.set()
+                    return
+                finally:
+                    queue.task_done()
+
+        async def all_done() -> None:
+            await queue.join()
+            stopped.set()
+
+        workers = [asyncio.create_task(worker()) for _ in range(self.concurrency)]
+        watcher = asyncio.create_task(all_done())
         try:
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    request, outcome = task.result()
-                    bar.update(1)
-                    if isinstance(outcome, _FatalError):
-                        raise outcome
-                    if isinstance(outcome, LLMRequestFailed):
-                        stats.failed += 1
-                        if on_failure:
-                            on_failure(request, outcome)
-                        continue
-                    follow_ups = list(on_answer(request, outcome) or [])
-                    if follow_ups:
-                        stats.requests += len(follow_ups)
-                        bar.total += len(follow_ups)
-                        pending |= {asyncio.ensure_future(one(r)) for r in follow_ups}
-                    cost = f"${stats.cost_usd:.4f}" if stats.cost_usd is not None else "?"
-                    bar.set_postfix(cached=stats.cache_hits, failed=stats.failed, cost=cost, refresh=False)
+            await stopped.wait()
+            if fatal:
+                raise fatal[0]
         finally:
-            for task in pending:
+            for task in workers + [watcher]:
                 task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*workers, watcher, return_exceptions=True)
             bar.close()
             if self._openai is not None:
                 await self._openai.close()

@@ -76,6 +76,7 @@ def run_describe(job: DescribeJob, client: LLMClient, store: Store, *, resume: b
     dataset = job.classes.dataset
     requests = plan_requests(job, client)
     fingerprint = job.fingerprint(client)
+    client.check_credentials()
     if resume:
         writer = store.resume_version(dataset, job.set_name, resume_version)
         recorded = writer.info.manifest.get("job", {})
@@ -86,9 +87,9 @@ def run_describe(job: DescribeJob, client: LLMClient, store: Store, *, resume: b
                 + "; ".join(f"{k} was {recorded.get(k)!r}, now {fingerprint[k]!r}" for k in changed),
                 "rerun with the original settings, or drop --resume to make a new version")
     else:
-        client.check_credentials()
         writer = store.new_version(dataset, job.set_name, {
-            "stage": STAGE, "source": "llm", "network": True, "needs_api_key": client.api_base is None,
+            "stage": STAGE, "source": "llm", "network": True,
+            "needs_api_key": client.api_key_env is not None or client.api_base is None,
             "job": fingerprint, "classes": _class_summary(job.classes), "model": client.describe(),
             "template": job.template.manifest_entry(), "sampling": job.template.sampling,
             "text_kind": job.template.text_kind, "answer_retries": job.answer_retries,
@@ -165,41 +166,38 @@ def _retried(answers: dict) -> int:
 
 
 def _collect(job: DescribeJob, client: LLMClient, requests: list[LLMRequest], answers: dict, failures: dict):
-    """Walk the plan in canonical order; follow each request's retry chain to its last answer."""
+    """Walk the plan in canonical order; follow each request's re-asks to its last answer."""
     records, dropped = [], Counter()
     usage = {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
     failure_list = []
     for request in requests:
         class_index, question_index = request.tag
         question = job.template.questions[question_index]
-        final = None
-        current = request
-        while True:
-            key = client.key(current)
-            if key in answers:
-                final = answers[key]
-                _, response, parsed = final
-                for p in parsed:
-                    dropped.update(p.dropped)
-                usage["prompt_tokens"] += response.usage.get("prompt_tokens", 0)
-                usage["completion_tokens"] += response.usage.get("completion_tokens", 0)
-                usage["cost_usd"] = None if usage["cost_usd"] is None or response.cost_usd is None \
-                    else usage["cost_usd"] + response.cost_usd
-                if not any(p.texts for p in parsed) and current.attempt < job.answer_retries:
-                    current = current.retry()
-                    continue
-            break
         where = {"class_index": class_index, "class_name": job.classes.names[class_index],
                  "question": job.template.question_id(question), "sample_index": request.sample_index}
-        if final is None:
+        final, current = None, request
+        while client.key(current) in answers:
+            final = answers[client.key(current)]
+            _, response, parsed = final
+            for p in parsed:
+                dropped.update(p.dropped)
+            usage["prompt_tokens"] += response.usage.get("prompt_tokens", 0)
+            usage["completion_tokens"] += response.usage.get("completion_tokens", 0)
+            usage["cost_usd"] = None if usage["cost_usd"] is None or response.cost_usd is None \
+                else usage["cost_usd"] + response.cost_usd
+            if any(p.texts for p in parsed) or current.attempt >= job.answer_retries:
+                break
+            current = current.retry()
+        unanswered = client.key(current) not in answers
+        if unanswered:
             error = failures.get(client.key(current), (None, "not answered"))[1]
             failure_list.append({**where, "reason": "request failed", "error": redact(error),
                                  "attempts": current.attempt + 1})
             continue
-        final_request, response, parsed = final
+        _, response, parsed = final
         if not any(p.texts for p in parsed):
             failure_list.append({**where, "reason": "unusable answer",
-                                 "error": f"no usable text after {final_request.attempt + 1} answer(s)"})
+                                 "error": f"no usable text after {current.attempt + 1} answer(s)"})
             continue
         for choice_index, p in enumerate(parsed):
             sample = request.sample_index if request.sample_index is not None else choice_index
