@@ -288,3 +288,26 @@ def test_api_key_appears_nowhere_on_disk_or_in_output(cli, fake_llm, root, monke
             assert secret not in path.read_text(errors="ignore"), path
     errors = [f["error"] for f in manifest(root, "cifar10", "cupl", 1)["failures"]]
     assert errors and all("[REDACTED]" in e for e in errors)
+
+
+def test_ctrl_c_stops_cleanly_and_resume_finishes_without_asking_again(tmp_path):
+    root = tmp_path / "root"
+    with FakeLLMServer(latency=0.05) as server:
+        process = _describe_subprocess(root, server.url)
+        deadline = time.time() + 120
+        while _journal_lines(root) < 40 and time.time() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 130, err
+        assert "--resume" in err and "Traceback" not in err
+        done = _journal_lines(root)
+        assert 0 < done < 500
+        assert "interrupted" in run_cli("versions", "cifar100", root=root).output
+        answered = server.request_count
+        resumed = _describe_subprocess(root, server.url, "--resume")
+        _, err = resumed.communicate(timeout=300)
+        assert resumed.returncode == 0, err
+        assert server.request_count - answered <= 500 - done + 4
+    assert len(records(root, "cifar100", "cupl", 1)) > 0
+    assert manifest(root, "cifar100", "cupl", 1)["status"] == "complete"
