@@ -21,6 +21,8 @@ _REFUSAL_START = re.compile(
     r"i do not have (?:enough )?(?:information|access)|i don['’]?t have (?:enough )?(?:information|access))",
     re.IGNORECASE)
 _REFUSAL_ANYWHERE = re.compile(r"\bas an ai(?: language)? model\b|\bi['’]?m just an ai\b", re.IGNORECASE)
+# a chat model's lead-in to its list ("Sure! Here are ...:", "There are several useful ...:")
+_PREAMBLE = re.compile(r"^(sure|certainly|of course|okay|ok|here|there are|below|the following)\b", re.IGNORECASE)
 _BULLET = re.compile(r"^\s*(?:[-*•–]|\d{1,2}[.)])\s+(.*)$")
 _QUOTES = {('"', '"'), ("“", "”"), ("'", "'")}
 _TERMINAL = (".", "!", "?")
@@ -101,7 +103,8 @@ def parse_answer(answer: str | None, parser: str = "sentence", *, append: str = 
         match = _BULLET.match(line)
         if match:
             _keep(normalise(match.group(1)), parsed, max_chars)
-        elif position == 0 and continues_bullet:
+        elif position == 0 and continues_bullet and not _PREAMBLE.match(line.strip()) \
+                and not line.rstrip().endswith(":"):
             _keep(normalise(line), parsed, max_chars)
         else:
             parsed.dropped["unparsed"] += 1

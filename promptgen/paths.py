@@ -12,7 +12,8 @@ from pathlib import Path
 
 __all__ = ["resolve_root", "prompts_dir", "cache_dir", "BUILTIN_PROMPTS_DIR", "user_templates_dir"]
 
-BUILTIN_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+_PACKAGED = Path(__file__).resolve().parent / "_prompts"  # in an installed wheel
+BUILTIN_PROMPTS_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "prompts"
 
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path:

@@ -11,17 +11,24 @@ import os
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["redact", "redact_url", "secret_values"]
+__all__ = ["redact", "redact_url", "secret_values", "register_secret"]
 
 _SECRET_NAME = re.compile(r"(API_?KEY|_KEY|TOKEN|SECRET|PASSWORD)$", re.IGNORECASE)
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
 _KEY_LIKE = re.compile(r"\b(sk|pk|rk|xai|gsk|hf)[-_][A-Za-z0-9_-]{12,}\b")
 MARK = "[REDACTED]"
+_REGISTERED: set[str] = set()
+
+
+def register_secret(value: str) -> None:
+    """A credential that does not live in a key-named variable (e.g. the one --api-key-env names)."""
+    if value and len(value) >= 4:
+        _REGISTERED.add(value)
 
 
 def secret_values() -> list[str]:
-    """Values of environment variables that hold credentials (long enough to be real)."""
-    values = {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 8}
+    """Registered credentials and the values of environment variables that look like credentials."""
+    values = {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 8} | _REGISTERED
     return sorted(values, key=len, reverse=True)
 
 

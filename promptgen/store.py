@@ -111,7 +111,7 @@ class VersionInfo:
 
     @property
     def status(self) -> str:
-        status = self.manifest.get("status", "complete")
+        status = self.manifest.get("status", "unreadable")
         if status == "running" and not _is_locked(self.lock_path):
             return "interrupted"
         return status
@@ -261,11 +261,18 @@ class Store:
                                      + describe_class_mismatch(stored.names, given.names),
                                      "use a new dataset name for a different class list")
             return stored
-        atomic_write_text(stored_path, json.dumps({"dataset": dataset, "source": given.source,
-                                                   "classes": list(given.names),
-                                                   "ids": list(given.ids) if given.ids else None},
-                                                  ensure_ascii=False, indent=1) + "\n")
         return given
+
+    def remember_classes(self, classes: ClassList) -> None:
+        """Keep a user's class list with the first version written for it (not on a dry run or an
+        error), so later commands need no --classes and cannot mix lists under one name."""
+        path = self.prompts / classes.dataset / "classes.json"
+        if classes.dataset in list_datasets() or path.exists():
+            return
+        atomic_write_text(path, json.dumps({"dataset": classes.dataset, "source": classes.source,
+                                            "classes": list(classes.names),
+                                            "ids": list(classes.ids) if classes.ids else None},
+                                           ensure_ascii=False, indent=1) + "\n")
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -279,29 +286,33 @@ class Store:
                                  "choose another set name with --set NAME")
         return directory
 
-    def new_version(self, dataset: str, set_name: str, manifest: dict) -> "VersionWriter":
-        """Reserve the next version number (atomically, so two writers never share one)."""
+    def new_version(self, dataset: str, set_name: str, manifest: dict,
+                    classes: ClassList | None = None) -> "VersionWriter":
+        """Reserve the next version number with its manifest already in place: the manifest is
+        written to a temporary file and hard-linked to vN.manifest.json, which fails if another
+        writer took vN first. Nobody ever sees a reserved version without a status."""
         directory = self._writable_dir(dataset, set_name)
         directory.mkdir(parents=True, exist_ok=True)
+        if classes is not None:
+            self.remember_classes(classes)
         existing = self.list_versions(dataset, set_name)
         number = existing[-1].version + 1 if existing else 1
+        complete = [v for v in existing if v.status == "complete"]
+        parent = manifest.pop("parent", f"{dataset}/{set_name}@v{complete[-1].version}" if complete else None)
         while True:
-            path = directory / f"v{number}.manifest.json"
+            full = {"format": MANIFEST_FORMAT, "dataset": dataset, "set": set_name, "version": number,
+                    "status": "running", "created": now_iso(), "promptgen_version": __version__,
+                    "parent": parent, **manifest}
+            staged = directory / f".v{number}.manifest.{os.getpid()}.tmp"
+            atomic_write_text(staged, json.dumps(full, ensure_ascii=False, indent=2) + "\n", durable=True)
             try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                os.link(staged, directory / f"v{number}.manifest.json")
             except FileExistsError:
                 number += 1
                 continue
-            os.close(fd)
-            break
-        parent = f"{dataset}/{set_name}@v{existing[-1].version}" if existing else None
-        manifest = {"format": MANIFEST_FORMAT, "dataset": dataset, "set": set_name, "version": number,
-                    "status": "running", "created": now_iso(), "promptgen_version": __version__,
-                    "parent": manifest.pop("parent", parent), **manifest}
-        info = VersionInfo(dataset, set_name, number, directory, manifest)
-        writer = VersionWriter(info)
-        writer.write_manifest(manifest)
-        return writer
+            finally:
+                staged.unlink(missing_ok=True)
+            return VersionWriter(VersionInfo(dataset, set_name, number, directory, full))
 
     def resume_version(self, dataset: str, set_name: str, version: int | None = None) -> "VersionWriter":
         versions = self.list_versions(dataset, set_name)
@@ -317,9 +328,10 @@ class Store:
             raise PromptgenError(f"{info.ref} is complete and immutable", "run without --resume to make a new version")
         return VersionWriter(info)
 
-    def write_version(self, dataset: str, set_name: str, records: list[dict], manifest: dict) -> VersionInfo:
+    def write_version(self, dataset: str, set_name: str, records: list[dict], manifest: dict,
+                      classes: ClassList | None = None) -> VersionInfo:
         """A version written in one go (imports, offline sources)."""
-        writer = self.new_version(dataset, set_name, manifest)
+        writer = self.new_version(dataset, set_name, manifest, classes)
         with writer:
             return writer.finish(records, writer.info.manifest | {"status": "complete"})
 

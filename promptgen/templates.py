@@ -85,14 +85,16 @@ _VOWEL_NAMED_LETTERS = set("AEFHILMNORSX")
 
 def indefinite_article(phrase: str) -> str:
     """'a' or 'an' for a phrase, whatever its case: "an apple", "an Egyptian Mau", "an APPLE",
-    "a unicorn", "an hour glass", "an SUV", "a T-shirt", "an 8-ball"."""
+    "a MOUSE", "a unicorn", "an hour glass", "an SUV", "a T-shirt", "an 8-ball"."""
     word = re.split(r"[\s\-/,]", re.sub(r"^[\W_]+", "", phrase.strip()), maxsplit=1)[0]
     if not word:
         return "a"
     if word[0].isdigit():
         digits = re.match(r"\d+", word).group()
         return "an" if digits.startswith("8") or digits in ("11", "18") else "a"
-    spelled_out = len(word) == 1 or (word[0].isupper() and (word[1].isupper() or word[1].isdigit()))
+    # spelled letter by letter: "X", "A300", "SUV", "MRI"; but "LEGO", "MOUSE" are read as words
+    spelled_out = len(word) == 1 or (word[0].isupper() and word[1].isdigit()) or \
+        (word.isupper() and word.isalpha() and (len(word) <= 3 or not re.search("[AEIOUY]", word)))
     if spelled_out:
         return "an" if word[0].upper() in _VOWEL_NAMED_LETTERS else "a"
     lower = word.lower()
@@ -104,16 +106,21 @@ def indefinite_article(phrase: str) -> str:
 
 
 _LINE_BREAKING = re.compile(r"[^\S ]")  # whitespace other than a space: newlines, tabs, ...
-_PLAIN_NAME = re.compile(r"^[\w][\w .,'&()/+:-]*$")
+# A plain name: words (letters, digits, ' & / + - _ inside), numbers like 16.4, short capitalised
+# abbreviations like "St." or "Conv.", commas, and at most one short parenthetical at the end
+# ("kite (bird of prey)"). Anything else, such as a sentence break, is quoted.
+_WORD = r"(?:/|[A-Z][a-z]{0,3}\.|\d+(?:\.\d+)?|[^\W_][\w'&/+-]*),?"
+_PLAIN_NAME = re.compile(rf"^{_WORD}(?: {_WORD})*(?: \({_WORD}(?: {_WORD}){{0,3}}\))?$")
 _INSTRUCTION_WORDS = re.compile(
     r"\b(ignore|disregard|instruction|instructions|prompt|system|assistant|respond|reply|answer|output|"
-    r"you are|pretend|forget|previous|above|below)\b", re.IGNORECASE)
+    r"you are|pretend|forget|previous|above|below|then|instead|write|say|tell|print|repeat|translate)\b",
+    re.IGNORECASE)
 
 
 def name_for_prompt(class_name: str) -> str:
-    """The class name as it goes into a prompt: verbatim when it is a plain name, otherwise as one
-    quoted literal on one line, so that quotes, newlines or instruction-like text in a name stay
-    data inside the question and cannot end it or start new instructions."""
+    """The class name as it goes into a prompt: verbatim when it is a plain name (every built-in
+    name is), otherwise as one quoted JSON literal on one line, so that quotes, newlines, sentence
+    breaks or instruction-like text in a name stay data inside the question."""
     one_line = " ".join(class_name.split())
     plain = (not _LINE_BREAKING.search(class_name) and _PLAIN_NAME.match(one_line)
              and not _INSTRUCTION_WORDS.search(one_line) and len(one_line.split()) <= 8)

@@ -77,7 +77,8 @@ def test_datasets_cli_json(cli) -> None:
 def test_datasets_cli_includes_stored_user_list(cli, root: Path, tmp_path: Path) -> None:
     class_file = tmp_path / "mine.txt"
     class_file.write_text("alpha\nbeta\ngamma\n", encoding="utf-8")
-    Store(root).classes("mine", class_file)
+    store = Store(root)
+    store.remember_classes(store.classes("mine", class_file))
     rows = json.loads(cli("datasets", "--json").stdout)
     mine = [row for row in rows if row["dataset"] == "mine"]
     assert len(mine) == 1
@@ -232,6 +233,8 @@ def test_store_classes_stores_user_list_and_reuses_it(root: Path, tmp_path: Path
     store = Store(root)
     first = store.classes("mine", path)
     stored = root / "prompts" / "mine" / "classes.json"
+    assert not stored.exists(), "reading a list must not fix it: only a written version does"
+    store.remember_classes(first)
     assert stored.is_file()
     data = json.loads(stored.read_text(encoding="utf-8"))
     assert data["classes"] == ["alpha", "beta", "gamma"]
@@ -256,7 +259,7 @@ def test_store_classes_rejects_a_different_list(root: Path, tmp_path: Path) -> N
     other = tmp_path / "other.txt"
     other.write_text("alpha\nbeta\ndelta\n", encoding="utf-8")
     store = Store(root)
-    store.classes("mine", first)
+    store.remember_classes(store.classes("mine", first))
     with pytest.raises(PromptgenError) as info:
         store.classes("mine", other)
     message = str(info.value)
@@ -272,7 +275,7 @@ def test_store_classes_rejects_reordered_list(root: Path, tmp_path: Path) -> Non
     swapped = tmp_path / "swapped.txt"
     swapped.write_text("beta\nalpha\n", encoding="utf-8")
     store = Store(root)
-    store.classes("mine", first)
+    store.remember_classes(store.classes("mine", first))
     with pytest.raises(PromptgenError, match="another order"):
         store.classes("mine", swapped)
 
@@ -297,3 +300,16 @@ def test_store_classes_unknown_dataset_without_file(root: Path) -> None:
     assert "mystery" in message
     for name in EXPECTED_COUNTS:
         assert name in message
+
+
+def test_a_dry_run_or_failed_command_does_not_fix_the_class_list(cli, root: Path, tmp_path: Path) -> None:
+    typo = tmp_path / "mine.txt"
+    typo.write_text("cat\ndgo\n", encoding="utf-8")
+    assert cli("describe", "mine", "--classes", str(typo), "--model", "openai/x", "--api-base",
+               "http://127.0.0.1:9/v1", "--dry-run").exit_code == 0
+    fixed = tmp_path / "fixed.txt"
+    fixed.write_text("cat\ndog\n", encoding="utf-8")
+    assert cli("describe", "mine", "--classes", str(fixed), "--source", "wordnet").exit_code == 0
+    assert Store(root).classes("mine").names == ("cat", "dog")
+    result = cli("describe", "mine", "--classes", str(typo), "--source", "wordnet")
+    assert result.exit_code == 2 and "'dgo'" in result.stderr

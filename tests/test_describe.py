@@ -276,23 +276,31 @@ def test_missing_api_key_is_named_before_anything_is_sent(cli, root, monkeypatch
 
 
 def test_api_key_appears_nowhere_on_disk_or_in_output(cli, fake_llm, root, monkeypatch):
-    secret = "sk-proj-DONOTLEAK0123456789abcdef"
-    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    secret = "gw-credential-DONOTLEAK0123456789"
+    monkeypatch.setenv("MY_GATEWAY", secret)
     fake_llm.configure(faults=[Fault("echo_auth", match="a cat", times=-1)])
-    result = describe(cli, fake_llm, "cifar10", "--max-attempts", "2", "-v" if False else "--no-progress")
+    result = describe(cli, fake_llm, "cifar10", "--max-attempts", "2", "--api-key-env", "MY_GATEWAY")
     assert result.exit_code == 3
-    assert fake_llm.state.saw_auth_header > 0
+    assert fake_llm.state.auth_tokens == {secret}
     assert secret not in result.output
     for path in root.rglob("*"):
         if path.is_file():
             assert secret not in path.read_text(errors="ignore"), path
     errors = [f["error"] for f in manifest(root, "cifar10", "cupl", 1)["failures"]]
     assert errors and all("[REDACTED]" in e for e in errors)
+    verbose = cli("-v", "describe", "cifar10", "--model", "openai/test", "--api-base", fake_llm.url, "--no-progress",
+                  "--backoff", "0.01", "--max-attempts", "2", "--api-key-env", "MY_GATEWAY", "--draw", "1")
+    assert "retrying" in verbose.stderr and secret not in verbose.output
 
 
 def test_ctrl_c_stops_cleanly_and_resume_finishes_without_asking_again(tmp_path):
     root = tmp_path / "root"
-    with FakeLLMServer(latency=0.05) as server:
+    with FakeLLMServer() as server:
+        assert run_cli("describe", "cifar100", "--model", "openai/test", "--api-base", server.url, "--no-progress",
+                       root=tmp_path / "reference").exit_code == 0
+        expected = records(tmp_path / "reference", "cifar100", "cupl", 1)
+        server.reset_counts()
+        server.configure(latency=0.05)
         process = _describe_subprocess(root, server.url)
         deadline = time.time() + 120
         while _journal_lines(root) < 40 and time.time() < deadline and process.poll() is None:
@@ -309,5 +317,35 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes_without_asking_again(tmp_path)
         _, err = resumed.communicate(timeout=300)
         assert resumed.returncode == 0, err
         assert server.request_count - answered <= 500 - done + 4
-    assert len(records(root, "cifar100", "cupl", 1)) > 0
+    assert records(root, "cifar100", "cupl", 1) == expected
     assert manifest(root, "cifar100", "cupl", 1)["status"] == "complete"
+
+
+def test_a_server_that_ignores_n_is_topped_up_sample_by_sample(cli, root):
+    with FakeLLMServer(ignores_n=True) as server:
+        result = describe(cli, server, "cifar10")
+        assert result.exit_code == 0, result.output
+        meta = manifest(root, "cifar10", "cupl", 1)
+        assert meta["counts"]["samples_topped_up"] == 50 * 9
+        assert server.request_count == 50 + 50 * 9
+        rows = records(root, "cifar10", "cupl", 1)
+        assert len(rows) + sum(meta["dropped"].values()) == 500
+        assert sorted({r["sample_index"] for r in rows}) == list(range(10))
+        server.reset_counts()
+        assert describe(cli, server, "cifar10").exit_code == 0
+        assert server.request_count == 0 and records(root, "cifar10", "cupl", 2) == rows
+
+
+def test_wordnet_reports_ambiguous_senses_and_a_wnid_pins_one(cli, root, tmp_path):
+    result = cli("describe", "cifar100", "--source", "wordnet")
+    assert result.exit_code == 0
+    meta = manifest(root, "cifar100", "wordnet", 1)
+    rose = next(m for m in meta["matching"] if m["class_name"] == "rose")
+    assert {a["wnid"] for a in rose["alternatives"]} | {rose["wnid"]} >= {"n04971313", "n12620196"}
+    ambiguous = meta["counts"]["ambiguous"]
+    assert ambiguous >= 10 and f"{ambiguous} classes have several WordNet senses" in result.stderr
+    pinned = tmp_path / "flowers.txt"
+    pinned.write_text("n12620196\trose\nn11939491\tdaisy\n")
+    assert cli("describe", "garden", "--classes", str(pinned), "--source", "wordnet").exit_code == 0
+    rows = records(root, "garden", "wordnet", 1)
+    assert rows[0]["text"].startswith("rose: any of many shrubs of the genus Rosa") and rows[0]["match"] == "wnid"

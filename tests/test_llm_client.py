@@ -169,20 +169,62 @@ def test_missing_key_names_the_environment_variable(monkeypatch, tmp_path):
 
 
 def test_api_key_never_reaches_errors_or_cache(fake_llm, tmp_path, monkeypatch):
-    secret = "sk-test-SECRETSECRETSECRET123456"
-    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    # a credential that matches no key pattern, in a variable whose name looks like no key: only
+    # the client's knowledge of what it sent can hide it
+    secret = "gw-credential-0123456789abcdef"
+    monkeypatch.setenv("MY_GATEWAY", secret)
     fake_llm.configure(faults=[Fault("echo_auth", times=-1)])
-    client = make_client(fake_llm, tmp_path, max_attempts=2)
+    client = make_client(fake_llm, tmp_path, max_attempts=2, api_key_env="MY_GATEWAY")
     _, failures, _ = ask(client, client.plan(MESSAGES, SAMPLING))
     (failure,) = failures.values()
-    assert fake_llm.state.saw_auth_header >= 1, "the key was sent to the server (as it must be)"
-    assert "bad gateway for Bearer" in failure.error
-    assert secret not in failure.error and secret[-12:] not in failure.error
+    assert fake_llm.state.auth_tokens == {secret}, "the named key is the one sent"
+    assert "upstream rejected credential" in failure.error
+    assert secret not in failure.error and "[REDACTED]" in failure.error
     fake_llm.configure(faults=[])
     ask(client, client.plan(MESSAGES, SAMPLING))
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert secret not in path.read_text(errors="ignore"), f"key written to {path}"
+
+
+def test_provider_key_is_not_sent_to_another_host(fake_llm, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-real-openai-key-0123456789")
+    client = make_client(fake_llm, tmp_path)
+    ask(client, client.plan(MESSAGES, SAMPLING))
+    assert fake_llm.state.auth_tokens == {"no-key"}
+
+
+def test_api_key_env_must_be_a_name_and_is_never_echoed(tmp_path):
+    pasted = "AIzaSyD-this-is-a-pasted-key-123"
+    client = LLMClient("openai/test", api_base="http://127.0.0.1:9/v1", api_key_env=pasted, progress=False)
+    with pytest.raises(PromptgenError) as info:
+        client.check_credentials()
+    assert pasted not in str(info.value) and "NAME" in str(info.value)
+
+
+def test_unreadable_retry_after_falls_back_to_backoff(fake_llm, tmp_path):
+    from promptgen.llm.client import _retry_after_seconds
+
+    class Fake429(Exception):
+        litellm_response_headers = {"retry-after": "soon"}
+
+    assert _retry_after_seconds(Fake429()) is None
+    client = make_client(fake_llm, tmp_path)
+    assert 0 < client._wait(1, Fake429()) < 1
+
+
+def test_reasks_change_the_request_so_the_answer_can_change(fake_llm, tmp_path):
+    client = make_client(fake_llm, tmp_path)
+    (first,) = client.plan(MESSAGES, {"temperature": 0, "max_tokens": 100, "n": 1})
+    again = client.retry(first)
+    assert again.param_dict["temperature"] > 0 and again.param_dict["seed"] != first.param_dict.get("seed")
+    assert client.key(again) != client.key(first)
+    (drawn,) = client.plan(MESSAGES, {"temperature": 0.99, "n": 4}, draw=1)
+    (plain,) = client.plan(MESSAGES, {"temperature": 0.99, "n": 4})
+    assert drawn.param_dict.get("seed") != plain.param_dict.get("seed")
+    answers, _, _ = ask(client, [plain, drawn])
+    texts = [tuple(c["text"] for c in answers[client.key(r)].choices) for r in (plain, drawn)]
+    assert texts[0] != texts[1], "a new draw must be able to give new answers"
 
 
 def test_corrupt_cache_entry_is_ignored_and_refetched(fake_llm, tmp_path):
@@ -201,7 +243,7 @@ def test_follow_up_requests_join_the_queue_and_a_crashing_callback_stops_the_run
 
     def ask_twice(request, response):
         seen.append(request.attempt)
-        return [request.retry()] if request.attempt == 0 else []
+        return [client.retry(request)] if request.attempt == 0 else []
 
     requests = [LLMRequest.make([{"role": "user", "content": f"q{i}"}], {"max_tokens": 5}) for i in range(3)]
     stats = client.run(requests, ask_twice)

@@ -186,3 +186,15 @@ def test_normalise_and_is_refusal() -> None:
     assert is_refusal("Sorry, I can't.")
     assert not is_refusal("A sorry-looking fish.")
     assert not is_refusal("Its tail is icy blue.")
+
+
+@pytest.mark.parametrize("preamble", [
+    "There are several useful visual features to tell there is a cat in a photo:",
+    "Sure! Here are the features:",
+    "Here are some features",
+    "Visual features of a cat:",
+])
+def test_a_chat_preamble_is_not_taken_as_the_continued_first_bullet(preamble):
+    parsed = parse_answer(f"{preamble}\n- whiskers\n- pointed ears", "bullets", continues_bullet=True)
+    assert parsed.texts == ["whiskers", "pointed ears"]
+    assert parsed.dropped["unparsed"] == 1

@@ -274,3 +274,24 @@ def test_read_records_of_unfinished_version(root: Path) -> None:
     writer = store.new_version("ds", "set", {})
     with pytest.raises(PromptgenError, match="no records"):
         store.read_records(writer.info)
+
+
+def test_a_manifest_without_status_is_never_taken_for_a_complete_version(root: Path) -> None:
+    store = Store(root)
+    store.write_version("ds", "set", _records(["a cat", "a dog"]), {"stage": "import"})
+    directory = root / "prompts" / "ds" / "set"
+    (directory / "v2.manifest.json").write_text("")  # what a crash mid-reservation could once leave
+    versions = store.list_versions("ds", "set")
+    assert [v.status for v in versions] == ["complete", "unreadable"]
+    assert store.resolve(SetRef("ds", "set")).version == 1
+    info = store.write_version("ds", "set", _records(["a bird"]), {"stage": "import"})
+    assert info.version == 3 and info.manifest["parent"] == "ds/set@v1"
+
+
+def test_reserving_a_version_leaves_no_staging_files(root: Path) -> None:
+    store = Store(root)
+    writer = store.new_version("ds", "set", {"stage": "import"})
+    directory = root / "prompts" / "ds" / "set"
+    assert sorted(p.name for p in directory.iterdir()) == ["v1.manifest.json"]
+    assert json.loads((directory / "v1.manifest.json").read_text())["status"] == "running"
+    assert writer.info.version == 1

@@ -67,12 +67,18 @@ def describe_command(dataset: str, classes_file: Path | None, source: str, style
         if dry_run:
             click.echo(f"wordnet source: {len(classes)} classes, 0 requests, no network, cost $0")
             return
-        info, unmatched = describe_wordnet(classes, store, set_name or "wordnet")
+        info, unmatched, ambiguous = describe_wordnet(classes, store, set_name or "wordnet")
         _report(info.manifest, info.records_path, as_json)
         if unmatched:
             click.echo(f"{len(unmatched)} classes matched no WordNet synset and have no text: "
                        + ", ".join(repr(m.class_name) for m in unmatched[:10])
                        + (" ..." if len(unmatched) > 10 else ""), err=True)
+        if ambiguous:
+            click.echo(f"{len(ambiguous)} classes have several WordNet senses and the chosen one may be wrong "
+                       f"(all listed under 'matching' in {info.manifest_path.name}; pin one with an "
+                       f"n########<TAB>name line in a --classes file): "
+                       + "; ".join(f"{m.class_name!r} -> {m.synset.gloss[:40]!r} ({len(m.alternatives)} other)"
+                                   for m in ambiguous[:6]) + (" ..." if len(ambiguous) > 6 else ""), err=True)
         return
     if not model:
         raise PromptgenError("no --model given for --source llm",

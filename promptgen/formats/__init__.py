@@ -180,7 +180,7 @@ def import_prompt_file(store: Store, classes: ClassList, path: str | Path, fmt: 
     }
     if notice:
         manifest["license"] = notice
-    return store.write_version(classes.dataset, set_name, records, manifest), report
+    return store.write_version(classes.dataset, set_name, records, manifest, classes=classes), report
 
 
 _ARTICLE = re.compile(r"^(a|an)(?=\s)", re.IGNORECASE)

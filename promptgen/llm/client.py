@@ -10,11 +10,13 @@ stderr, and a dry-run estimate. Nothing here ever writes or prints an API key.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import json
 import logging
 import os
 import random
+import re
 import sys
 import time
 from collections import Counter
@@ -23,7 +25,7 @@ from typing import Any, Callable, Iterable
 
 from promptgen.errors import PromptgenError
 from promptgen.llm.cache import LLMCache, cache_key
-from promptgen.redact import redact, redact_url
+from promptgen.redact import redact, redact_url, register_secret
 
 __all__ = ["LLMRequest", "LLMResponse", "LLMRequestFailed", "LLMClient", "RunStats", "Estimate",
            "import_litellm"]
@@ -38,6 +40,8 @@ OPENAI_COMPATIBLE = ("openai", "hosted_vllm", "lm_studio")
 
 NO_KEY_HINT = ("export {var}=... (promptgen never takes keys as arguments); or use --api-base URL for a local "
                "OpenAI-compatible server, or --source wordnet to run without an LLM")
+
+RETRY_TEMPERATURE = 0.7
 
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "stop", "n", "seed", "presence_penalty",
                  "frequency_penalty", "response_format")
@@ -64,13 +68,15 @@ class LLMRequest:
     attempt: int = 0
     draw: int = 0
     tag: tuple = field(default=(), compare=False)
+    base: tuple[tuple[str, Any], ...] = field(default=(), compare=False)  # the template's sampling, no n/seed
+    key: str = field(default="", compare=False)  # set by the client that planned it
 
     @staticmethod
     def make(messages: list[dict], params: dict, sample_index: int | None = None, attempt: int = 0,
-             draw: int = 0, tag: tuple = ()) -> "LLMRequest":
+             draw: int = 0, tag: tuple = (), base: dict | None = None) -> "LLMRequest":
         frozen_messages = tuple(tuple(sorted(m.items())) for m in messages)
-        frozen_params = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
-        return LLMRequest(frozen_messages, frozen_params, sample_index, attempt, draw, tag)
+        return LLMRequest(frozen_messages, _freeze(params), sample_index, attempt, draw, tag,
+                          _freeze(base if base is not None else params))
 
     @property
     def message_list(self) -> list[dict]:
@@ -84,9 +90,13 @@ class LLMRequest:
     def n(self) -> int:
         return int(self.param_dict.get("n", 1))
 
-    def retry(self) -> "LLMRequest":
-        """The same question asked again after an unusable answer (a new cache key)."""
-        return LLMRequest(self.messages, self.params, self.sample_index, self.attempt + 1, self.draw, self.tag)
+    @property
+    def base_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.base}
+
+
+def _freeze(params: dict) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
 
 
 @dataclass
@@ -168,9 +178,13 @@ def _retry_after_seconds(exc: BaseException) -> float | None:
         return None
     try:
         return max(0.0, float(value))
-    except ValueError:
+    except (TypeError, ValueError):
+        pass
+    try:
         when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time()) if when else None
+    except (TypeError, ValueError):
+        return None  # an unreadable header: fall back to our own backoff
+    return max(0.0, when.timestamp() - time.time()) if when else None
 
 
 class LLMClient:
@@ -279,15 +293,34 @@ class LLMClient:
 
     def plan(self, messages: list[dict], sampling: dict, *, draw: int = 0, tag: tuple = ()) -> list[LLMRequest]:
         """The requests that fetch `sampling["n"]` answers to one question."""
-        params = {k: v for k, v in sampling.items() if k in SAMPLING_KEYS}
-        n = int(params.pop("n", 1))
-        if n == 1:
-            return [LLMRequest.make(messages, params, None, draw=draw, tag=tag)]
-        if not self.split_samples:
-            return [LLMRequest.make(messages, {**params, "n": n}, None, draw=draw, tag=tag)]
-        seeded = self._supports("seed") and "seed" not in params
-        return [LLMRequest.make(messages, {**params, "seed": i} if seeded else params, i, draw=draw, tag=tag)
-                for i in range(n)]
+        base = {k: v for k, v in sampling.items() if k in SAMPLING_KEYS}
+        n = int(base.pop("n", 1))
+        if n == 1 or not self.split_samples:
+            return [self._request(messages, base, n, None, 0, draw, tag)]
+        return self.samples(messages, base, range(n), draw=draw, tag=tag)
+
+    def samples(self, messages: list[dict], base: dict, indices: Iterable[int], *, draw: int = 0,
+                tag: tuple = ()) -> list[LLMRequest]:
+        """One request per sample index (for providers without `n`, or to top up a short answer)."""
+        return [self._request(messages, base, 1, i, 0, draw, tag) for i in indices]
+
+    def retry(self, request: LLMRequest) -> LLMRequest:
+        """The same question asked again after an unusable answer: a new seed where the provider
+        takes one, and temperature 0 raised to RETRY_TEMPERATURE, so that the answer can differ."""
+        return self._request(request.message_list, request.base_dict, request.n, request.sample_index,
+                             request.attempt + 1, request.draw, request.tag)
+
+    def _request(self, messages: list[dict], base: dict, n: int, sample_index: int | None, attempt: int,
+                 draw: int, tag: tuple) -> LLMRequest:
+        params = dict(base)
+        if n > 1:
+            params["n"] = n
+        if "seed" not in base and self._supports("seed") and (sample_index is not None or attempt or draw):
+            params["seed"] = (sample_index or 0) + 1000 * attempt + 100_000 * draw
+        if attempt and not params.get("temperature", 1):
+            params["temperature"] = RETRY_TEMPERATURE
+        request = LLMRequest.make(messages, params, sample_index, attempt, draw, tag, base)
+        return dataclasses.replace(request, key=self.key(request))
 
     def key_payload(self, request: LLMRequest) -> dict:
         payload = {"model": self.model, "api_base": self._api_base_shown, "messages": request.message_list,
@@ -299,20 +332,26 @@ class LLMClient:
         return payload
 
     def key(self, request: LLMRequest) -> str:
-        return cache_key(self.key_payload(request))
+        return request.key or cache_key(self.key_payload(request))
 
     # -- credentials and prices ---------------------------------------------------------------
 
     def _api_key(self) -> str | None:
         if self.api_key_env:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):
+                # never echo it: it may be the key itself, pasted by mistake
+                raise PromptgenError("--api-key-env takes the NAME of an environment variable, not a key",
+                                     "export MY_KEY=... and pass --api-key-env MY_KEY")
             value = os.environ.get(self.api_key_env)
             if not value:
                 raise PromptgenError(f"the environment variable {self.api_key_env} (named by --api-key-env) is not set",
                                      f"export {self.api_key_env}=... before running")
+            register_secret(value)
             return value
-        if self.api_base and self._provider() in OPENAI_COMPATIBLE + (None,):
-            # local OpenAI-compatible servers rarely check keys, but the openai client insists on one
-            return os.environ.get("OPENAI_API_KEY") or "no-key"
+        if self.api_base:
+            # a server named by --api-base gets no key unless --api-key-env names one: the provider's
+            # own key (OPENAI_API_KEY) must not travel to another host. The openai client insists on a value.
+            return "no-key" if self.transport == "openai" or self._provider() in OPENAI_COMPATIBLE else None
         return None
 
     def check_credentials(self) -> None:

@@ -84,9 +84,11 @@ class ServerState:
     faults: list[Fault] = field(default_factory=list)
     answer: Callable[[list[dict], int], str] = default_answer
     supports_n: bool = True
+    ignores_n: bool = False  # answer once whatever n asks for, as some OpenAI-compatible servers do
     requests: list[dict] = field(default_factory=list)
     prompt_counts: Counter = field(default_factory=Counter)
     saw_auth_header: int = 0
+    auth_tokens: set = field(default_factory=set)  # what clients sent, so tests can see which key travelled
     in_flight: int = 0
     max_in_flight: int = 0
 
@@ -153,11 +155,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, body: dict, messages: list[dict], prompt: str, state: ServerState) -> None:
         with self.server.lock:
-            n = int(body.get("n") or 1)
+            n = 1 if state.ignores_n else int(body.get("n") or 1)
             state.requests.append(body)
             state.prompt_counts[_digest(messages, {k: v for k, v in body.items() if k != "messages"})] += 1
             if self.headers.get("Authorization"):
                 state.saw_auth_header += 1
+                state.auth_tokens.add(self.headers["Authorization"].split(" ", 1)[-1])
             fault = next((f for f in state.faults if f.applies(prompt)), None)
             if fault:
                 fault.hits += 1
@@ -177,7 +180,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault and fault.kind == "echo_auth":
             # a careless provider that repeats the credential back in its error message
-            self._send(500, {"error": {"message": f"bad gateway for {self.headers.get('Authorization')}"}})
+            token = (self.headers.get("Authorization") or "").split(" ", 1)[-1]
+            self._send(500, {"error": {"message": f"upstream rejected credential {token}"}})
             return
         if fault and fault.kind == "timeout":
             time.sleep(fault.delay)
@@ -250,11 +254,11 @@ class FakeLLMServer:
     """Context manager: `with FakeLLMServer(latency=0.2) as server: ... server.url ...`."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, latency: float = 0.0,
-                 faults: list[Fault] | None = None, supports_n: bool = True,
+                 faults: list[Fault] | None = None, supports_n: bool = True, ignores_n: bool = False,
                  answer: Callable[[list[dict], int], str] | None = None) -> None:
         self._httpd = _Server((host, port), _Handler)
         self._httpd.state = ServerState(latency=latency, faults=list(faults or []), supports_n=supports_n,
-                                        answer=answer or default_answer)
+                                        ignores_n=ignores_n, answer=answer or default_answer)
         self._httpd.lock = threading.Lock()
         self._httpd.fake = self
         self._thread: threading.Thread | None = None

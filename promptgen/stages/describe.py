@@ -93,7 +93,7 @@ def run_describe(job: DescribeJob, client: LLMClient, store: Store, *, resume: b
             "job": fingerprint, "classes": _class_summary(job.classes), "model": client.describe(),
             "template": job.template.manifest_entry(), "sampling": job.template.sampling,
             "text_kind": job.template.text_kind, "answer_retries": job.answer_retries,
-            "requests_planned": len(requests)})
+            "requests_planned": len(requests)}, classes=job.classes)
     with writer:
         return _run(job, client, writer, requests)
 
@@ -107,7 +107,7 @@ def _run(job: DescribeJob, client: LLMClient, writer: VersionWriter, requests: l
             if entry.get("response") is not None and entry["key"] not in client.cache:
                 client.cache.put(entry["key"], entry.get("request", {}), entry["response"])
     answers: dict[str, tuple[LLMRequest, LLMResponse, list[Parsed]]] = {}
-    failures: dict[str, tuple[LLMRequest, str]] = {}
+    failures: dict[str, str] = {}
 
     def log_entry(request: LLMRequest, key: str, status: str, response: LLMResponse | None, error: str | None) -> None:
         class_index, question_index = request.tag
@@ -121,101 +121,125 @@ def _run(job: DescribeJob, client: LLMClient, writer: VersionWriter, requests: l
         parsed = _parse(job, request, response)
         usable = any(p.texts for p in parsed)
         answers[response.key] = (request, response, parsed)
-        failures.pop(response.key, None)
         if response.key not in journalled:
             log_entry(request, response.key, "ok" if usable else "unusable", response, None)
             journalled.add(response.key)
         if not usable and request.attempt < job.answer_retries:
-            return [request.retry()]
-        return []
+            return [client.retry(request)]
+        return _top_ups(client, request, response)
 
     def on_failure(request: LLMRequest, failure: LLMRequestFailed) -> None:
-        failures[failure.key] = (request, failure.error)
+        failures[failure.key] = failure.error
         log_entry(request, failure.key, "failed", None, failure.error)
 
     stats = client.run(requests, on_answer, on_failure, description=f"describe {job.classes.dataset}")
-    records, dropped, failure_list, usage = _collect(job, client, requests, answers, failures)
-    kept, duplicates = dedupe_records(records)
-    dropped["duplicate"] += duplicates
+    collected = _Collector(job, client, answers, failures)
+    for request in requests:
+        collected.add(request)
+    kept, duplicates = dedupe_records(collected.records)
+    collected.dropped["duplicate"] += duplicates
     per_class = Counter(r["class_index"] for r in kept)
     empty_classes = [i for i in range(len(job.classes)) if per_class[i] == 0]
-    transport_failures = [f for f in failure_list if f["reason"] == "request failed"]
+    transport_failures = [f for f in collected.failures if f["reason"] == "request failed"]
     manifest = {
         **writer.info.manifest,
         "status": "partial" if transport_failures else "complete",
         "counts": {"records": len(kept), "classes": len(job.classes), "classes_without_texts": len(empty_classes),
-                   "texts_per_class_min": min(per_class.values(), default=0) if not empty_classes else 0,
+                   "texts_per_class_min": min(per_class[i] for i in range(len(job.classes))),
                    "texts_per_class_max": max(per_class.values(), default=0),
-                   "requests": len(answers) + len(failures), "answers_unusable_retried": _retried(answers),
+                   "requests": len(answers) + len(failures), "reasked_after_unusable_answer": collected.reasked,
+                   "samples_topped_up": collected.topped_up,
                    "requests_sent_this_run": stats.sent, "cache_hits_this_run": stats.cache_hits,
                    "failed_requests": len(transport_failures),
-                   "unusable_answers": len(failure_list) - len(transport_failures)},
-        "dropped": {reason: dropped.get(reason, 0) for reason in DROP_REASONS},
-        "tokens": {"prompt": usage["prompt_tokens"], "completion": usage["completion_tokens"]},
-        "cost_usd": usage["cost_usd"],
+                   "unusable_answers": len(collected.failures) - len(transport_failures)},
+        "dropped": {reason: collected.dropped.get(reason, 0) for reason in DROP_REASONS},
+        "tokens": {"prompt": collected.prompt_tokens, "completion": collected.completion_tokens},
+        "cost_usd": collected.cost_usd,
         "cost_usd_this_run": stats.cost_usd if stats.sent else 0.0,
         "classes_without_texts": [{"class_index": i, "class_name": job.classes.names[i]} for i in empty_classes],
-        "failures": failure_list,
+        "failures": collected.failures,
     }
     info = writer.finish(kept, manifest)
-    return DescribeResult(info, stats, failure_list)
+    return DescribeResult(info, stats, collected.failures)
 
 
-def _retried(answers: dict) -> int:
-    return sum(1 for request, _, _ in answers.values() if request.attempt > 0)
+def _top_ups(client: LLMClient, request: LLMRequest, response: LLMResponse) -> list[LLMRequest]:
+    """A provider that ignores `n` (some OpenAI-compatible servers do) answers once: ask for the
+    missing samples one by one rather than keep a tenth of the texts."""
+    if request.sample_index is not None or len(response.choices) >= request.n:
+        return []
+    return client.samples(request.message_list, request.base_dict, range(len(response.choices), request.n),
+                          draw=request.draw, tag=request.tag)
 
 
-def _collect(job: DescribeJob, client: LLMClient, requests: list[LLMRequest], answers: dict, failures: dict):
-    """Walk the plan in canonical order; follow each request's re-asks to its last answer."""
-    records, dropped = [], Counter()
-    usage = {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
-    failure_list = []
-    for request in requests:
-        class_index, question_index = request.tag
-        question = job.template.questions[question_index]
-        where = {"class_index": class_index, "class_name": job.classes.names[class_index],
-                 "question": job.template.question_id(question), "sample_index": request.sample_index}
+class _Collector:
+    """Walks the plan in canonical order (class, question, sample) and turns the final answer of
+    each request (after re-asks, plus any top-ups) into records, drop counts, usage and failures."""
+
+    def __init__(self, job: DescribeJob, client: LLMClient, answers: dict, failures: dict) -> None:
+        self.job, self.client, self.answers, self.failed_requests = job, client, answers, failures
+        self.records: list[dict] = []
+        self.dropped: Counter = Counter()
+        self.failures: list[dict] = []
+        self.prompt_tokens = self.completion_tokens = 0
+        self.cost_usd: float | None = 0.0
+        self.reasked = self.topped_up = 0
+
+    def add(self, request: LLMRequest) -> None:
+        final = self._resolve(request)
+        if final is not None:
+            for top_up in _top_ups(self.client, final[0], final[1]):
+                self.topped_up += 1
+                self._resolve(top_up)
+
+    def _resolve(self, request: LLMRequest) -> tuple[LLMRequest, LLMResponse, list[Parsed]] | None:
         final, current = None, request
-        while client.key(current) in answers:
-            final = answers[client.key(current)]
-            _, response, parsed = final
-            for p in parsed:
-                dropped.update(p.dropped)
-            usage["prompt_tokens"] += response.usage.get("prompt_tokens", 0)
-            usage["completion_tokens"] += response.usage.get("completion_tokens", 0)
-            usage["cost_usd"] = None if usage["cost_usd"] is None or response.cost_usd is None \
-                else usage["cost_usd"] + response.cost_usd
-            if any(p.texts for p in parsed) or current.attempt >= job.answer_retries:
+        while current.key in self.answers:
+            final = self.answers[current.key]
+            self._account(final[1], final[2])
+            if any(p.texts for p in final[2]) or current.attempt >= self.job.answer_retries:
                 break
-            current = current.retry()
-        unanswered = client.key(current) not in answers
-        if unanswered:
-            error = failures.get(client.key(current), (None, "not answered"))[1]
-            failure_list.append({**where, "reason": "request failed", "error": redact(error),
-                                 "attempts": current.attempt + 1})
-            continue
-        _, response, parsed = final
+            current = self.client.retry(current)
+            self.reasked += 1
+        class_index, question_index = request.tag
+        question = self.job.template.questions[question_index]
+        where = {"class_index": class_index, "class_name": self.job.classes.names[class_index],
+                 "question": self.job.template.question_id(question), "sample_index": request.sample_index}
+        if current.key not in self.answers:
+            error = self.failed_requests.get(current.key, "not answered")
+            self.failures.append({**where, "reason": "request failed", "error": redact(error),
+                                  "attempts": current.attempt + 1})
+            return None
+        answered, response, parsed = final
         if not any(p.texts for p in parsed):
-            failure_list.append({**where, "reason": "unusable answer",
-                                 "error": f"no usable text after {current.attempt + 1} answer(s)"})
-            continue
+            self.failures.append({**where, "reason": "unusable answer",
+                                  "error": f"no usable text after {current.attempt + 1} answer(s)"})
+            return final
         for choice_index, p in enumerate(parsed):
             sample = request.sample_index if request.sample_index is not None else choice_index
             for position, text in enumerate(p.texts):
-                records.append(make_record(
-                    class_index=class_index, class_name=job.classes.names[class_index], stage=STAGE,
-                    kind=job.template.text_kind, text=text, template=job.template.question_id(question),
-                    sample_index=sample, request_key=response.key, model=client.model,
-                    position=position if job.template.parser == "bullets" else None))
-    return records, dropped, failure_list, usage
+                self.records.append(make_record(
+                    class_index=class_index, class_name=self.job.classes.names[class_index], stage=STAGE,
+                    kind=self.job.template.text_kind, text=text, template=self.job.template.question_id(question),
+                    sample_index=sample, request_key=response.key, model=self.client.model,
+                    position=position if self.job.template.parser == "bullets" else None))
+        return final
+
+    def _account(self, response: LLMResponse, parsed: list[Parsed]) -> None:
+        for p in parsed:
+            self.dropped.update(p.dropped)
+        self.prompt_tokens += response.usage.get("prompt_tokens", 0)
+        self.completion_tokens += response.usage.get("completion_tokens", 0)
+        self.cost_usd = None if self.cost_usd is None or response.cost_usd is None else self.cost_usd + response.cost_usd
 
 
 def _class_summary(classes: ClassList) -> dict:
     return {"count": len(classes), "hash": classes.hash, "source": classes.source}
 
 
-def describe_wordnet(classes: ClassList, store: Store, set_name: str = "wordnet") -> tuple[VersionInfo, list]:
-    """One dictionary-style description per class from its WordNet gloss; unmatched classes get none."""
+def describe_wordnet(classes: ClassList, store: Store, set_name: str = "wordnet") -> tuple[VersionInfo, list, list]:
+    """One dictionary-style description per class from its WordNet gloss; unmatched classes get
+    none. Returns the version, the unmatched and the ambiguous matches."""
     wordnet = load_wordnet()
     matches = wordnet.match(classes)
     records = [make_record(class_index=m.class_index, class_name=m.class_name, stage=STAGE, kind="sentence",
@@ -223,6 +247,7 @@ def describe_wordnet(classes: ClassList, store: Store, set_name: str = "wordnet"
                            sample_index=0, request_key=None, model=None, wnid=m.synset.wnid, match=m.method)
                for m in matches if m.synset is not None and m.synset.gloss]
     unmatched = [m for m in matches if m.synset is None]
+    ambiguous = [m for m in matches if m.alternatives]
     methods = Counter(m.method for m in matches)
     manifest = {
         "stage": STAGE, "source": "wordnet", "network": False, "needs_api_key": False,
@@ -230,11 +255,11 @@ def describe_wordnet(classes: ClassList, store: Store, set_name: str = "wordnet"
         "template": {"name": "wordnet", "ref": "wordnet/gloss", "description": "'{class}: {WordNet gloss}.'"},
         "text_kind": "sentence",
         "counts": {"records": len(records), "classes": len(classes), "classes_without_texts": len(unmatched),
-                   "matched_by": dict(methods)},
+                   "matched_by": dict(methods), "ambiguous": len(ambiguous)},
         "dropped": {reason: 0 for reason in DROP_REASONS},
         "tokens": {"prompt": 0, "completion": 0}, "cost_usd": 0.0,
         "classes_without_texts": [{"class_index": m.class_index, "class_name": m.class_name, "reason": "no synset"}
                                   for m in unmatched],
         "matching": [m.to_json() for m in matches],
     }
-    return store.write_version(classes.dataset, set_name, records, manifest), unmatched
+    return store.write_version(classes.dataset, set_name, records, manifest, classes=classes), unmatched, ambiguous
