@@ -165,19 +165,27 @@ def _describe_subprocess(root: Path, url: str, *extra: str) -> subprocess.Popen:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _uninterrupted_then_interrupt(server: FakeLLMServer, tmp_path: Path, sig: int, after: int):
+    """Records of an uninterrupted run, then a subprocess run of the same job sent `sig` once
+    `after` requests are journalled (the server slowed so the signal lands mid-run)."""
+    reference = tmp_path / "reference"
+    assert run_cli("describe", "cifar100", "--model", "openai/test", "--api-base", server.url, "--no-progress",
+                   root=reference).exit_code == 0
+    expected = records(reference, "cifar100", "cupl", 1)
+    server.reset_counts()
+    server.configure(latency=0.05)
+    root = tmp_path / "interrupted"
+    process = _describe_subprocess(root, server.url)
+    deadline = time.time() + 120
+    while _journal_lines(root) < after and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(sig)
+    return expected, root, process
+
+
 def test_kill_minus_9_then_resume_gives_the_uninterrupted_records_with_no_request_sent_twice(tmp_path):
-    reference_root, root = tmp_path / "reference", tmp_path / "killed"
     with FakeLLMServer() as server:
-        assert run_cli("describe", "cifar100", "--model", "openai/test", "--api-base", server.url, "--no-progress",
-                       root=reference_root).exit_code == 0
-        expected = records(reference_root, "cifar100", "cupl", 1)
-        server.reset_counts()
-        server.configure(latency=0.05)
-        process = _describe_subprocess(root, server.url)
-        deadline = time.time() + 120
-        while _journal_lines(root) < 60 and time.time() < deadline and process.poll() is None:
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
+        expected, root, process = _uninterrupted_then_interrupt(server, tmp_path, signal.SIGKILL, after=60)
         process.wait()
         done_before_kill = _journal_lines(root)
         assert 0 < done_before_kill < 500, "the kill must land mid-run"
@@ -294,18 +302,8 @@ def test_api_key_appears_nowhere_on_disk_or_in_output(cli, fake_llm, root, monke
 
 
 def test_ctrl_c_stops_cleanly_and_resume_finishes_without_asking_again(tmp_path):
-    root = tmp_path / "root"
     with FakeLLMServer() as server:
-        assert run_cli("describe", "cifar100", "--model", "openai/test", "--api-base", server.url, "--no-progress",
-                       root=tmp_path / "reference").exit_code == 0
-        expected = records(tmp_path / "reference", "cifar100", "cupl", 1)
-        server.reset_counts()
-        server.configure(latency=0.05)
-        process = _describe_subprocess(root, server.url)
-        deadline = time.time() + 120
-        while _journal_lines(root) < 40 and time.time() < deadline and process.poll() is None:
-            time.sleep(0.05)
-        process.send_signal(signal.SIGINT)
+        expected, root, process = _uninterrupted_then_interrupt(server, tmp_path, signal.SIGINT, after=40)
         _, err = process.communicate(timeout=60)
         assert process.returncode == 130, err
         assert "--resume" in err and "Traceback" not in err
