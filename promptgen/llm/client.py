@@ -351,7 +351,7 @@ class LLMClient:
         if self.api_base:
             # a server named by --api-base gets no key unless --api-key-env names one: the provider's
             # own key (OPENAI_API_KEY) must not travel to another host. The openai client insists on a value.
-            return "no-key" if self.transport == "openai" or self._provider() in OPENAI_COMPATIBLE else None
+            return "no-key" if self._provider() in OPENAI_COMPATIBLE else None
         return None
 
     def check_credentials(self) -> None:
@@ -486,6 +486,9 @@ class LLMClient:
                 stats.cache_hits += 1
                 return LLMResponse(key, hit["choices"], hit.get("usage", {}), hit.get("cost_usd"), True, 0.0,
                                    hit.get("model", self.model))
+        # prices come from litellm (a slow first import): look them up before the first request is in
+        # flight, and never on a run answered wholly from the cache
+        self._prices()
         started = time.perf_counter()
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_attempts),
@@ -546,8 +549,6 @@ class LLMClient:
         """`run` for callers that already have an event loop."""
         stats = RunStats()
         started = time.perf_counter()
-        if self.cache is None or not all(self.cache.path(self.key(r)).exists() for r in requests):
-            self._prices()  # something will be sent: look prices up now, not mid-run
         try:
             await self._run(requests, on_answer, on_failure, stats, description)
         except _FatalError as exc:
