@@ -1,0 +1,183 @@
+"""`promptgen eval` and `promptgen features`: image features (cached) and zero-shot accuracy of heads."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from promptgen.cli import emit_json, json_option, root_option, store_from
+from promptgen.cli.heads import builder_kwargs, builder_options, clip_options, open_clip_model
+
+COMMANDS = []
+
+
+def parse_build_spec(spec: str) -> tuple[str, list[str], dict[str, Any]]:
+    """`BUILDER[:SOURCE[+SOURCE...]][,key=value...]`, e.g. `cupl:cupl@v2`, `pooled:cupl@v1+openai80`,
+    `zpe:openai80,zpe_mode=mad,zpe_tau=2`."""
+    from promptgen.errors import PromptgenError
+
+    head, *pairs = spec.split(",")
+    builder, _, source_text = head.partition(":")
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise PromptgenError(f"--build {spec}: option {pair!r} is not key=value",
+                                 "write e.g. --build zpe:openai80,zpe_mode=mad,zpe_tau=2")
+        try:
+            options[key.strip()] = json.loads(value)
+        except ValueError:
+            options[key.strip()] = value
+    return builder.strip(), [s for s in source_text.split("+") if s], options
+
+
+def _split_sources(store, classes, names: list[str]) -> tuple[list[str], list[str]]:
+    """A name is a CLIP template set when it is one (built-in or a .json file) and no prompt set of
+    the dataset has that name; `templates:NAME` forces it."""
+    from promptgen.clip.sources import list_template_sets
+
+    sets, templates = [], []
+    known_sets = set(store.list_sets(classes.dataset))
+    for name in names:
+        if name.startswith("templates:"):
+            templates.append(name.split(":", 1)[1])
+        elif (name in list_template_sets() or name.endswith(".json")) and name.split("@")[0] not in known_sets:
+            templates.append(name)
+        else:
+            sets.append(name)
+    return sets, templates
+
+
+@click.command("eval")
+@click.argument("dataset")
+@click.option("--images", "images_spec", help="ImageFolder directory, CSV of path,label, or fashion-mnist[:test|train].")
+@click.option("--features", "features_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Precomputed features: .npz or .pt with features (N, D) and labels (N,).")
+@click.option("--head", "head_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A head file from `promptgen head` or any (D, C) tensor (.pt/.npy); repeatable.")
+@click.option("--build", "build_specs", multiple=True,
+              help="Build a head on the fly: BUILDER[:SOURCE[+SOURCE]][,key=value], e.g. cupl:cupl@v1, "
+                   "template:openai80, pooled:cupl@v1+openai80, zpe:openai80,zpe_mode=mad; repeatable.")
+@clip_options
+@click.option("--limit", type=int, help="Use only the first N images.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Images per forward pass.")
+@click.option("--allow-empty", is_flag=True, help="Built heads give classes without texts 'a photo of a {c}.'.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the full results (per-class accuracy included) as JSON.")
+@click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path))
+@root_option
+@json_option
+def eval_command(dataset: str, images_spec: str | None, features_file: Path | None, head_files: tuple[Path, ...],
+                 build_specs: tuple[str, ...], clip_model: str, pretrained: str, seed: int, device: str,
+                 limit: int | None, batch_size: int, allow_empty: bool, output: Path | None,
+                 classes_file: Path | None, root: Path | None, as_json: bool) -> None:
+    """Zero-shot accuracy of several heads on DATASET's images (top-1, top-5, mean per-class recall)."""
+    from promptgen.clip.api import collect_sources
+    from promptgen.clip.embed import TextEncoder
+    from promptgen.clip.evaluate import evaluate_heads, format_table
+    from promptgen.clip.heads import build_head, load_head
+    from promptgen.clip.images import encode_images, load_feature_file, open_image_set
+    from promptgen.errors import PromptgenError
+    from promptgen.paths import cache_dir
+
+    started = time.perf_counter()
+    if (images_spec is None) == (features_file is None):
+        raise PromptgenError("give exactly one of --images and --features", "e.g. --images fashion-mnist:test")
+    if not head_files and not build_specs:
+        raise PromptgenError("no head to evaluate", "give --head FILE and/or --build BUILDER[:SET@vN]")
+    store = store_from(root)
+    classes = store.classes(dataset, classes_file)
+    builds = []
+    for spec in build_specs:
+        builder, names, options = parse_build_spec(spec)
+        sets, templates = _split_sources(store, classes, names)
+        builds.append((spec, builder, collect_sources(store, classes, sets, templates), options))
+    heads = [load_head(path, classes) for path in head_files]
+    clip = None
+    if images_spec is not None or builds:
+        clip = open_clip_model(store.root, clip_model, pretrained, seed, device)
+    if images_spec is not None:
+        image_set = open_image_set(images_spec, classes)
+        features = encode_images(clip, image_set, cache_dir(store.root), batch_size=batch_size, limit=limit)
+    else:
+        features = load_feature_file(features_file, classes, clip.embed_dim if clip else None)
+        if limit:
+            features.features, features.labels = features.features[:limit], features.labels[:limit]
+    dims = {h.weights.shape[0] for h in heads}
+    if dims and dims != {features.features.shape[1]}:
+        bad = [h.name for h in heads if h.weights.shape[0] != features.features.shape[1]]
+        raise PromptgenError(f"heads {', '.join(bad)} have dimension {sorted(dims)}, the image features "
+                             f"{features.features.shape[1]}", "evaluate heads built with the same CLIP model as the features")
+    encoder = TextEncoder(clip, cache_dir(store.root), show_progress=True) if builds else None
+    for spec, builder, sources, options in builds:
+        extra = {k: v for k, v in options.items() if k not in ("name",)}
+        image_features = features.features if builder == "zpe" else None  # unlabeled use: labels never reach ZPE
+        heads.append(build_head(builder, encoder=encoder, classes=classes, sources=sources,
+                                allow_empty=allow_empty, image_features=image_features,
+                                name=options.get("name", spec), **{"seed": seed, **extra}))
+    results = evaluate_heads(features.features, features.labels, heads, len(classes))
+    report = {"format": "promptgen.eval/1", "dataset": dataset, "classes": {"count": len(classes), "hash": classes.hash,
+                                                                         "names": list(classes.names)},
+              "images": {k: v for k, v in features.meta.items() if k != "model"},
+              "model": clip.describe() if clip else None,
+              "encoding": {**encoder.stats.as_dict(), "trimming": encoder.trim_reason} if encoder else None,
+              "seconds": round(time.perf_counter() - started, 3),
+              "heads": [{**result, "info": {k: v for k, v in head.info.items() if k not in ("classes", "prompt_counts")}}
+                        for result, head in zip(results, heads)]}
+    if output:
+        from promptgen.fileio import atomic_write_text
+
+        output.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(output, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+    if as_json:
+        emit_json(report)
+        return
+    meta = features.meta
+    click.echo(f"{dataset}: {len(features.labels)} images"
+               + (f" ({meta['skipped']} skipped: could not be decoded)" if meta.get("skipped") else "")
+               + (", features from cache" if meta.get("from_cache") and images_spec else ""))
+    click.echo(format_table(results, heads))
+    if output:
+        click.echo(f"wrote {output}")
+
+
+@click.command("features")
+@click.argument("dataset")
+@click.option("--images", "images_spec", required=True,
+              help="ImageFolder directory, CSV of path,label, or fashion-mnist[:test|train].")
+@clip_options
+@click.option("--limit", type=int, help="Use only the first N images.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help=".npz (numpy) or .pt (torch) with features (N, D) and labels (N,).")
+@click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path))
+@root_option
+@json_option
+def features_command(dataset: str, images_spec: str, clip_model: str, pretrained: str, seed: int, device: str,
+                     limit: int | None, batch_size: int, output: Path, classes_file: Path | None, root: Path | None,
+                     as_json: bool) -> None:
+    """Encode DATASET's images with a CLIP image tower (cached) and write the features."""
+    from promptgen.clip.images import encode_images, open_image_set, save_feature_file
+    from promptgen.paths import cache_dir
+
+    store = store_from(root)
+    classes = store.classes(dataset, classes_file)
+    clip = open_clip_model(store.root, clip_model, pretrained, seed, device)
+    features = encode_images(clip, open_image_set(images_spec, classes), cache_dir(store.root),
+                             batch_size=batch_size, limit=limit)
+    save_feature_file(features, output)
+    summary = {"file": str(output), "images": len(features.labels), "dim": int(features.features.shape[1]),
+               "skipped": features.meta.get("skipped", 0), "from_cache": features.meta.get("from_cache", False)}
+    if as_json:
+        emit_json(summary)
+    else:
+        click.echo(f"wrote {output}: {summary['images']} x {summary['dim']} features"
+                   + (f", {summary['skipped']} images skipped" if summary["skipped"] else "")
+                   + (" (from cache)" if summary["from_cache"] else ""))
+
+
+COMMANDS += [eval_command, features_command]

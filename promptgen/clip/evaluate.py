@@ -1,0 +1,69 @@
+"""Zero-shot evaluation of heads on image features: logits = 100 * v @ W (methods.md preamble)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from promptgen.clip.heads import Head
+from promptgen.errors import PromptgenError
+
+__all__ = ["evaluate_heads", "format_table"]
+
+
+def evaluate_heads(features: torch.Tensor, labels: torch.Tensor, heads: list[Head], num_classes: int,
+                   *, chunk: int = 4096) -> list[dict]:
+    """Top-1, top-5, mean per-class recall and per-class accuracy of each head. All heads run in one
+    matrix product per chunk of images, so the features are read once whatever the head count."""
+    if not heads:
+        raise PromptgenError("no head to evaluate", "give --head FILE or --build BUILDER[:SOURCE]")
+    labelled = labels >= 0
+    if not bool(labelled.any()):
+        raise PromptgenError("the features carry no labels", "evaluation needs labels; give labelled features")
+    features, labels = F.normalize(features[labelled].float(), dim=-1), labels[labelled]
+    dim = features.shape[1]
+    for head in heads:
+        if head.weights.shape != (dim, num_classes):
+            raise PromptgenError(f"head {head.name} has shape {tuple(head.weights.shape)}, expected ({dim}, "
+                                 f"{num_classes}) for these features and classes",
+                                 "build the head with the same CLIP model and class list as the features")
+    stacked = torch.cat([h.weights.float() for h in heads], dim=1)
+    k = min(5, num_classes)
+    top1 = torch.zeros(len(heads), dtype=torch.long)
+    top5 = torch.zeros(len(heads), dtype=torch.long)
+    correct_per_class = torch.zeros(len(heads), num_classes, dtype=torch.long)
+    with torch.inference_mode():
+        for start in range(0, len(features), chunk):
+            logits = 100 * features[start:start + chunk] @ stacked
+            target = labels[start:start + chunk]
+            for h in range(len(heads)):
+                best = logits[:, h * num_classes:(h + 1) * num_classes].topk(k, dim=1).indices
+                hit1 = best[:, 0] == target
+                top1[h] += int(hit1.sum())
+                top5[h] += int((best == target[:, None]).any(dim=1).sum())
+                correct_per_class[h] += torch.bincount(target[hit1], minlength=num_classes)
+    support = torch.bincount(labels, minlength=num_classes)
+    present = support > 0
+    results = []
+    for h, head in enumerate(heads):
+        per_class = torch.where(present, correct_per_class[h].double() / support.clamp(min=1).double(),
+                                torch.full((num_classes,), float("nan"), dtype=torch.float64))
+        results.append({"head": head.name, "images": int(len(labels)), "top1": float(top1[h]) / len(labels),
+                        "top5": float(top5[h]) / len(labels), "k_top5": k,
+                        "mean_per_class_recall": float(per_class[present].mean()),
+                        "per_class_accuracy": [None if torch.isnan(a) else round(float(a), 6) for a in per_class],
+                        "support": support.tolist()})
+    return results
+
+
+def format_table(results: list[dict], heads: list[Head]) -> str:
+    rows = [("head", "builder", "prompts", "top-1", "top-5", "mean/class")]
+    for result, head in zip(results, heads):
+        rows.append((result["head"], str(head.info.get("builder", "file")), str(head.info.get("prompts_total", "-")),
+                     f"{100 * result['top1']:.2f}", f"{100 * result['top5']:.2f}",
+                     f"{100 * result['mean_per_class_recall']:.2f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,398 @@
+"""Classifier heads: named builders that turn per-class texts into a (D, C) matrix W, so that
+logits = 100 * v @ W for normalised image features v (methods.md, preamble).
+
+Every builder is registered with `@register_builder`; `build_head` is the one factory. Builders
+share the embedding engine, so a text used by several heads or runs is encoded once.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from promptgen import __version__
+from promptgen.classes import ClassList
+from promptgen.clip.embed import TextEncoder
+from promptgen.clip.sources import FALLBACK_TEMPLATE, TEMPLATE_DIR, PromptSource
+from promptgen.errors import PromptgenError
+from promptgen.fileio import atomic_write_text
+from promptgen.formats import dclip_sentence
+from promptgen.store import describe_class_mismatch, now_iso
+
+__all__ = ["Head", "HeadBuilder", "BUILDERS", "register_builder", "list_builders", "build_head", "save_head",
+           "load_head", "HEAD_FORMAT"]
+
+HEAD_FORMAT = "promptgen.head/1"
+
+
+@dataclass
+class HeadBuilder:
+    name: str
+    build: Callable[["BuildContext"], tuple[torch.Tensor, dict]]
+    summary: str
+    default_templates: str | None = None   # used when no source is given
+    needs_set: bool = False
+    needs_images: bool = False
+
+
+BUILDERS: dict[str, HeadBuilder] = {}
+
+
+def register_builder(name: str, *, summary: str, default_templates: str | None = None, needs_set: bool = False,
+                     needs_images: bool = False) -> Callable:
+    def decorator(function: Callable) -> Callable:
+        BUILDERS[name] = HeadBuilder(name, function, summary, default_templates, needs_set, needs_images)
+        return function
+    return decorator
+
+
+def list_builders() -> list[str]:
+    return sorted(BUILDERS)
+
+
+@dataclass
+class Head:
+    """W (D, C), float32, and everything needed to reproduce it."""
+
+    weights: torch.Tensor
+    info: dict = field(default_factory=dict)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.info.get("classes", {}).get("names", []))
+
+    @property
+    def name(self) -> str:
+        return self.info.get("name") or self.info.get("builder", "head")
+
+
+@dataclass
+class BuildContext:
+    encoder: TextEncoder
+    classes: ClassList
+    sources: list[PromptSource]
+    options: dict
+    image_features: torch.Tensor | None = None    # normalised (N, D), unlabeled test images (ZPE)
+    pool_features: torch.Tensor | None = None     # normalised (M, D), a generic image pool (ZPE mu_pre)
+    _embedded: list[list[torch.Tensor]] | None = None
+
+    def embedded(self) -> list[list[torch.Tensor]]:
+        """e(t) for every text, per source and class: one encoder call for all sources."""
+        if self._embedded is None:
+            flat = [t for source in self.sources for texts in source.texts for t in texts]
+            vectors = self.encoder.encode_normalized(flat)
+            out, position = [], 0
+            for source in self.sources:
+                per_class = []
+                for texts in source.texts:
+                    per_class.append(vectors[position:position + len(texts)])
+                    position += len(texts)
+                out.append(per_class)
+            self._embedded = out
+        return self._embedded
+
+    def per_class(self) -> list[torch.Tensor]:
+        """All of a class's e(t), sources concatenated."""
+        embedded = self.embedded()
+        dim = self.encoder.clip.embed_dim
+        return [torch.cat([source[c] for source in embedded]) if embedded else torch.empty(0, dim)
+                for c in range(len(self.classes))]
+
+
+def _stack_columns(columns: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(columns, dim=1).contiguous().float()
+
+
+def _mean_head(per_class: list[torch.Tensor], renormalise: bool) -> torch.Tensor:
+    columns = [vectors.mean(dim=0) for vectors in per_class]
+    head = _stack_columns(columns)
+    return F.normalize(head, dim=0) if renormalise else head
+
+
+@register_builder("template", default_templates="photo",
+                  summary="one template or a template set (e.g. openai80): mean of e(t), renormalised (methods.md 1)")
+def _template(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
+    return _mean_head(ctx.per_class(), renormalise=True), {}
+
+
+@register_builder("cupl", needs_set=True,
+                  summary="CuPL: mean of the class's sentence embeddings, renormalised (methods.md 2)")
+def _cupl(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
+    return _mean_head(ctx.per_class(), renormalise=True), {}
+
+
+@register_builder("dclip", needs_set=True,
+                  summary="DCLIP: mean of '{c}, which (is|has) {d}' embeddings, NOT renormalised (methods.md 3)")
+def _dclip(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
+    return _mean_head(ctx.per_class(), renormalise=False), {}
+
+
+@register_builder("pooled",
+                  summary="several sources pooled into one mean per class, weighted per source, renormalised "
+                          "(CuPL + templates, methods.md 2)")
+def _pooled(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
+    """pool=count (CuPL's "CuPL + templates"): W_c = normalise(sum_s w_s * sum_t e(t)), so each
+    source counts by its number of texts; pool=mean: W_c = normalise(sum_s w_s * mean_t e(t)),
+    so each source counts as one vote whatever its size. Weights default to 1."""
+    weights = ctx.options.get("source_weights") or [1.0] * len(ctx.sources)
+    if len(weights) != len(ctx.sources):
+        raise PromptgenError(f"{len(weights)} source weights for {len(ctx.sources)} sources",
+                             "give one --source-weight per --set/--templates, in the same order")
+    mode = ctx.options.get("pool", "count")
+    if mode not in ("count", "mean"):
+        raise PromptgenError(f"unknown pooling {mode!r}", "use --pool count or --pool mean")
+    embedded = ctx.embedded()
+    columns = []
+    for c in range(len(ctx.classes)):
+        total = torch.zeros(ctx.encoder.clip.embed_dim)
+        for weight, source in zip(weights, embedded):
+            if len(source[c]):
+                total += float(weight) * (source[c].sum(0) if mode == "count" else source[c].mean(0))
+        columns.append(total)
+    return F.normalize(_stack_columns(columns), dim=0), {"pool": mode, "source_weights": [float(w) for w in weights]}
+
+
+def _zpe_scores_correction(scores: torch.Tensor, pool_scores: torch.Tensor | None) -> torch.Tensor:
+    """(mu_pre + mu_test) / 2 per column, or mu_test alone without a generic pool (methods.md 6, step 2)."""
+    mu_test = scores.mean(dim=0)
+    return mu_test if pool_scores is None else (pool_scores.mean(dim=0) + mu_test) / 2
+
+
+def _zpe_select(quality: torch.Tensor, mode: str, tau: float) -> tuple[torch.Tensor, dict]:
+    """Weights over prompts from their quality q (methods.md 6, steps 4 and 6)."""
+    if mode == "softmax":
+        return torch.softmax(quality, dim=0), {}
+    q = quality.double().numpy()
+    median = float(np.median(q))
+    mad = float(np.median(np.abs(q - median)))
+    keep = np.ones_like(q, dtype=bool) if mad == 0 else (q - median) / mad > tau
+    note = {}
+    if not keep.any():
+        keep[int(np.argmax(q))] = True
+        note = {"no_prompt_above_tau": True}
+    weights = torch.from_numpy(keep / keep.sum()).to(quality.dtype)
+    return weights, {"median": median, "mad": mad, "kept": int(keep.sum()), **note}
+
+
+@register_builder("zpe", needs_images=True,
+                  summary="ZPE: prompts weighted by their zero-shot quality on unlabeled images, softmax or MAD "
+                          "selection, no renormalisation (methods.md 6)")
+def _zpe(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
+    images = ctx.image_features
+    if images is None or len(images) == 0:
+        raise PromptgenError("the zpe builder needs unlabeled image features",
+                             "give --zpe-features FILE (or build it inside `promptgen eval`, which uses the "
+                             "evaluation images without their labels)")
+    mode = ctx.options.get("zpe_mode", "softmax")
+    if mode not in ("softmax", "mad"):
+        raise PromptgenError(f"unknown ZPE mode {mode!r}", "use --zpe-mode softmax or --zpe-mode mad")
+    tau = float(ctx.options.get("zpe_tau", 0.5))
+    group = ctx.options.get("zpe_group", "auto")
+    images = images.float()
+    pool = ctx.pool_features.float() if ctx.pool_features is not None else None
+    embedded = ctx.embedded()
+    # families: (source, template/question) pairs that give every class a prompt, as ZPE's p
+    families: list[tuple[int, str]] = []
+    covering = True
+    for s, source in enumerate(ctx.sources):
+        labels = list(dict.fromkeys(label for per_class in source.families for label in per_class))
+        for label in labels:
+            if not all(label in per_class for per_class in source.families):
+                covering = False
+            families.append((s, label))
+    if group == "auto":
+        group = "family" if covering and len(families) > 1 else "class"
+    if group == "family" and not covering:
+        raise PromptgenError("zpe --zpe-group family needs every template/question to cover every class",
+                             "use --zpe-group class to weight each class's texts separately")
+    info: dict[str, Any] = {"zpe_mode": mode, "zpe_group": group, "correction": "pre+test" if pool is not None
+                            else "test-only", "images": int(len(images))}
+    if mode == "mad":
+        info["tau"] = tau
+    if group == "family":
+        # (P, C, D): e(prompt_p(c)), the family's texts for class c averaged and normalised
+        prompt_vectors = torch.zeros(len(families), len(ctx.classes), ctx.encoder.clip.embed_dim)
+        family_index = {family: p for p, family in enumerate(families)}
+        for s, source in enumerate(ctx.sources):
+            for c, labels in enumerate(source.families):
+                rows = torch.tensor([family_index[(s, label)] for label in labels], dtype=torch.long)
+                prompt_vectors[:, c].index_add_(0, rows, embedded[s][c])
+        prompt_vectors = F.normalize(prompt_vectors, dim=-1)
+        quality = []
+        for vectors in prompt_vectors:
+            scores = 100 * images @ vectors.T
+            pool_scores = 100 * pool @ vectors.T if pool is not None else None
+            corrected = scores - _zpe_scores_correction(scores, pool_scores)
+            quality.append(corrected.max(dim=1).values.double().mean())
+        quality_t = torch.stack(quality)
+        weights, selection = _zpe_select(quality_t, mode, tau)
+        head = torch.einsum("p,pcd->dc", weights.float(), prompt_vectors)
+        info.update({"families": [f"{ctx.sources[s].name}#{label}" for s, label in families],
+                     "quality": [round(float(q), 6) for q in quality_t], "weights": [float(w) for w in weights],
+                     **selection})
+        return head.contiguous(), info
+    # class mode: a description belongs to one class only, so "max over classes" becomes "the images
+    # the equal-weight head assigns to that class"; the rest of the rule is unchanged
+    per_class = ctx.per_class()
+    assigned = (images @ _mean_head(per_class, renormalise=True)).argmax(dim=1)
+    columns, kept, uniform = [], [], 0
+    for c, vectors in enumerate(per_class):
+        scores = 100 * images @ vectors.T
+        pool_scores = 100 * pool @ vectors.T if pool is not None else None
+        corrected = scores - _zpe_scores_correction(scores, pool_scores)
+        mine = assigned == c
+        if len(vectors) == 1 or not bool(mine.any()):
+            weights = torch.full((len(vectors),), 1.0 / len(vectors))
+            uniform += 1
+            kept.append(len(vectors))
+        else:
+            weights, selection = _zpe_select(corrected[mine].double().mean(dim=0), mode, tau)
+            kept.append(int((weights > 0).sum()))
+        columns.append(weights.float() @ vectors)
+    info.update({"classes_with_uniform_weights": uniform, "kept_per_class": kept})
+    return _stack_columns(columns), info
+
+
+def _waffle_descriptors(count: int, seed: int) -> list[str]:
+    """WaffleCLIP's random descriptors (methods.md 4): `count` pairs of a random word from the
+    authors' word list and a random character string of the same length; the same for all classes."""
+    words = [w for w in (TEMPLATE_DIR / "waffle_words.txt").read_text(encoding="utf-8").splitlines() if w.strip()]
+    rng = random.Random(seed)
+    descriptors = []
+    for _ in range(count):
+        word = rng.choice(words)
+        descriptors.append(word)
+        descriptors.append("".join(rng.choice(string.ascii_lowercase) for _ in range(len(word))))
+    return descriptors
+
+
+@register_builder("waffle",
+                  summary="WaffleCLIP control: 'A photo of a {c}, which (is|has) {random}' over seeded random "
+                          "word/character pairs, mean NOT renormalised; with --set adds its texts (Waffle+GPT) "
+                          "(methods.md 4)")
+def _waffle(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
+    count = int(ctx.options.get("waffle_count", 15))
+    seed = int(ctx.options.get("seed", 0))
+    if count < 1:
+        raise PromptgenError("--waffle-count must be at least 1", "WaffleCLIP uses 15 pairs")
+    descriptors = _waffle_descriptors(count, seed)
+    texts = [[dclip_sentence(f"A photo of a {c}", d) + "." for d in descriptors] for c in ctx.classes.names]
+    ctx.sources.append(PromptSource(f"waffle:seed={seed}", "random", texts, [["waffle"] * len(t) for t in texts],
+                                    {"count": count, "seed": seed}))
+    ctx._embedded = None
+    return _mean_head(ctx.per_class(), renormalise=False), {"waffle_count": count, "seed": seed,
+                                                            "descriptors": descriptors}
+
+
+def build_head(builder: str, *, encoder: TextEncoder, classes: ClassList, sources: list[PromptSource],
+               allow_empty: bool = False, image_features: torch.Tensor | None = None,
+               pool_features: torch.Tensor | None = None, name: str | None = None, **options: Any) -> Head:
+    """Build a head with a registered builder. Classes without any text are an error listing them,
+    or with `allow_empty` get the template "a photo of a {c}." (recorded in `info`)."""
+    if builder not in BUILDERS:
+        raise PromptgenError(f"unknown head builder {builder!r}", f"builders: {', '.join(list_builders())}")
+    spec = BUILDERS[builder]
+    sources = list(sources)
+    if spec.needs_set and not any(s.kind == "set" for s in sources):
+        raise PromptgenError(f"the {builder} builder needs a prompt set", f"give --set {classes.dataset}/SET@vN")
+    if not sources and spec.default_templates:
+        from promptgen.clip.sources import source_from_templates
+
+        sources = [source_from_templates(spec.default_templates, classes)]
+    if builder == "pooled" and len(sources) < 2:
+        raise PromptgenError("the pooled builder needs at least two sources",
+                             "give several --set and/or --templates, e.g. a CuPL set and --templates openai80")
+    for feature_name, features in (("image", image_features), ("pool", pool_features)):
+        if features is not None and features.shape[-1] != encoder.clip.embed_dim:
+            raise PromptgenError(f"{feature_name} features have dimension {features.shape[-1]}, but "
+                                 f"{encoder.clip.arch} embeds in {encoder.clip.embed_dim}",
+                                 "compute the features with the same CLIP model as the head")
+    fallback: list[str] = []
+    if sources or builder != "waffle":
+        counts = [sum(s.counts[c] for s in sources) for c in range(len(classes))]
+        empty = [classes.names[c] for c, n in enumerate(counts) if n == 0]
+        if empty and not allow_empty:
+            raise PromptgenError(f"{len(empty)} of {len(classes)} classes have no prompt in "
+                                 f"{', '.join(s.name for s in sources)}: {', '.join(map(repr, empty[:12]))}"
+                                 + (f" and {len(empty) - 12} more" if len(empty) > 12 else ""),
+                                 f"add texts for them, or pass --allow-empty to give them \"{FALLBACK_TEMPLATE}\"")
+        if empty:
+            fallback = empty
+            texts = [[FALLBACK_TEMPLATE.replace("{c}", c)] if counts[i] == 0 else []
+                     for i, c in enumerate(classes.names)]
+            sources.append(PromptSource("fallback", "templates", texts, [["fallback"] * len(t) for t in texts],
+                                        {"template": FALLBACK_TEMPLATE}))
+    ctx = BuildContext(encoder, classes, sources, options,
+                       F.normalize(image_features.float(), dim=-1) if image_features is not None else None,
+                       F.normalize(pool_features.float(), dim=-1) if pool_features is not None else None)
+    weights, details = spec.build(ctx)
+    counts = [sum(s.counts[c] for s in ctx.sources) for c in range(len(classes))]
+    info = {"format": HEAD_FORMAT, "name": name or builder, "builder": builder, "created": now_iso(),
+            "promptgen_version": __version__, "shape": list(weights.shape),
+            "classes": {"dataset": classes.dataset, "count": len(classes), "hash": classes.hash,
+                        "names": list(classes.names)},
+            "model": encoder.clip.describe(),
+            "sources": [{"name": s.name, "kind": s.kind, "texts": sum(s.counts), **s.meta} for s in ctx.sources],
+            "options": {k: v for k, v in options.items() if v is not None},
+            "prompt_counts": counts, "prompts_total": sum(counts), "fallback_classes": fallback,
+            "details": details}
+    return Head(weights.float().contiguous(), info)
+
+
+def save_head(head: Head, path: Path) -> Path:
+    """The (D, C) tensor as CLIP_benchmark's `--load_clfs` reads it (a plain `torch.save` of a
+    tensor) and `<path stem>.json` beside it. Returns the sidecar's path."""
+    sidecar = path.with_suffix(".json")
+    if path.suffix == ".json":
+        raise PromptgenError(f"{path} would be overwritten by its own sidecar", "name the head FILE.pt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp")
+    torch.save(head.weights.detach().cpu().contiguous().clone(), temp)
+    temp.replace(path)
+    atomic_write_text(sidecar, json.dumps({**head.info, "file": path.name}, ensure_ascii=False, indent=1) + "\n")
+    return sidecar
+
+
+def load_head(path: Path, classes: ClassList | None = None, embed_dim: int | None = None) -> Head:
+    """A head written by `save_head`, or any (D, C) tensor in a `.pt` or `.npy` file. With `classes`,
+    a sidecar's class list must match (its mismatches are named); the shape must fit either way."""
+    if not path.is_file():
+        raise PromptgenError(f"head file {path} not found", "write one with `promptgen head`")
+    try:
+        if path.suffix == ".npy":
+            weights = torch.from_numpy(np.load(path, allow_pickle=False))
+        else:
+            weights = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise PromptgenError(f"cannot read head {path}: {exc}".splitlines()[0],
+                             "give a tensor saved with torch.save (.pt) or numpy (.npy)") from exc
+    if isinstance(weights, dict) and "weights" in weights:
+        weights = weights["weights"]
+    if not isinstance(weights, torch.Tensor) or weights.dim() != 2:
+        raise PromptgenError(f"{path} does not hold a 2-D tensor", "a head is a (D, C) tensor: D = embedding size")
+    info: dict = {"name": path.stem, "file": str(path)}
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        info = {**json.loads(sidecar.read_text(encoding="utf-8")), "name": path.stem, "file": str(path)}
+    if classes is not None:
+        names = info.get("classes", {}).get("names")
+        if names is not None and info["classes"].get("hash") != classes.hash:
+            raise PromptgenError(f"head {path.name} was built for another class list than {classes.dataset}'s: "
+                                 + describe_class_mismatch(classes.names, names),
+                                 f"build the head for {classes.dataset} with `promptgen head {classes.dataset} ...`")
+        if weights.shape[1] != len(classes):
+            hint = (" (it looks transposed: save W as (D, C))" if weights.shape[0] == len(classes) else "")
+            raise PromptgenError(f"head {path.name} has {weights.shape[1]} columns for the {len(classes)} classes "
+                                 f"of {classes.dataset}{hint}", "a head is a (D, C) tensor, one column per class")
+    if embed_dim is not None and weights.shape[0] != embed_dim:
+        raise PromptgenError(f"head {path.name} has dimension {weights.shape[0]}, the features {embed_dim}",
+                             "use a head built with the same CLIP model as the features")
+    return Head(weights.float().contiguous(), info)

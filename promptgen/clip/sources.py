@@ -1,0 +1,131 @@
+"""What a head is built from: per-class texts from prompt-set versions or CLIP template sets.
+
+Record kinds decide the text a CLIP model sees: a `descriptor` (DCLIP/WaffleCLIP phrase) becomes
+"{c}, which (is|has) {d}" (methods.md section 3), a `sentence` (CuPL, WordNet gloss) is used verbatim
+(methods.md section 2). Builders differ only in how they aggregate these texts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from promptgen.classes import ClassList
+from promptgen.errors import PromptgenError
+from promptgen.formats import dclip_sentence
+from promptgen.paths import BUILTIN_PROMPTS_DIR
+from promptgen.store import SetRef, Store, describe_class_mismatch
+
+__all__ = ["PromptSource", "source_from_set", "source_from_templates", "list_template_sets", "load_template_set",
+           "TEMPLATE_DIR", "FALLBACK_TEMPLATE"]
+
+TEMPLATE_DIR = BUILTIN_PROMPTS_DIR / "clip"
+FALLBACK_TEMPLATE = "a photo of a {c}."
+
+
+@dataclass
+class PromptSource:
+    """Texts per class (index = label) from one input, with the family of each text: the template
+    (or LLM question) it came from, which ZPE weights as a unit."""
+
+    name: str
+    kind: str                                   # "set" or "templates"
+    texts: list[list[str]]
+    families: list[list[str]]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def counts(self) -> list[int]:
+        return [len(t) for t in self.texts]
+
+
+def list_template_sets() -> list[str]:
+    return sorted(p.stem for p in TEMPLATE_DIR.glob("*.json"))
+
+
+def load_template_set(name_or_file: str) -> tuple[str, list[str], str]:
+    """A CLIP template set by name (`promptgen templates --clip`) or from a JSON file: a list of
+    templates, or {"templates": [...]}; `{c}` (CLIP_benchmark) or `{}` (open_clip) marks the name.
+    Returns (name, templates, sha256)."""
+    path = Path(name_or_file).expanduser()
+    if not path.is_file():
+        path = TEMPLATE_DIR / f"{name_or_file}.json"
+    if not path.is_file():
+        raise PromptgenError(f"no CLIP template set {name_or_file!r}",
+                             f"built-in sets: {', '.join(list_template_sets())}; or give a JSON file with a list "
+                             f"of templates such as \"a photo of a {{c}}.\"")
+    raw = path.read_bytes()
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise PromptgenError(f"{path} is not valid JSON: {exc}", "write a JSON list of templates") from exc
+    templates = data.get("templates") if isinstance(data, dict) else data
+    if not isinstance(templates, list) or not templates or not all(isinstance(t, str) for t in templates):
+        raise PromptgenError(f"{path} holds no list of template strings",
+                             "write [\"a photo of a {c}.\", ...] or {\"templates\": [...]}")
+    normalised = []
+    for template in templates:
+        template = template.replace("{}", "{c}")
+        if template.count("{c}") != 1:
+            raise PromptgenError(f"template {template!r} in {path} must contain the class placeholder once",
+                                 "mark the class name with {c} (or {})")
+        normalised.append(template)
+    name = data.get("name", path.stem) if isinstance(data, dict) else path.stem
+    return name, normalised, "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def source_from_templates(name_or_file: str, classes: ClassList) -> PromptSource:
+    name, templates, digest = load_template_set(name_or_file)
+    texts = [[t.replace("{c}", c) for t in templates] for c in classes.names]
+    families = [[f"t{i}" for i in range(len(templates))] for _ in classes.names]
+    return PromptSource(f"templates:{name}", "templates", texts, families,
+                        {"templates": name, "count": len(templates), "sha256": digest})
+
+
+def _class_text(record: dict, class_name: str) -> str:
+    if record.get("kind") == "descriptor":
+        return dclip_sentence(class_name, record["text"])
+    return record["text"]
+
+
+def source_from_set(store: Store, ref: SetRef | str, classes: ClassList) -> PromptSource:
+    """Texts per class of a prompt-set version. A set of the same dataset must have been written
+    for this class list; a set of another dataset is matched by class name (every class of
+    `classes` that the set lacks is named in the error)."""
+    if isinstance(ref, str):
+        ref = SetRef.parse(ref, None if "/" in ref else classes.dataset)
+    info = store.resolve(ref)
+    records = store.read_records(info)
+    set_names: dict[int, str] = {}
+    for record in records:
+        set_names.setdefault(record["class_index"], record["class_name"])
+    manifest_classes = info.manifest.get("classes", {})
+    texts: list[list[str]] = [[] for _ in classes.names]
+    families: list[list[str]] = [[] for _ in classes.names]
+    if info.dataset == classes.dataset:
+        if manifest_classes.get("hash") and manifest_classes["hash"] != classes.hash:
+            given = [set_names.get(i, f"<class {i}>") for i in range(manifest_classes.get("count", len(set_names)))]
+            raise PromptgenError(f"{info.ref} was written for another class list than {classes.dataset}'s: "
+                                 + describe_class_mismatch(classes.names, given),
+                                 "rebuild the set for this class list, or import it again with --match")
+        mapping = {i: i for i in range(len(classes))}
+    else:
+        by_name = {name: index for index, name in set_names.items()}
+        missing = [c for c in classes.names if c not in by_name]
+        if len(missing) == len(classes):
+            raise PromptgenError(f"{info.ref} shares no class name with {classes.dataset}",
+                                 f"use a set of {classes.dataset}: {', '.join(store.list_sets(classes.dataset)) or '(none)'}")
+        # classes the set lacks stay empty: the head's coverage check names them
+        mapping = {by_name[c]: i for i, c in enumerate(classes.names) if c in by_name}
+    for record in records:
+        target = mapping.get(record["class_index"])
+        if target is None:
+            continue
+        texts[target].append(_class_text(record, classes.names[target]))
+        families[target].append(record.get("template") or "")
+    return PromptSource(str(info.ref), "set", texts, families,
+                        {"set": str(info.ref), "version": info.version, "records_sha256": info.manifest.get(
+                            "records_sha256"), "text_kind": info.manifest.get("text_kind"),
+                         "status": info.status, "matched_by": "index" if info.dataset == classes.dataset else "name"})
