@@ -42,3 +42,15 @@ def cli(root: Path):
     def invoke(*args: str) -> Result:
         return run_cli(*args, root=root)
     return invoke
+
+
+@pytest.fixture(scope="session")
+def tiny_clip():
+    """The project's tiny open_clip config (width 64, 2 layers, embed 64), random weights, seed 0.
+    Shared by the session: tests must not modify its weights."""
+    from promptgen.clip.models import load_clip
+
+    return load_clip("promptgen-tiny", "random", seed=0)
+
+
+TINY_ARGS = ("--clip-model", "promptgen-tiny", "--pretrained", "random")
