@@ -32,5 +32,5 @@ def test_every_cli_command_in_the_readme_table_exists():
     from promptgen.cli import main
 
     table = (ROOT / "README.md").read_text()
-    named = set(re.findall(r"^\| `promptgen (\w+)", table, flags=re.M))
+    named = set(re.findall(r"^\| `promptgen ([\w-]+)", table, flags=re.M))
     assert named and named <= set(main.commands)
