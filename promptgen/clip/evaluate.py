@@ -21,6 +21,9 @@ def evaluate_heads(features: torch.Tensor, labels: torch.Tensor, heads: list[Hea
     if not bool(labelled.any()):
         raise PromptgenError("the features carry no labels", "evaluation needs labels; give labelled features")
     features, labels = F.normalize(features[labelled].float(), dim=-1), labels[labelled]
+    if int(labels.max()) >= num_classes:
+        raise PromptgenError(f"label {int(labels.max())} is out of range for {num_classes} classes",
+                             "labels are class indices from 0 to C-1 in the dataset's order")
     dim = features.shape[1]
     for head in heads:
         if head.weights.shape != (dim, num_classes):

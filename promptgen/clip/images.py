@@ -60,7 +60,8 @@ class ImageFeatures:
 
 
 def _loose(name: str) -> str:
-    return re.sub(r"[\s_\-]+", " ", name.strip().lower())
+    # "/" cannot appear in a folder name ("T-shirt/top" is stored as t-shirt_top)
+    return re.sub(r"[\s_\-/\\]+", " ", name.strip().lower())
 
 
 def _label_lookup(classes: ClassList) -> dict[str, int]:
@@ -128,7 +129,7 @@ def image_set_from_csv(path: Path, classes: ClassList) -> ImageSet:
     folder; a label is a class index, name or WordNet id."""
     lookup = _label_lookup(classes)
     paths, labels, bad = [], [], []
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # Excel writes a byte-order mark
         for line_number, row in enumerate(csv.reader(handle), start=1):
             if not row or not row[0].strip():
                 continue
