@@ -138,7 +138,8 @@ def test_empty_input(tiny_clip):
 def test_length_grouping_keeps_batches_short_and_exact(tiny_clip):
     texts = list(dict.fromkeys(PROMPTS))
     grouped = TextEncoder(tiny_clip, None, tokens_per_batch=128)
-    one_batch = TextEncoder(tiny_clip, None, tokens_per_batch=10**9, batch_size=10**6)
+    one_batch = TextEncoder(tiny_clip, None, tokens_per_batch=10**9, batch_size=10**6, trim=False)
+    defaults = TextEncoder(tiny_clip, None)
     out_grouped, out_one = grouped.encode(texts), one_batch.encode(texts)
     reference = _reference(tiny_clip, texts)
     torch.testing.assert_close(out_grouped, reference, atol=ATOL, rtol=0)
@@ -149,6 +150,9 @@ def test_length_grouping_keeps_batches_short_and_exact(tiny_clip):
     assert one_batch.stats.positions == len(texts) * max(lengths) == len(texts) * 77
     assert grouped.stats.batches > 1
     assert grouped.stats.positions * 3 < one_batch.stats.positions
+    # with the default budget too, one long prompt must not drag the short ones to 77 positions
+    torch.testing.assert_close(defaults.encode(texts), reference, atol=ATOL, rtol=0)
+    assert defaults.stats.positions * 3 < one_batch.stats.positions
 
     batches = grouped._length_grouped_batches(lengths)
     assert sorted(row for batch in batches for row in batch) == list(range(len(texts)))
@@ -327,7 +331,14 @@ def test_corrupt_shard_is_detected_and_reencoded(tmp_path, tiny_clip, damage):
     assert encoder.stats.encoded == 6
     assert encoder.stats.from_cache == 32
     torch.testing.assert_close(out, _reference(tiny_clip, PROMPTS), atol=ATOL, rtol=0)
-    assert not bad.exists() and not bad.with_suffix(".json").exists()
+    # the damaged bytes are gone: every shard on disk matches its checksum again (the re-encoded
+    # texts may land under the same content-derived name)
+    shards = _shards(tmp_path, tiny_clip)
+    assert len(shards) == 2
+    for shard in shards:
+        meta = json.loads(shard.with_suffix(".json").read_text(encoding="utf-8"))
+        assert meta["sha256"] == "sha256:" + hashlib.sha256(shard.read_bytes()).hexdigest()
+        assert np.load(shard, allow_pickle=False).shape[0] == len(meta["texts"])
 
     healed = TextEncoder(tiny_clip, tmp_path)
     assert torch.equal(healed.encode(PROMPTS), out)

@@ -72,10 +72,18 @@ FEW_TEMPLATES = ["a photo of a {c}.", "a drawing of the {c}.", "itap of a {c}.",
 
 # -- independent reference --------------------------------------------------------------------
 
+_REFERENCE: dict[tuple[int, str], torch.Tensor] = {}
+
+
 def embed(clip, texts: list[str]) -> torch.Tensor:
-    """e(t): normalised encode_text, straight from the model (not through TextEncoder), float64."""
-    with torch.no_grad():
-        return F.normalize(clip.model.encode_text(clip.tokenizer(list(texts))).double(), dim=-1)
+    """e(t): normalised encode_text, straight from the model (not through TextEncoder), float64;
+    remembered per text for the module so each text runs through the model once."""
+    missing = [t for t in dict.fromkeys(texts) if (id(clip.model), t) not in _REFERENCE]
+    if missing:
+        with torch.no_grad():
+            vectors = F.normalize(clip.model.encode_text(clip.tokenizer(missing)).double(), dim=-1)
+        _REFERENCE.update({(id(clip.model), t): v for t, v in zip(missing, vectors)})
+    return torch.stack([_REFERENCE[(id(clip.model), t)] for t in texts])
 
 
 def ref_dclip_sentence(c: str, d: str) -> str:
@@ -126,8 +134,9 @@ def world(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def encoder(tiny_clip):
-    return TextEncoder(tiny_clip, None)
+def encoder(tiny_clip, tmp_path_factory: pytest.TempPathFactory):
+    """The engine under test, with a disk cache of its own so that texts shared by tests are encoded once."""
+    return TextEncoder(tiny_clip, tmp_path_factory.mktemp("encoder-cache"))
 
 
 def sentences_of(world) -> list[list[str]]:

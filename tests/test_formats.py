@@ -265,7 +265,7 @@ def test_export_clip_benchmark_from_descriptors(cli, tmp_path: Path) -> None:
     descriptors = {name: [f"{name} shape"] for name in CIFAR10}
     descriptors["airplane"] = ["a pair of wings", "an engine", "has a tail fin", "often white",
                                "typically silver", "may have windows", "can fly",
-                               "apple-shaped nose", "another feature", "is metal"]
+                               "apple-shaped nose", "another feature", "is metal", "used for travel"]
     descriptors["cat"] = ["An upright tail", "Has whiskers", "Usually small"]
     path = _write(tmp_path / "d.json", json.dumps(descriptors))
     assert cli("import", "cifar10", str(path), "--format", "dclip").exit_code == 0
@@ -286,9 +286,10 @@ def test_export_clip_benchmark_from_descriptors(cli, tmp_path: Path) -> None:
         "airplane, which can fly",
         "airplane, which has apple-shaped nose",
         "airplane, which has another feature",
-        "airplane, which is metal",
+        "airplane, which has is metal",
+        "airplane, which is used for travel",
     ]
-    assert prompts["cat"] == ["cat, which is An upright tail", "cat, which Has whiskers", "cat, which Usually small"]
+    assert prompts["cat"] == ["cat, which is An upright tail", "cat, which Has whiskers", "cat, which has Usually small"]
     assert prompts["dog"] == ["dog, which has dog shape"]
     names_file = tmp_path / "bench.classnames.json"
     assert names_file.is_file()

@@ -267,13 +267,15 @@ class TextEncoder:
 
     def _length_grouped_batches(self, lengths: list[int]) -> list[list[int]]:
         """Rows sorted by token length, cut into batches of at most `batch_size` prompts and
-        `tokens_per_batch` positions, so short prompts never pay for a long one's length."""
+        `tokens_per_batch` positions, and a new batch once lengths grow by half, so short prompts
+        rarely pay for a long one's length."""
         order = sorted(range(len(lengths)), key=lambda i: lengths[i])
         batches: list[list[int]] = []
         current: list[int] = []
         for row in order:
             if current and (len(current) == self.batch_size or
-                            (len(current) + 1) * lengths[row] > self.tokens_per_batch):
+                            (len(current) + 1) * lengths[row] > self.tokens_per_batch or
+                            (len(current) >= 16 and lengths[row] > 1.5 * lengths[current[0]])):
                 batches.append(current)
                 current = []
             current.append(row)

@@ -108,7 +108,8 @@ def _config_from_file(path: Path, cache: Path | None) -> tuple[str, dict]:
     except (OSError, ValueError) as exc:
         raise PromptgenError(f"cannot read the model config {path}: {exc}",
                              "give an open_clip model-config JSON (embed_dim, vision_cfg, text_cfg)") from exc
-    config = config.get("model_cfg", config)  # open_clip_config.json files wrap it
+    if isinstance(config, dict):
+        config = config.get("model_cfg", config)  # open_clip_config.json files wrap it
     if not isinstance(config, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= set(config):
         raise PromptgenError(f"{path} is not an open_clip model config: it needs embed_dim, vision_cfg and text_cfg",
                              "see open_clip/model_configs/*.json for the format")
@@ -191,14 +192,14 @@ def load_clip(arch: str = "ViT-B-32", pretrained: str | None = "openai", *, devi
         tokenizer = open_clip.get_tokenizer(name)
     except PromptgenError:
         raise
-    except Exception as exc:  # open_clip raises RuntimeError/OSError/HF errors for missing weights
-        text = str(exc)
-        offline = any(s in text for s in ("offline", "OFFLINE", "Failed to download", "connect", "resolve",
-                                          "LocalEntryNotFound", "not found", "HF Hub"))
-        if offline or isinstance(exc, (OSError, RuntimeError)):
-            raise PromptgenError(f"cannot load weights {weights} for {arch}: {text.splitlines()[0][:300]}",
-                                 _offline_hint(arch, str(pretrained))) from exc
-        raise
+    except Exception as exc:  # open_clip raises RuntimeError/OSError/HF/pickle/assertion errors
+        first_line = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+        if Path(weights).is_file():
+            raise PromptgenError(f"cannot load weights {weights} for {arch}: {type(exc).__name__}: {first_line}",
+                                 f"give a state-dict (or open_clip checkpoint) saved from a {arch} model, and the "
+                                 f"--clip-model it was trained with") from exc
+        raise PromptgenError(f"cannot load weights {weights} for {arch}: {first_line}",
+                             _offline_hint(arch, str(pretrained))) from exc
     finally:
         logging.disable(logging.NOTSET)
     model.eval()

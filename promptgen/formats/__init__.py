@@ -184,14 +184,17 @@ def import_prompt_file(store: Store, classes: ClassList, path: str | Path, fmt: 
 
 
 _ARTICLE = re.compile(r"^(a|an)(?=\s)", re.IGNORECASE)
-_VERB_START = re.compile(r"^(has|have|often|typically|usually|may|can|is|are)(?=\s)", re.IGNORECASE)
+_VERB_START = re.compile(r"^(has|often|typically|may|can)(?=\s)", re.IGNORECASE)
+_USED = re.compile(r"^used(?=\s)", re.IGNORECASE)
 
 
 def dclip_sentence(class_name: str, descriptor: str) -> str:
     """DCLIP's prompt for a descriptor (methods.md section 3): "{c}, which is {d}" when the
     descriptor starts with the article a/an (the word, unlike DCLIP's own code, which tests the
-    letter), "{c}, which {d}" when it starts with a verb or adverb, else "{c}, which has {d}"."""
-    if _ARTICLE.match(descriptor):
+    letter), "{c}, which {d}" for has/often/typically/may/can, "{c}, which is {d}" for "used ..."
+    (as DCLIP's code does), else "{c}, which has {d}" -- even where that reads oddly ("which has
+    usually ..."), so that heads reproduce the published prompts."""
+    if _ARTICLE.match(descriptor) or _USED.match(descriptor):
         return f"{class_name}, which is {descriptor}"
     if _VERB_START.match(descriptor):
         return f"{class_name}, which {descriptor}"
