@@ -60,16 +60,25 @@ def timed(function):
     return value, time.perf_counter() - started, peak_mib()
 
 
-def cupl_like_sentences(classes: list[str], per_class: int, seed: int = 0) -> list[list[str]]:
-    """Sentences of 10-40 CLIP tokens built from the WaffleCLIP word list (deterministic)."""
+def cupl_like_sentences(classes: list[str], per_class: int, tokenizer, seed: int = 0) -> list[list[str]]:
+    """Sentences of 10-40 CLIP tokens (start and end tokens included) built from the WaffleCLIP word
+    list, lengths spread evenly over that range (deterministic)."""
     rng = random.Random(seed)
     words = [w for w in (TEMPLATE_DIR / "waffle_words.txt").read_text().split() if w.isalpha()]
     out = []
     for name in classes:
         sentences = []
-        for _ in range(per_class):
-            length = rng.randint(6, 30)
-            sentences.append(f"A {name} is " + " ".join(rng.choice(words) for _ in range(length)) + ".")
+        while len(sentences) < per_class:
+            target = rng.randint(10, 40)
+            sentence = f"A {name} is"
+            while True:
+                candidate = f"{sentence} {rng.choice(words)}"
+                if int(tokenizer([candidate + "."]).argmax()) + 1 > target:
+                    break
+                sentence = candidate
+            length = int(tokenizer([sentence + "."]).argmax()) + 1
+            if 10 <= length <= 40:
+                sentences.append(sentence + ".")
         out.append(sentences)
     return out
 
@@ -78,12 +87,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "clip_heads.json")
     parser.add_argument("--quick", action="store_true", help="tiny model and small sizes (a smoke run)")
+    parser.add_argument("--steps", default="abc", help="which steps to run (a, b, c); the others keep their "
+                                                        "results from --out")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     arch = "promptgen-tiny" if args.quick else "ViT-B-32"
     n_template_classes, n_cupl_classes = (10, 5) if args.quick else (50, 20)
     clip = load_clip(arch, "random", seed=0)
-    rows, results = [], {"machine": {"python": platform.python_version(), "torch": torch.__version__,
+    previous = json.loads(args.out.read_text()) if args.out.is_file() and args.steps != "abc" else {}
+    rows, results = [], {**previous, "machine": {"python": platform.python_version(), "torch": torch.__version__,
                                      "cpus": os.cpu_count(), "threads": torch.get_num_threads()},
                          "model": f"{arch} (random weights)"}
 
@@ -113,17 +125,19 @@ def main() -> None:
 
     names = list(IMAGENET_CLASSNAMES[:n_template_classes])
     template_classes = ClassList(dataset="bench", names=tuple(names))
-    results["a_templates"] = bench("(a) 80 templates", names, list(OPENAI_IMAGENET_TEMPLATES),
+    if "a" in args.steps:
+        results["a_templates"] = bench("(a) 80 templates", names, list(OPENAI_IMAGENET_TEMPLATES),
                                    source_from_templates("openai80", template_classes))
     cupl_names = list(IMAGENET_CLASSNAMES[100:100 + n_cupl_classes])
-    sentences = cupl_like_sentences(cupl_names, 50)
-    lengths = [int(clip.tokenizer([s]).argmax()) + 1 for per in sentences for s in per]
-    index = {name: i for i, name in enumerate(cupl_names)}
-    per_class_templates = [(lambda c, j=j: sentences[index[c]][j]) for j in range(50)]
-    source = PromptSource("cupl-like", "set", sentences, [["q"] * 50 for _ in sentences])
-    results["b_cupl"] = bench("(b) CuPL-sized", cupl_names, per_class_templates, source)
-    results["b_cupl"]["token_lengths"] = {"min": min(lengths), "max": max(lengths),
-                                          "mean": sum(lengths) / len(lengths)}
+    if "b" in args.steps:
+        sentences = cupl_like_sentences(cupl_names, 50, clip.tokenizer)
+        lengths = [int(clip.tokenizer([s]).argmax()) + 1 for per in sentences for s in per]
+        index = {name: i for i, name in enumerate(cupl_names)}
+        per_class_templates = [(lambda c, j=j: sentences[index[c]][j]) for j in range(50)]
+        source = PromptSource("cupl-like", "set", sentences, [["q"] * 50 for _ in sentences])
+        results["b_cupl"] = bench("(b) CuPL-sized", cupl_names, per_class_templates, source)
+        results["b_cupl"]["token_lengths"] = {"min": min(lengths), "max": max(lengths),
+                                              "mean": sum(lengths) / len(lengths)}
 
     # (c) 10 heads on 50,000 x 512 features, 1000 classes
     n_images, dim, n_classes = (5000, 64, 100) if args.quick else (50_000, 512, 1000)
@@ -132,17 +146,19 @@ def main() -> None:
     labels = torch.randint(0, n_classes, (n_images,), generator=generator)
     heads = [Head(torch.nn.functional.normalize(torch.randn(dim, n_classes, generator=generator), dim=0),
                   {"name": f"h{i}"}) for i in range(10)]
-    metrics, eval_s, eval_mem = timed(lambda: evaluate_heads(features, labels, heads, n_classes))
-    results["c_eval"] = {"images": n_images, "dim": dim, "classes": n_classes, "heads": 10, "seconds": eval_s,
-                         "peak_rss_mib": eval_mem, "top1_first_head": metrics[0]["top1"]}
+    if "c" in args.steps:
+        metrics, eval_s, eval_mem = timed(lambda: evaluate_heads(features, labels, heads, n_classes))
+        results["c_eval"] = {"images": n_images, "dim": dim, "classes": n_classes, "heads": 10, "seconds": eval_s,
+                             "peak_rss_mib": eval_mem, "top1_first_head": metrics[0]["top1"]}
     header = ("step", "prompts", "open_clip s", "ours cold s", "ours warm s", "cold x", "warm x", "max |diff|",
               "peak RSS MiB (oc/cold/warm)")
     table = [header] + rows
     widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
     for row in table:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
-    print(f"(c) eval: 10 heads on {n_images} x {dim} features, {n_classes} classes: {eval_s:.2f} s, "
-          f"peak RSS {eval_mem:.0f} MiB")
+    if "c" in args.steps:
+        print(f"(c) eval: 10 heads on {n_images} x {dim} features, {n_classes} classes: {eval_s:.2f} s, "
+              f"peak RSS {eval_mem:.0f} MiB")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")
