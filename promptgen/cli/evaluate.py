@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -10,29 +11,46 @@ from typing import Any
 import click
 
 from promptgen.cli import emit_json, json_option, root_option, store_from
-from promptgen.cli.heads import builder_kwargs, builder_options, clip_options, open_clip_model
+from promptgen.cli.heads import clip_options, open_clip_model
 
 COMMANDS = []
 
 
+_OPTION_TYPES = {"pool": str, "zpe_mode": str, "zpe_group": str, "name": str, "zpe_tau": float,
+                 "waffle_count": int, "seed": int, "source_weights": list}
+
+
 def parse_build_spec(spec: str) -> tuple[str, list[str], dict[str, Any]]:
-    """`BUILDER[:SOURCE[+SOURCE...]][,key=value...]`, e.g. `cupl:cupl@v2`, `pooled:cupl@v1+openai80`,
-    `zpe:openai80,zpe_mode=mad,zpe_tau=2`."""
+    """`BUILDER[:SOURCE[+SOURCE...]][,key=value...]`, e.g. `cupl:cupl@v2`, `pooled:cupl@v1+openai80,
+    source_weights=[1,2]`, `zpe:openai80,zpe_mode=mad,zpe_tau=2`. Options are checked against the
+    builder's own before any model is loaded."""
+    from promptgen.clip.heads import BUILDERS
     from promptgen.errors import PromptgenError
 
-    head, *pairs = spec.split(",")
+    head, *pairs = re.split(r",(?=\s*\w+\s*=)", spec)
     builder, _, source_text = head.partition(":")
+    builder = builder.strip()
+    if builder not in BUILDERS:
+        raise PromptgenError(f"--build {spec}: unknown builder {builder!r}", f"builders: {', '.join(sorted(BUILDERS))}")
+    allowed = BUILDERS[builder].options + ("seed", "name")
     options: dict[str, Any] = {}
     for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise PromptgenError(f"--build {spec}: option {pair!r} is not key=value",
-                                 "write e.g. --build zpe:openai80,zpe_mode=mad,zpe_tau=2")
+        key, _, value = (part.strip() for part in pair.partition("="))
+        if key not in allowed:
+            raise PromptgenError(f"--build {spec}: the {builder} builder has no option {key!r}",
+                                 f"its options: {', '.join(allowed)}")
         try:
-            options[key.strip()] = json.loads(value)
-        except ValueError:
-            options[key.strip()] = value
-    return builder.strip(), [s for s in source_text.split("+") if s], options
+            parsed = json.loads(value) if _OPTION_TYPES[key] in (list, float, int) else value
+            if _OPTION_TYPES[key] is list:
+                if not isinstance(parsed, list) or not all(isinstance(x, (int, float)) for x in parsed):
+                    raise ValueError("not a list of numbers")
+                options[key] = [float(x) for x in parsed]
+            else:
+                options[key] = _OPTION_TYPES[key](parsed)
+        except (ValueError, TypeError) as exc:
+            raise PromptgenError(f"--build {spec}: bad value {value!r} for {key} ({exc})",
+                                 "e.g. zpe_tau=2, waffle_count=15, source_weights=[1,0.5]") from exc
+    return builder, [s for s in source_text.split("+") if s], options
 
 
 def _split_sources(store, classes, names: list[str]) -> tuple[list[str], list[str]]:
@@ -63,9 +81,11 @@ def _split_sources(store, classes, names: list[str]) -> tuple[list[str], list[st
               help="Build a head on the fly: BUILDER[:SOURCE[+SOURCE]][,key=value], e.g. cupl:cupl@v1, "
                    "template:openai80, pooled:cupl@v1+openai80, zpe:openai80,zpe_mode=mad; repeatable.")
 @clip_options
-@click.option("--limit", type=int, help="Use only the first N images.")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Images per forward pass.")
+@click.option("--limit", type=click.IntRange(min=1), help="Use only the first N images.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per forward pass.")
 @click.option("--allow-empty", is_flag=True, help="Built heads give classes without texts 'a photo of a {c}.'.")
+@click.option("--zpe-pool", type=click.Path(dir_okay=False, path_type=Path),
+              help="zpe builds: features of a generic image pool for mu_pre (else test-only correction).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the full results (per-class accuracy included) as JSON.")
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path))
@@ -73,7 +93,7 @@ def _split_sources(store, classes, names: list[str]) -> tuple[list[str], list[st
 @json_option
 def eval_command(dataset: str, images_spec: str | None, features_file: Path | None, head_files: tuple[Path, ...],
                  build_specs: tuple[str, ...], clip_model: str, pretrained: str, seed: int, device: str,
-                 limit: int | None, batch_size: int, allow_empty: bool, output: Path | None,
+                 limit: int | None, batch_size: int, allow_empty: bool, zpe_pool: Path | None, output: Path | None,
                  classes_file: Path | None, root: Path | None, as_json: bool) -> None:
     """Zero-shot accuracy of several heads on DATASET's images (top-1, top-5, mean per-class recall)."""
     from promptgen.clip.api import collect_sources
@@ -112,12 +132,21 @@ def eval_command(dataset: str, images_spec: str | None, features_file: Path | No
         bad = [h.name for h in heads if h.weights.shape[0] != features.features.shape[1]]
         raise PromptgenError(f"heads {', '.join(bad)} have dimension {sorted(dims)}, the image features "
                              f"{features.features.shape[1]}", "evaluate heads built with the same CLIP model as the features")
+    feature_model = (clip.key if clip else None) or (features.meta.get("model") or {}).get("key")
+    for head in heads:
+        head_model = (head.info.get("model") or {}).get("key")
+        if feature_model and head_model and head_model != feature_model:
+            raise PromptgenError(f"head {head.name} was built with {head.info['model'].get('arch')} "
+                                 f"{head.info['model'].get('weights')}, not the model of these features",
+                                 "evaluate heads and features from the same CLIP model and weights")
+    pool = load_feature_file(zpe_pool, embed_dim=features.features.shape[1]).features if zpe_pool else None
     encoder = TextEncoder(clip, cache_dir(store.root), show_progress=True) if builds else None
     for spec, builder, sources, options in builds:
         extra = {k: v for k, v in options.items() if k not in ("name",)}
         image_features = features.features if builder == "zpe" else None  # unlabeled use: labels never reach ZPE
         heads.append(build_head(builder, encoder=encoder, classes=classes, sources=sources,
                                 allow_empty=allow_empty, image_features=image_features,
+                                pool_features=pool if builder == "zpe" else None,
                                 name=options.get("name", spec), **{"seed": seed, **extra}))
     results = evaluate_heads(features.features, features.labels, heads, len(classes))
     report = {"format": "promptgen.eval/1", "dataset": dataset, "classes": {"count": len(classes), "hash": classes.hash,
@@ -150,8 +179,8 @@ def eval_command(dataset: str, images_spec: str | None, features_file: Path | No
 @click.option("--images", "images_spec", required=True,
               help="ImageFolder directory, CSV of path,label, or fashion-mnist[:test|train].")
 @clip_options
-@click.option("--limit", type=int, help="Use only the first N images.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), help="Use only the first N images.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help=".npz (numpy) or .pt (torch) with features (N, D) and labels (N,).")
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path))

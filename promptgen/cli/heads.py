@@ -92,6 +92,9 @@ def head_command(dataset: str, builder: str, sets: tuple[str, ...], templates: t
 
     if builder not in BUILDERS:
         raise PromptgenError(f"unknown head builder {builder!r}", f"builders: {', '.join(sorted(BUILDERS))}")
+    if (zpe_features or zpe_pool) and builder != "zpe":
+        raise PromptgenError(f"--zpe-features/--zpe-pool are options of the zpe builder, not {builder}",
+                             "drop them, or use --builder zpe")
     store = store_from(root)
     classes = store.classes(dataset, classes_file)
     sources = collect_sources(store, classes, sets, templates)  # errors about sets before the model loads

@@ -39,7 +39,7 @@ def build_named_head(builder: str, *, store: Store, classes: ClassList, encoder:
 
 
 def make_head(dataset: str, builder: str = "template", *, sets: Sequence[str] = (), templates: Sequence[str] = (),
-              clip_model: str | ClipModel = "ViT-B-32", pretrained: str | None = "openai", seed: int = 0,
+              clip_model: str | ClipModel = "ViT-B-32", pretrained: str | None = "openai", seed: int | None = None,
               root: str | Path | None = None, return_head: bool = False, **options: Any) -> torch.Tensor | Head:
     """The (D, C) head `promptgen head` would write, built with the embedding cache of `root`.
     Options are the builder's (allow_empty, image_features, pool_features, zpe_mode, zpe_tau,
@@ -47,8 +47,8 @@ def make_head(dataset: str, builder: str = "template", *, sets: Sequence[str] = 
     store = Store(resolve_root(root))
     classes = store.classes(dataset)
     clip = clip_model if isinstance(clip_model, ClipModel) else \
-        load_clip(clip_model, pretrained, seed=seed, cache=cache_dir(store.root))
+        load_clip(clip_model, pretrained, seed=seed or 0, cache=cache_dir(store.root))
     encoder = TextEncoder(clip, cache_dir(store.root))
     head = build_named_head(builder, store=store, classes=classes, encoder=encoder, sets=sets, templates=templates,
-                            seed=seed, **options)
+                            **({"seed": seed} if seed is not None else {}), **options)
     return head if return_head else head.weights

@@ -36,6 +36,11 @@ _SELF_CHECK_TEXTS = ["a photo of a dog.", "x", "a centered satellite photo of a 
                      "with rows of green plants and a dirt road running along its edge."]
 
 
+def _shard_name(vectors: np.ndarray, texts: list[str]) -> str:
+    return hashlib.sha256(np.ascontiguousarray(vectors, dtype=np.float32).tobytes()
+                          + json.dumps(texts).encode()).hexdigest()[:24]
+
+
 class EmbeddingCache:
     """Vectors of one model, on disk as shards: `<sha>.npy` (float32, one row per text) and
     `<sha>.json` (the exact texts, row order, and the shard's sha256). The JSON is written last, so a
@@ -74,6 +79,9 @@ class EmbeddingCache:
                 array = np.load(array_path, allow_pickle=False)
                 if array.shape[0] != len(meta["texts"]):
                     raise ValueError("row count mismatch")
+                # the name is a digest of vectors and texts: an edited text list cannot pass
+                if _shard_name(array, meta["texts"]) != name:
+                    raise ValueError("texts do not match the shard")
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("embedding-cache shard %s is corrupt (%s): deleted, its texts will be encoded again",
                             array_path, exc)
@@ -104,7 +112,7 @@ class EmbeddingCache:
             return
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.folder.mkdir(parents=True, exist_ok=True)
-        payload_digest = hashlib.sha256(vectors.tobytes() + json.dumps(texts).encode()).hexdigest()[:24]
+        payload_digest = _shard_name(vectors, texts)
         array_path = self.folder / f"{payload_digest}.npy"
         temp = self.folder / f".{payload_digest}.{os.getpid()}.npy"
         np.save(temp, vectors, allow_pickle=False)

@@ -41,15 +41,16 @@ class HeadBuilder:
     default_templates: str | None = None   # used when no source is given
     needs_set: bool = False
     needs_images: bool = False
+    options: tuple[str, ...] = ()           # the builder's own options (seed is always accepted)
 
 
 BUILDERS: dict[str, HeadBuilder] = {}
 
 
 def register_builder(name: str, *, summary: str, default_templates: str | None = None, needs_set: bool = False,
-                     needs_images: bool = False) -> Callable:
+                     needs_images: bool = False, options: tuple[str, ...] = ()) -> Callable:
     def decorator(function: Callable) -> Callable:
-        BUILDERS[name] = HeadBuilder(name, function, summary, default_templates, needs_set, needs_images)
+        BUILDERS[name] = HeadBuilder(name, function, summary, default_templates, needs_set, needs_images, options)
         return function
     return decorator
 
@@ -135,17 +136,19 @@ def _dclip(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
     return _mean_head(ctx.per_class(), renormalise=False), {}
 
 
-@register_builder("pooled",
+@register_builder("pooled", options=("pool", "source_weights"),
                   summary="several sources pooled into one mean per class, weighted per source, renormalised "
                           "(CuPL + templates, methods.md 2)")
 def _pooled(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
     """pool=count (CuPL's "CuPL + templates"): W_c = normalise(sum_s w_s * sum_t e(t)), so each
     source counts by its number of texts; pool=mean: W_c = normalise(sum_s w_s * mean_t e(t)),
     so each source counts as one vote whatever its size. Weights default to 1."""
-    weights = ctx.options.get("source_weights") or [1.0] * len(ctx.sources)
-    if len(weights) != len(ctx.sources):
-        raise PromptgenError(f"{len(weights)} source weights for {len(ctx.sources)} sources",
+    given = [s for s in ctx.sources if s.name != "fallback"]
+    weights = list(ctx.options.get("source_weights") or [1.0] * len(given))
+    if len(weights) != len(given):
+        raise PromptgenError(f"{len(weights)} source weights for {len(given)} sources",
                              "give one --source-weight per --set/--templates, in the same order")
+    weights += [1.0] * (len(ctx.sources) - len(given))  # the --allow-empty fallback counts once
     mode = ctx.options.get("pool", "count")
     if mode not in ("count", "mean"):
         raise PromptgenError(f"unknown pooling {mode!r}", "use --pool count or --pool mean")
@@ -182,7 +185,7 @@ def _zpe_select(quality: torch.Tensor, mode: str, tau: float) -> tuple[torch.Ten
     return weights, {"median": median, "mad": mad, "kept": int(keep.sum()), **note}
 
 
-@register_builder("zpe", needs_images=True,
+@register_builder("zpe", needs_images=True, options=("zpe_mode", "zpe_tau", "zpe_group"),
                   summary="ZPE: prompts weighted by their zero-shot quality on unlabeled images, softmax or MAD "
                           "selection, no renormalisation (methods.md 6)")
 def _zpe(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
@@ -274,7 +277,7 @@ def _waffle_descriptors(count: int, seed: int) -> list[str]:
     return descriptors
 
 
-@register_builder("waffle",
+@register_builder("waffle", options=("waffle_count",),
                   summary="WaffleCLIP control: 'A photo of a {c}, which (is|has) {random}' over seeded random "
                           "word/character pairs, mean NOT renormalised; with --set adds its texts (Waffle+GPT) "
                           "(methods.md 4)")
@@ -300,6 +303,10 @@ def build_head(builder: str, *, encoder: TextEncoder, classes: ClassList, source
     if builder not in BUILDERS:
         raise PromptgenError(f"unknown head builder {builder!r}", f"builders: {', '.join(list_builders())}")
     spec = BUILDERS[builder]
+    unknown = sorted(k for k, v in options.items() if v is not None and k not in spec.options + ("seed",))
+    if unknown:
+        raise PromptgenError(f"the {builder} builder has no option {', '.join(unknown)}",
+                             f"its options: {', '.join(spec.options + ('seed',))}")
     sources = list(sources)
     if spec.needs_set and not any(s.kind == "set" for s in sources):
         raise PromptgenError(f"the {builder} builder needs a prompt set", f"give --set {classes.dataset}/SET@vN")
@@ -355,7 +362,11 @@ def save_head(head: Head, path: Path) -> Path:
         raise PromptgenError(f"{path} would be overwritten by its own sidecar", "name the head FILE.pt")
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.tmp")
-    torch.save(head.weights.detach().cpu().contiguous().clone(), temp)
+    if path.suffix == ".npy":
+        with open(temp, "wb") as handle:
+            np.save(handle, head.weights.detach().cpu().numpy(), allow_pickle=False)
+    else:
+        torch.save(head.weights.detach().cpu().contiguous().clone(), temp)
     temp.replace(path)
     atomic_write_text(sidecar, json.dumps({**head.info, "file": path.name}, ensure_ascii=False, indent=1) + "\n")
     return sidecar
@@ -381,7 +392,13 @@ def load_head(path: Path, classes: ClassList | None = None, embed_dim: int | Non
     info: dict = {"name": path.stem, "file": str(path)}
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
-        info = {**json.loads(sidecar.read_text(encoding="utf-8")), "name": path.stem, "file": str(path)}
+        try:
+            data = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = None
+        # only our own sidecars count: a foo.json beside foo.pt may be anything
+        if isinstance(data, dict) and data.get("format") == HEAD_FORMAT and isinstance(data.get("classes"), dict):
+            info = {**data, "name": path.stem, "file": str(path)}
     if classes is not None:
         names = info.get("classes", {}).get("names")
         if names is not None and info["classes"].get("hash") != classes.hash:

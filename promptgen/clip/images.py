@@ -276,6 +276,9 @@ def encode_images(clip: ClipModel, image_set: ImageSet, cache_dir: Path | None =
     flush()
     if progress:
         progress.close()
+    if count and not kept:
+        raise PromptgenError(f"none of the {count} images of {image_set.name} could be decoded",
+                             f"first error: {skipped[0]['error']} ({skipped[0]['image']})")
     if skipped:
         log.warning("%d of %d images could not be decoded and were skipped (first: %s)", len(skipped), count,
                     skipped[0]["image"])

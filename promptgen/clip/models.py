@@ -141,6 +141,8 @@ def load_clip(arch: str = "ViT-B-32", pretrained: str | None = "openai", *, devi
     import open_clip
 
     _register_project_configs()
+    if str(pretrained or "").startswith(("hf-hub:", "local-dir:")):
+        arch, pretrained = str(pretrained), None  # the hub repo holds both config and weights
     config_path = Path(arch).expanduser()
     identity: dict[str, Any] = {}
     if arch.startswith(("hf-hub:", "local-dir:")):
