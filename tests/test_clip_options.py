@@ -4,7 +4,6 @@ clear error before any model or image work, and nothing wrong is returned silent
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -366,8 +366,3 @@ def save_feature_file(features: ImageFeatures, path: Path) -> None:
         torch.save({"features": features.features, "labels": features.labels}, path)
     else:
         np.savez(path, features=features.features.numpy(), labels=features.labels.numpy())
-
-
-def iter_chunks(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
