@@ -13,6 +13,7 @@ and a self-check against `encode_text` at start-up guards against open_clip inte
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from promptgen.clip.models import ClipModel
-from promptgen.fileio import atomic_write_text
+from promptgen.fileio import atomic_write_text, sha256_file
 
 __all__ = ["TextEncoder", "EmbeddingCache", "EncodeStats"]
 
@@ -76,7 +77,7 @@ class EmbeddingCache:
                 data = array_path.read_bytes()
                 if "sha256:" + hashlib.sha256(data).hexdigest() != meta["sha256"]:
                     raise ValueError("checksum mismatch")
-                array = np.load(array_path, allow_pickle=False)
+                array = np.load(io.BytesIO(data), allow_pickle=False)  # the bytes just checked
                 if array.shape[0] != len(meta["texts"]):
                     raise ValueError("row count mismatch")
                 # the name is a digest of vectors and texts: an edited text list cannot pass
@@ -117,7 +118,7 @@ class EmbeddingCache:
         temp = self.folder / f".{payload_digest}.{os.getpid()}.npy"
         np.save(temp, vectors, allow_pickle=False)
         os.replace(temp, array_path)
-        checksum = "sha256:" + hashlib.sha256(array_path.read_bytes()).hexdigest()
+        checksum = sha256_file(array_path)
         atomic_write_text(self.folder / f"{payload_digest}.json",
                           json.dumps({"model": self.model_description, "dim": int(vectors.shape[1]),
                                       "dtype": "float32", "sha256": checksum, "texts": texts},

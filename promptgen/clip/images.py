@@ -21,7 +21,7 @@ import torch
 from promptgen.classes import ClassList
 from promptgen.clip.models import ClipModel
 from promptgen.errors import PromptgenError
-from promptgen.fileio import atomic_write_text, canonical_json
+from promptgen.fileio import atomic_write_text, canonical_json, sha256_file
 
 __all__ = ["ImageSet", "ImageFeatures", "image_set_from_folder", "image_set_from_csv", "fashion_mnist",
            "open_image_set", "encode_images", "load_feature_file", "save_feature_file", "FASHION_MNIST_DIR",
@@ -297,7 +297,7 @@ def _write_cached_features(array_path: Path, meta_path: Path, result: ImageFeatu
     temp = array_path.with_name(f".{array_path.stem}.{os.getpid()}.npz")
     np.savez(temp, features=result.features.numpy(), labels=result.labels.numpy())
     os.replace(temp, array_path)
-    checksum = "sha256:" + hashlib.sha256(array_path.read_bytes()).hexdigest()
+    checksum = sha256_file(array_path)
     atomic_write_text(meta_path, json.dumps({**result.meta, "sha256": checksum}, ensure_ascii=False) + "\n")
 
 
@@ -306,7 +306,7 @@ def _read_cached_features(array_path: Path, meta_path: Path) -> ImageFeatures | 
         return None
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if "sha256:" + hashlib.sha256(array_path.read_bytes()).hexdigest() != meta["sha256"]:
+        if sha256_file(array_path) != meta["sha256"]:
             raise ValueError("checksum mismatch")
         with np.load(array_path, allow_pickle=False) as data:
             return ImageFeatures(torch.from_numpy(data["features"].copy()), torch.from_numpy(data["labels"].copy()),

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from promptgen.errors import PromptgenError
-from promptgen.fileio import atomic_write_text, canonical_json
+from promptgen.fileio import atomic_write_text, canonical_json, sha256_file
 
 __all__ = ["ClipModel", "load_clip", "list_clip_models", "RANDOM_WEIGHTS", "TINY_MODEL"]
 
@@ -87,11 +87,7 @@ def _file_sha256(path: Path, cache: Path | None) -> str:
             return json.loads(memo.read_text())["sha256"]
         except (ValueError, KeyError):
             pass
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    value = "sha256:" + digest.hexdigest()
+    value = sha256_file(path)
     if memo:
         memo.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(memo, json.dumps({"path": str(path.resolve()), "sha256": value}) + "\n")
