@@ -7,11 +7,14 @@ texts and exact repeats. Drops are counted by reason so that manifests and audit
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 
-__all__ = ["DROP_REASONS", "Parsed", "parse_answer", "clean_texts", "is_refusal", "normalise"]
+__all__ = ["DROP_REASONS", "Parsed", "parse_answer", "clean_texts", "is_refusal", "normalise", "PAIR_REJECT_REASONS",
+           "PairAttribute", "PairParsed", "parse_pair_answer", "name_pattern"]
 
 DROP_REASONS = ("empty", "refusal", "unparsed", "too_long", "duplicate")
 
@@ -109,3 +112,193 @@ def parse_answer(answer: str | None, parser: str = "sentence", *, append: str = 
         else:
             parsed.dropped["unparsed"] += 1
     return parsed
+
+
+# -- pair answers (differentiate stage) -----------------------------------------------------------
+
+PAIR_REJECT_REASONS = ("one_sided", "identical", "swapped", "names_other_class", "about_other_class", "refusal",
+                       "too_long", "duplicate")
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)(?:```|$)", re.DOTALL)
+_TRAILING_COMMA = re.compile(r",\s*([}\]])")
+_SMART_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"'})
+_FIRST_KEYS = ("object_1", "object1", "class_1", "class1", "first", "1", "a")
+_SECOND_KEYS = ("object_2", "object2", "class_2", "class2", "second", "2", "b")
+_ATTRIBUTE_KEYS = ("attribute", "attr_type", "attr", "aspect", "feature", "name")
+
+
+@dataclass
+class PairAttribute:
+    attribute: str
+    first: str
+    second: str
+
+
+@dataclass
+class PairParsed:
+    """What one answer about a pair gave: the attributes kept, those rejected by reason, whether
+    the JSON was whole and of the expected shape, and if not, why (for the repair message)."""
+
+    attributes: list[PairAttribute] = field(default_factory=list)
+    rejected: Counter = field(default_factory=Counter)
+    complete: bool = False
+    error: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.complete and bool(self.attributes)
+
+
+def name_pattern(name: str) -> re.Pattern:
+    """A class name as a whole phrase, case-insensitive, with '-', '_' and spaces interchangeable."""
+    words = [re.escape(w) for w in re.split(r"[\s_\-]+", name.strip()) if w]
+    return re.compile(r"(?<![\w])" + r"[\s_\-]+".join(words) + r"(?![\w])", re.IGNORECASE)
+
+
+def _mentions(text: str, pattern: re.Pattern, own: re.Pattern) -> bool:
+    """Does `text` name the class of `pattern`, once its own class's name is masked ("cat" inside "wild cat")?"""
+    return bool(pattern.search(own.sub(" ", text)))
+
+
+def _decode_json(text: str) -> tuple[object, bool, str | None]:
+    """The first JSON value in an answer (code fences, lead-in prose, trailing commas and curly quotes
+    tolerated). Returns (value, whole, error); when the JSON is cut off, the complete objects inside it."""
+    fenced = _FENCE.search(text)
+    body = fenced.group(1) if fenced else text
+    starts = [i for i in (body.find("{"), body.find("[")) if i >= 0]
+    if not starts:
+        return None, False, "the answer holds no JSON object"
+    body = body[min(starts):]
+    decoder = json.JSONDecoder()
+    for candidate in (body, _TRAILING_COMMA.sub(r"\1", body.translate(_SMART_QUOTES))):
+        try:
+            value, _ = decoder.raw_decode(candidate)
+            return value, True, None
+        except ValueError as exc:
+            error = f"invalid JSON: {exc.msg} at character {exc.pos}"
+    # truncated (max_tokens) or garbled: keep every complete object that looks like one attribute
+    salvaged, position = [], 1
+    while True:
+        position = body.find("{", position)
+        if position < 0:
+            break
+        try:
+            value, end = decoder.raw_decode(body, position)
+        except ValueError:
+            position += 1
+            continue
+        if isinstance(value, dict):
+            salvaged.append(value)
+        position = end
+    return salvaged, False, error
+
+
+def _items(value: object) -> list | None:
+    """The list of attribute objects, whatever the wrapping: {"differences": [...]}, FuDD's
+    {"prompt_pairs": [...]}, {"i_j": {"prompt_pairs": [...]}}, or a bare list."""
+    if isinstance(value, list):
+        return value
+    if not isinstance(value, dict):
+        return None
+    for key in ("differences", "prompt_pairs", "attributes", "pairs"):
+        if isinstance(value.get(key), list):
+            return value[key]
+    if any(k in value for k in _ATTRIBUTE_KEYS) and any(k in value for k in _FIRST_KEYS + ("prompt_pair",)):
+        return [value]
+    lists = [v for v in value.values() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
+    if len(lists) == 1:
+        return lists[0]
+    nested = [v for v in value.values() if isinstance(v, dict)]
+    if len(nested) == 1:
+        return _items(nested[0])
+    return None
+
+
+def _sides(item: dict, first_name: str, second_name: str) -> tuple[object, object]:
+    if isinstance(item.get("prompt_pair"), list):
+        pair = item["prompt_pair"] + [None, None]
+        return pair[0], pair[1]
+    lowered = {str(k).strip().lower(): v for k, v in item.items()}
+    first = next((lowered[k] for k in _FIRST_KEYS if k in lowered), None)
+    second = next((lowered[k] for k in _SECOND_KEYS if k in lowered), None)
+    # keys named after the classes: {"attribute": ..., "pug": ..., "scottish terrier": ...}
+    if first is None:
+        first = lowered.get(first_name.strip().lower())
+    if second is None:
+        second = lowered.get(second_name.strip().lower())
+    return first, second
+
+
+def parse_pair_answer(answer: str | None, first_name: str, second_name: str, *, max_chars: int = 300,
+                      third_class: Callable[[str], bool] | None = None) -> PairParsed:
+    """Parse and check one answer about the pair (first_name, second_name).
+
+    An attribute is rejected (and counted) when a side is missing or empty (one_sided), both
+    sides say the same (identical), each side names the other class and not its own (swapped),
+    a side names the other class of the pair (names_other_class), a side names neither class of
+    the pair but another class of the dataset (about_other_class, via `third_class`), is a
+    refusal, is longer than max_chars, or repeats an earlier attribute (duplicate)."""
+    parsed = PairParsed()
+    text = (answer or "").strip()
+    if not text:
+        parsed.error = "the answer is empty"
+        return parsed
+    if is_refusal(normalise(text)):
+        parsed.rejected["refusal"] += 1
+        parsed.error = "the answer is a refusal"
+        return parsed
+    value, whole, error = _decode_json(text)
+    items = _items(value) if whole else value
+    if whole and items is None:
+        error = "the JSON has no list of differences"
+    parsed.complete = whole and items is not None
+    parsed.error = error
+    first_own, second_own = name_pattern(first_name), name_pattern(second_name)
+    seen: set[tuple[str, str]] = set()
+    for index, item in enumerate(items or []):
+        if not isinstance(item, dict):
+            parsed.rejected["one_sided"] += 1
+            continue
+        raw_first, raw_second = _sides(item, first_name, second_name)
+        attribute = next((item[k] for k in _ATTRIBUTE_KEYS if isinstance(item.get(k), str) and item[k].strip()), None)
+        attribute = normalise(attribute) if attribute else f"attribute {index + 1}"
+        first = normalise(raw_first) if isinstance(raw_first, str) else ""
+        second = normalise(raw_second) if isinstance(raw_second, str) else ""
+        if not first or not second:
+            parsed.rejected["one_sided"] += 1
+            continue
+        if is_refusal(first) or is_refusal(second):
+            parsed.rejected["refusal"] += 1
+            continue
+        if len(first) > max_chars or len(second) > max_chars:
+            parsed.rejected["too_long"] += 1
+            continue
+        if _comparable(first) == _comparable(second):
+            parsed.rejected["identical"] += 1
+            continue
+        first_names_own, second_names_own = bool(first_own.search(first)), bool(second_own.search(second))
+        first_names_other = _mentions(first, second_own, first_own)
+        second_names_other = _mentions(second, first_own, second_own)
+        if first_names_other and second_names_other and not first_names_own and not second_names_own:
+            parsed.rejected["swapped"] += 1
+            continue
+        if first_names_other or second_names_other:
+            parsed.rejected["names_other_class"] += 1
+            continue
+        if third_class is not None and ((not first_names_own and third_class(first))
+                                        or (not second_names_own and third_class(second))):
+            parsed.rejected["about_other_class"] += 1
+            continue
+        key = (_comparable(first), _comparable(second))
+        if key in seen:
+            parsed.rejected["duplicate"] += 1
+            continue
+        seen.add(key)
+        parsed.attributes.append(PairAttribute(attribute, first, second))
+    if parsed.complete and not parsed.attributes:
+        parsed.error = ("no attribute survived the checks (" + ", ".join(f"{n} {r}" for r, n in parsed.rejected.items())
+                        + ")") if parsed.rejected else "the list of differences is empty"
+    return parsed
+
+
+def _comparable(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())

@@ -229,7 +229,7 @@ class Store:
     def read_records(self, info: VersionInfo) -> list[dict]:
         if not info.records_path.exists():
             raise PromptgenError(f"{info.ref} has no records yet (status {info.status})",
-                                 f"finish it with --resume, or use another version")
+                                 "finish it with --resume, or use another version")
         with open(info.records_path, encoding="utf-8") as handle:
             return [json.loads(line) for line in handle if line.strip()]
 

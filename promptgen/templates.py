@@ -1,9 +1,12 @@
 """LLM query templates, kept as data in `prompts/templates/<name>.v<N>.json`.
 
-A template names its questions, the sampling parameters, and how answers are parsed. Question
-text uses `{c}` for the class name and `{a}`/`{A}` for its indefinite article ("a"/"an",
-"A"/"An"). A user adds a file to `<root>/prompts/templates/` and
-selects it by name (`--style NAME` or `NAME@vN`) or passes a path to a JSON file.
+A template names its questions, the sampling parameters, and how answers are parsed. A
+"class" template (describe) asks about one class: `{c}` is the class name and `{a}`/`{A}` its
+indefinite article ("a"/"an", "A"/"An"). A "pair" template (differentiate) asks about two
+classes: `{c1}`, `{c2}`, `{a1}`, `{a2}`, `{A1}`, `{A2}`; it also carries the JSON schema of the
+answer and the `repair` message sent once when an answer is not valid JSON. A user adds a file to
+`<root>/prompts/templates/` and selects it by name (`--style NAME` or `NAME@vN`) or passes a path
+to a JSON file.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from promptgen.paths import BUILTIN_PROMPTS_DIR, user_templates_dir
 __all__ = ["Question", "QueryTemplate", "load_template", "list_templates", "indefinite_article",
            "name_for_prompt", "PARSERS"]
 
-PARSERS = ("sentence", "bullets")
+PARSERS = ("sentence", "bullets", "pair-json")
+KINDS = ("class", "pair")
 _FILE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_-]*)\.v(?P<version>\d+)\.json$")
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")
 ALLOWED_PLACEHOLDERS = {"c", "a", "A"}
+PAIR_PLACEHOLDERS = {"c1", "c2", "a1", "a2", "A1", "A2"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,9 @@ class QueryTemplate:
     text_kind: str = "sentence"
     path: Path | None = field(default=None, compare=False)
     sha256: str = ""
+    kind: str = "class"
+    schema: dict | None = field(default=None, compare=False)
+    repair: str | None = None
 
     @property
     def ref(self) -> str:
@@ -68,8 +76,19 @@ class QueryTemplate:
         messages = [{"role": "system", "content": self.system}] if self.system else []
         return messages + [{"role": "user", "content": text}]
 
+    def render_pair(self, question: Question, first: str, second: str) -> list[dict]:
+        """Chat messages asking `question` about two classes (a pair template)."""
+        values = {}
+        for number, class_name in (("1", first), ("2", second)):
+            shown = name_for_prompt(class_name)
+            article = indefinite_article(shown)
+            values.update({"c" + number: shown, "a" + number: article, "A" + number: article.capitalize()})
+        text = _PLACEHOLDER.sub(lambda m: values[m.group(1)], question.text)
+        messages = [{"role": "system", "content": self.system}] if self.system else []
+        return messages + [{"role": "user", "content": text}]
+
     def manifest_entry(self) -> dict:
-        return {"name": self.name, "version": self.version, "ref": self.ref, "sha256": self.sha256,
+        return {"name": self.name, "version": self.version, "ref": self.ref, "sha256": self.sha256, "kind": self.kind,
                 "questions": [q.id for q in self.questions], "parser": self.parser,
                 "path": str(self.path) if self.path else None}
 
@@ -193,17 +212,34 @@ def _read(path: Path) -> QueryTemplate:
         raise PromptgenError(f"{where} has no questions", 'add "questions": [{"id": ..., "text": ...}]')
     if len({q.id for q in questions}) != len(questions):
         raise PromptgenError(f"{where} repeats a question id", "give every question its own id")
+    kind = data.get("kind", "class")
+    if kind not in KINDS:
+        raise PromptgenError(f"{where}: unknown kind {kind!r}", f"use one of {', '.join(KINDS)}")
+    allowed, hint = ((ALLOWED_PLACEHOLDERS, "use {c} for the class name and {a} or {A} for its article")
+                     if kind == "class" else
+                     (PAIR_PLACEHOLDERS, "use {c1} and {c2} for the two class names and {a1}/{a2} for their articles"))
     for q in questions:
-        unknown = set(_PLACEHOLDER.findall(q.text)) - ALLOWED_PLACEHOLDERS
+        unknown = set(_PLACEHOLDER.findall(q.text)) - allowed
         if unknown:
             raise PromptgenError(f"{where}: question {q.id!r} uses unknown placeholder(s) "
-                                 f"{', '.join('{' + u + '}' for u in sorted(unknown))}",
-                                 "use {c} for the class name and {a} or {A} for its article")
-        if "{c}" not in q.text:
-            raise PromptgenError(f"{where}: question {q.id!r} never names the class", "put {c} in the question")
-    parser = data.get("parser", "sentence")
+                                 f"{', '.join('{' + u + '}' for u in sorted(unknown))}", hint)
+        needed = ["{c}"] if kind == "class" else ["{c1}", "{c2}"]
+        if not all(n in q.text for n in needed):
+            raise PromptgenError(f"{where}: question {q.id!r} never names the class" + ("" if kind == "class" else "es"),
+                                 f"put {' and '.join(needed)} in the question")
+    parser = data.get("parser", "sentence" if kind == "class" else "pair-json")
     if parser not in PARSERS:
         raise PromptgenError(f"{where}: unknown parser {parser!r}", f"use one of {', '.join(PARSERS)}")
+    if (parser == "pair-json") != (kind == "pair"):
+        raise PromptgenError(f"{where}: parser {parser!r} does not fit a {kind} template",
+                             "pair templates use the pair-json parser; class templates sentence or bullets")
+    schema = data.get("schema")
+    if schema is not None and not isinstance(schema, dict):
+        raise PromptgenError(f"{where}: schema must be a JSON-schema object", 'e.g. "schema": {"type": "object", ...}')
+    repair = data.get("repair")
+    if repair is not None and (not isinstance(repair, str) or set(_PLACEHOLDER.findall(repair)) - {"error"}):
+        raise PromptgenError(f"{where}: repair must be a text whose only placeholder is {{error}}",
+                             'e.g. "repair": "That was not valid JSON ({error}). Reply with the JSON only."')
     sampling = dict(data.get("sampling", {}))
     if int(sampling.get("n", 1)) < 1:
         raise PromptgenError(f"{where}: sampling.n must be at least 1", "set n to 1 or more")
@@ -212,5 +248,5 @@ def _read(path: Path) -> QueryTemplate:
         system=data.get("system"), append=data.get("append", ""), max_chars=int(data.get("max_chars", 300)),
         description=data.get("description", ""), citation=data.get("citation", ""),
         text_kind=data.get("text_kind", "descriptor" if parser == "bullets" else "sentence"),
-        path=path, sha256="sha256:" + hashlib.sha256(raw).hexdigest(),
+        path=path, sha256="sha256:" + hashlib.sha256(raw).hexdigest(), kind=kind, schema=schema, repair=repair,
     )

@@ -54,8 +54,8 @@ def _full_cifar10(kind: str = "sentence") -> dict[str, list[str]]:
 
 def test_formats_are_registered() -> None:
     formats = list_formats()
-    assert formats["import"] == ["cupl", "dclip"]
-    assert formats["export"] == ["clip-benchmark", "cupl", "dclip"]
+    assert formats["import"] == ["cupl", "dclip", "fudd"]
+    assert formats["export"] == ["clip-benchmark", "cupl", "dclip", "fudd"]
 
 
 # -- import: the report ---------------------------------------------------------------------------

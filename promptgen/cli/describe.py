@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from promptgen.cli import emit_json, json_option, root_option, store_from
+from promptgen.cli.llm_options import llm_options, make_client
 from promptgen.errors import ExitCode, PromptgenError
-from promptgen.paths import cache_dir
 
 COMMANDS = []
-
-
-def _parse_price(value: str | None) -> tuple[float, float] | None:
-    if not value:
-        return None
-    try:
-        prompt, completion = (float(part) for part in value.split(","))
-    except ValueError:
-        raise PromptgenError(f"--price {value!r} is not PROMPT,COMPLETION", "e.g. --price 0.15,0.60 (USD per million tokens)") from None
-    return prompt, completion
 
 
 @click.command("describe")
@@ -31,38 +22,19 @@ def _parse_price(value: str | None) -> tuple[float, float] | None:
               help="llm asks --model; wordnet uses WordNet glosses offline (no key, no network).")
 @click.option("--style", default="cupl", show_default=True,
               help="Query template: cupl, cupl-base, dclip, your own NAME[@vN] in prompts/templates/, or a JSON file.")
-@click.option("--model", help="Any litellm model string, e.g. openai/gpt-4o-mini, anthropic/claude-3-5-haiku-20241022.")
-@click.option("--api-base", help="Base URL of an OpenAI-compatible server (vLLM, llama.cpp, Ollama's /v1, ...).")
-@click.option("--api-key-env", help="Environment variable that holds the key, when not the provider's usual one.")
 @click.option("--set", "set_name", help="Prompt-set name (default: the style, or 'wordnet').")
-@click.option("--concurrency", type=int, default=16, show_default=True, help="Requests in flight at once.")
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds per request before it is retried.")
-@click.option("--max-attempts", type=int, default=6, show_default=True, help="Tries per request on 429/5xx/timeouts.")
-@click.option("--backoff", type=float, default=1.0, show_default=True, help="First retry wait in seconds (doubles each try).")
-@click.option("--answer-retries", type=int, default=2, show_default=True,
-              help="Re-asks when an answer is empty, a refusal or unparseable.")
-@click.option("--price", help="USD per million prompt,completion tokens, for models litellm has no price for.")
-@click.option("--transport", type=click.Choice(["auto", "litellm", "openai"]), default="auto", show_default=True,
-              help="auto: the openai SDK for OpenAI-compatible providers (faster), litellm for the rest.")
 @click.option("--split-samples", is_flag=True, help="Get n samples from n requests even if the provider supports n.")
-@click.option("--draw", type=int, default=0, show_default=True,
-              help="A fresh draw of samples: a different number asks again instead of reusing cached answers.")
-@click.option("--dry-run", is_flag=True, help="Print requests, tokens and price; send nothing.")
-@click.option("--resume", is_flag=True, help="Continue the latest unfinished version of the set.")
-@click.option("--resume-version", type=int, help="With --resume: the version number to continue.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@llm_options
 @root_option
 @json_option
-def describe_command(dataset: str, classes_file: Path | None, source: str, style: str, model: str | None,
-                     api_base: str | None, api_key_env: str | None, set_name: str | None, concurrency: int,
-                     timeout: float, max_attempts: int, backoff: float, answer_retries: int, price: str | None,
-                     transport: str, split_samples: bool, draw: int, dry_run: bool, resume: bool, resume_version: int | None,
-                     no_progress: bool, root: Path | None, as_json: bool) -> None:
+def describe_command(dataset: str, classes_file: Path | None, source: str, style: str, set_name: str | None,
+                     split_samples: bool, root: Path | None, as_json: bool, **values: Any) -> None:
     """Write descriptions of every class of DATASET as a new prompt-set version."""
     from promptgen.stages.describe import DescribeJob, describe_wordnet, plan_requests, run_describe
 
     store = store_from(root)
     classes = store.classes(dataset, classes_file)
+    model, dry_run = values["model"], values["dry_run"]
     if source == "wordnet":
         if dry_run:
             click.echo(f"wordnet source: {len(classes)} classes, 0 requests, no network, cost $0")
@@ -83,16 +55,16 @@ def describe_command(dataset: str, classes_file: Path | None, source: str, style
     if not model:
         raise PromptgenError("no --model given for --source llm",
                              "name a litellm model (e.g. --model openai/gpt-4o-mini), or use --source wordnet")
-    from promptgen.llm.cache import LLMCache
-    from promptgen.llm.client import LLMClient
     from promptgen.templates import load_template
 
     template = load_template(style, store.root)
-    client = LLMClient(model, api_base=api_base, api_key_env=api_key_env, cache=LLMCache(cache_dir(store.root) / "llm"),
-                       concurrency=concurrency, timeout=timeout, max_attempts=max_attempts, backoff=backoff,
-                       price=_parse_price(price), split_samples=True if split_samples else None, transport=transport,
-                       progress=not no_progress)
-    job = DescribeJob(classes, template, set_name or template.name, draw=draw, answer_retries=answer_retries)
+    if template.kind != "class":
+        raise PromptgenError(f"template {template.ref} asks about pairs of classes",
+                             f"use it with `promptgen differentiate {dataset} --style {template.name}`; describe "
+                             f"takes a class template (cupl, cupl-base, dclip)")
+    client = make_client(store.root, values, split_samples=True if split_samples else None)
+    job = DescribeJob(classes, template, set_name or template.name, draw=values["draw"],
+                      answer_retries=values["answer_retries"])
     if dry_run:
         requests = plan_requests(job, client)
         estimate = client.estimate(requests)
@@ -106,7 +78,7 @@ def describe_command(dataset: str, classes_file: Path | None, source: str, style
             click.echo("  " + line)
         click.echo("  nothing was sent (--dry-run)")
         return
-    result = run_describe(job, client, store, resume=resume, resume_version=resume_version)
+    result = run_describe(job, client, store, resume=values["resume"], resume_version=values["resume_version"])
     _report(result.manifest, result.info.records_path, as_json)
     if result.failures:
         click.echo(f"warning: {len(result.failures)} request(s) gave no usable text; they are listed under "

@@ -17,12 +17,12 @@ COMMANDS = []
 
 
 _OPTION_TYPES = {"pool": str, "zpe_mode": str, "zpe_group": str, "name": str, "zpe_tau": float,
-                 "waffle_count": int, "seed": int, "source_weights": list}
+                 "waffle_count": int, "seed": int, "source_weights": list, "k": int, "initial": str}
 
 
 def parse_build_spec(spec: str) -> tuple[str, list[str], dict[str, Any]]:
     """`BUILDER[:SOURCE[+SOURCE...]][,key=value...]`, e.g. `cupl:cupl@v2`, `pooled:cupl@v1+openai80,
-    source_weights=[1,2]`, `zpe:openai80,zpe_mode=mad,zpe_tau=2`. Options are checked against the
+    source_weights=[1,2]`, `zpe:openai80,zpe_mode=mad,zpe_tau=2`, `fudd:differential@v1,k=10`. Options are checked against the
     builder's own before any model is loaded."""
     from promptgen.clip.heads import BUILDERS
     from promptgen.errors import PromptgenError
@@ -79,7 +79,8 @@ def _split_sources(store, classes, names: list[str]) -> tuple[list[str], list[st
               help="A head file from `promptgen head` or any (D, C) tensor (.pt/.npy); repeatable.")
 @click.option("--build", "build_specs", multiple=True,
               help="Build a head on the fly: BUILDER[:SOURCE[+SOURCE]][,key=value], e.g. cupl:cupl@v1, "
-                   "template:openai80, pooled:cupl@v1+openai80, zpe:openai80,zpe_mode=mad; repeatable.")
+                   "template:openai80, pooled:cupl@v1+openai80, zpe:openai80,zpe_mode=mad, "
+                   "fudd:differential@v1,k=10,initial=photo; repeatable.")
 @clip_options
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N images.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per forward pass.")

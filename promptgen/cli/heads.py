@@ -92,6 +92,10 @@ def head_command(dataset: str, builder: str, sets: tuple[str, ...], templates: t
 
     if builder not in BUILDERS:
         raise PromptgenError(f"unknown head builder {builder!r}", f"builders: {', '.join(sorted(BUILDERS))}")
+    if BUILDERS[builder].per_image:
+        raise PromptgenError(f"the {builder} builder re-ranks each image and has no single (D, C) head to write",
+                             f"evaluate it with `promptgen eval {dataset} --build {builder}:SET@vN`, or write the "
+                             f"static variant with --builder {builder}-static")
     if (zpe_features or zpe_pool) and builder != "zpe":
         raise PromptgenError(f"--zpe-features/--zpe-pool are options of the zpe builder, not {builder}",
                              "drop them, or use --builder zpe")

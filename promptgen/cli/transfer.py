@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from promptgen.cli import emit_json, json_option, root_option, store_from
-from promptgen.formats import EXPORT_FORMATS, IMPORT_FORMATS, export_version, import_prompt_file
+from promptgen.formats import EXPORT_FORMATS, IMPORT_FORMATS, export_version, import_fudd_file, import_prompt_file
 from promptgen.store import SetRef
 
 COMMANDS = []
@@ -17,7 +17,8 @@ COMMANDS = []
 @click.argument("dataset")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(sorted(IMPORT_FORMATS)), required=True,
-              help="cupl: {class: [sentences]}; dclip: {class: [descriptors]} (DCLIP/WaffleCLIP).")
+              help="cupl: {class: [sentences]}; dclip: {class: [descriptors]} (DCLIP/WaffleCLIP); "
+                   "fudd: FuDD's differential descriptions {\"i_j\": {...}} (default set: differential).")
 @click.option("--set", "set_name", help="Prompt-set name (default: the format name).")
 @click.option("--match", type=click.Choice(["name", "loose", "order"]), default="name", show_default=True,
               help="Keys to classes: exact name; loose (case, spaces, _ and - ignored when unambiguous); "
@@ -30,18 +31,24 @@ COMMANDS = []
 @json_option
 def import_command(dataset: str, file: Path, fmt: str, set_name: str | None, match: str, strict: bool,
                    classes_file: Path | None, notice: str | None, root: Path | None, as_json: bool) -> None:
-    """Import a CuPL or DCLIP JSON FILE as a new prompt-set version of DATASET."""
+    """Import a CuPL, DCLIP or FuDD JSON FILE as a new prompt-set version of DATASET."""
     store = store_from(root)
     classes = store.classes(dataset, classes_file)
-    info, report = import_prompt_file(store, classes, file, fmt, set_name or fmt, match=match, strict=strict,
-                                      notice=notice)
+    if fmt == "fudd":
+        info, report = import_fudd_file(store, classes, file, set_name or "differential", strict=strict, notice=notice)
+    else:
+        info, report = import_prompt_file(store, classes, file, fmt, set_name or fmt, match=match, strict=strict,
+                                          notice=notice)
     if as_json:
         emit_json(info.manifest)
         return
     counts = info.manifest["counts"]
     click.echo(f"wrote {info.records_path}: {counts['records']} texts for "
                f"{counts['classes'] - counts['classes_without_texts']}/{counts['classes']} classes "
-               f"({report.matched} keys matched by {match})")
+               f"({report.matched} {'pairs' if fmt == 'fudd' else 'keys matched by ' + match})")
+    for reason, count in info.manifest.get("rejected", {}).items():
+        if count:
+            click.echo(f"  {count} attribute(s) rejected: {reason}", err=True)
     for line in report.problems:
         click.echo(f"  {line}", err=True)
     if report.renamed:

@@ -30,17 +30,26 @@ def evaluate_heads(features: torch.Tensor, labels: torch.Tensor, heads: list[Hea
             raise PromptgenError(f"head {head.name} has shape {tuple(head.weights.shape)}, expected ({dim}, "
                                  f"{num_classes}) for these features and classes",
                                  "build the head with the same CLIP model and class list as the features")
-    stacked = torch.cat([h.weights.float() for h in heads], dim=1)
+    for head in heads:
+        if head.scorer is not None:
+            head.scorer.reset()
+    plain = [h for h, head in enumerate(heads) if head.scorer is None]
+    stacked = torch.cat([heads[h].weights.float() for h in plain], dim=1) if plain else None
     k = min(5, num_classes)
     top1 = torch.zeros(len(heads), dtype=torch.long)
     top5 = torch.zeros(len(heads), dtype=torch.long)
     correct_per_class = torch.zeros(len(heads), num_classes, dtype=torch.long)
     with torch.inference_mode():
         for start in range(0, len(features), chunk):
-            logits = 100 * features[start:start + chunk] @ stacked
+            batch = features[start:start + chunk]
             target = labels[start:start + chunk]
-            for h in range(len(heads)):
-                best = logits[:, h * num_classes:(h + 1) * num_classes].topk(k, dim=1).indices
+            per_head = {}
+            if stacked is not None:
+                logits = 100 * batch @ stacked
+                per_head = {h: logits[:, p * num_classes:(p + 1) * num_classes] for p, h in enumerate(plain)}
+            for h, head in enumerate(heads):
+                head_logits = per_head[h] if h in per_head else head.logits(batch, target)
+                best = head_logits.topk(k, dim=1).indices
                 hit1 = best[:, 0] == target
                 top1[h] += int(hit1.sum())
                 top5[h] += int((best == target[:, None]).any(dim=1).sum())
@@ -55,7 +64,8 @@ def evaluate_heads(features: torch.Tensor, labels: torch.Tensor, heads: list[Hea
                         "top5": float(top5[h]) / len(labels), "k_top5": k,
                         "mean_per_class_recall": float(per_class[present].mean()),
                         "per_class_accuracy": [None if torch.isnan(a) else round(float(a), 6) for a in per_class],
-                        "support": support.tolist()})
+                        "support": support.tolist(),
+                        **({"rerank": head.scorer.report()} if head.scorer is not None else {})})
     return results
 
 

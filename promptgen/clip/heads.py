@@ -42,15 +42,19 @@ class HeadBuilder:
     needs_set: bool = False
     needs_images: bool = False
     options: tuple[str, ...] = ()           # the builder's own options (seed is always accepted)
+    covers_all: bool = True                 # every class needs a text (else --allow-empty)
+    per_image: bool = False                 # re-ranks each image: no single (D, C) head to save
 
 
 BUILDERS: dict[str, HeadBuilder] = {}
 
 
 def register_builder(name: str, *, summary: str, default_templates: str | None = None, needs_set: bool = False,
-                     needs_images: bool = False, options: tuple[str, ...] = ()) -> Callable:
+                     needs_images: bool = False, options: tuple[str, ...] = (), covers_all: bool = True,
+                     per_image: bool = False) -> Callable:
     def decorator(function: Callable) -> Callable:
-        BUILDERS[name] = HeadBuilder(name, function, summary, default_templates, needs_set, needs_images, options)
+        BUILDERS[name] = HeadBuilder(name, function, summary, default_templates, needs_set, needs_images, options,
+                                     covers_all, per_image)
         return function
     return decorator
 
@@ -65,6 +69,13 @@ class Head:
 
     weights: torch.Tensor
     info: dict = field(default_factory=dict)
+    scorer: Any = None      # a per-image re-ranker (fudd); then `weights` is its initial head
+
+    def logits(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, C) logits for normalised image features: 100 * v @ W, or the re-ranker's."""
+        if self.scorer is not None:
+            return self.scorer.logits(features, labels)
+        return 100 * features @ self.weights
 
     @property
     def class_names(self) -> list[str]:
@@ -295,6 +306,79 @@ def _waffle(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
                                                             "descriptors": descriptors}
 
 
+def _unique_per_class(ctx: BuildContext) -> list[torch.Tensor]:
+    """Each class's embeddings with repeated texts counted once (a sentence shared by two pairs)."""
+    embedded = ctx.embedded()
+    columns = []
+    for c in range(len(ctx.classes)):
+        seen, rows = set(), []
+        for s, source in enumerate(ctx.sources):
+            for t, text in enumerate(source.texts[c]):
+                if text not in seen:
+                    seen.add(text)
+                    rows.append(embedded[s][c][t])
+        columns.append(torch.stack(rows) if rows else torch.zeros(0, ctx.encoder.clip.embed_dim))
+    return columns
+
+
+@register_builder("fudd-static", needs_set=True,
+                  summary="FuDD static: mean of each class's differential sentences over all its pairs, "
+                          "de-duplicated, renormalised (methods.md 5, step 5)")
+def _fudd_static(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
+    return _mean_head(_unique_per_class(ctx), renormalise=True), {}
+
+
+def _initial_head(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
+    """FuDD's initial head: a template set by name (default photo: "a photo of a {c}."), a head
+    file, or (from Python) a tensor or Head."""
+    initial = ctx.options.get("initial", "photo")
+    if isinstance(initial, Head):
+        initial = initial.weights
+    if isinstance(initial, torch.Tensor):
+        weights, described = initial.float(), {"initial": "tensor"}
+    elif str(initial).endswith((".pt", ".npy")):
+        weights = load_head(Path(initial), ctx.classes, ctx.encoder.clip.embed_dim).weights
+        described = {"initial": str(initial)}
+    else:
+        from promptgen.clip.sources import source_from_templates
+
+        source = source_from_templates(str(initial), ctx.classes)
+        vectors = ctx.encoder.encode_normalized([t for texts in source.texts for t in texts])
+        per_class = list(vectors.split(source.counts))
+        weights, described = _mean_head(per_class, renormalise=True), {"initial": source.name}
+    if weights.shape != (ctx.encoder.clip.embed_dim, len(ctx.classes)):
+        raise PromptgenError(f"the initial head has shape {tuple(weights.shape)}, expected "
+                             f"({ctx.encoder.clip.embed_dim}, {len(ctx.classes)})",
+                             "use a head of the same CLIP model and class list")
+    return weights, described
+
+
+@register_builder("fudd", needs_set=True, options=("k", "initial"), covers_all=False, per_image=True,
+                  summary="FuDD: per image, re-rank the initial head's top-k with each class's differential "
+                          "sentences from its pairs inside the top-k (methods.md 5, step 4)")
+def _fudd(ctx: BuildContext) -> tuple[torch.Tensor, dict, Any]:
+    from promptgen.clip.fudd import FuddReranker
+
+    pair_sources = [s for s in ctx.sources if s.partners is not None]
+    if not pair_sources:
+        raise PromptgenError(f"the fudd builder needs a differential set (records with pairs); "
+                             f"{', '.join(s.name for s in ctx.sources)} has none",
+                             f"make one with `promptgen differentiate {ctx.classes.dataset} ...`")
+    k = int(ctx.options.get("k", min(10, len(ctx.classes))))
+    initial, described = _initial_head(ctx)
+    side_texts: dict[tuple[int, int], list[str]] = {}
+    for source in pair_sources:
+        for c, (texts, partners) in enumerate(zip(source.texts, source.partners)):
+            for text, partner in zip(texts, partners):
+                if partner is not None and partner != c:
+                    side_texts.setdefault((c, partner), []).append(text)
+    reranker = FuddReranker.from_texts(initial, k, side_texts, ctx.encoder.encode_normalized)
+    pairs = {tuple(sorted(side)) for side in side_texts}
+    details = {"k": k, **described, "pairs": len(pairs), "unique_sentences": int(len(reranker.vectors)),
+               "failed_pairs": sum(int(s.meta.get("failed_pairs", 0)) for s in pair_sources)}
+    return initial, details, reranker
+
+
 def build_head(builder: str, *, encoder: TextEncoder, classes: ClassList, sources: list[PromptSource],
                allow_empty: bool = False, image_features: torch.Tensor | None = None,
                pool_features: torch.Tensor | None = None, name: str | None = None, **options: Any) -> Head:
@@ -323,7 +407,7 @@ def build_head(builder: str, *, encoder: TextEncoder, classes: ClassList, source
                                  f"{encoder.clip.arch} embeds in {encoder.clip.embed_dim}",
                                  "compute the features with the same CLIP model as the head")
     fallback: list[str] = []
-    if sources or builder != "waffle":
+    if spec.covers_all and (sources or builder != "waffle"):
         counts = [sum(s.counts[c] for s in sources) for c in range(len(classes))]
         empty = [classes.names[c] for c, n in enumerate(counts) if n == 0]
         if empty and not allow_empty:
@@ -340,7 +424,7 @@ def build_head(builder: str, *, encoder: TextEncoder, classes: ClassList, source
     ctx = BuildContext(encoder, classes, sources, options,
                        F.normalize(image_features.float(), dim=-1) if image_features is not None else None,
                        F.normalize(pool_features.float(), dim=-1) if pool_features is not None else None)
-    weights, details = spec.build(ctx)
+    weights, details, *extra = spec.build(ctx)
     counts = [sum(s.counts[c] for s in ctx.sources) for c in range(len(classes))]
     info = {"format": HEAD_FORMAT, "name": name or builder, "builder": builder, "created": now_iso(),
             "promptgen_version": __version__, "shape": list(weights.shape),
@@ -351,12 +435,16 @@ def build_head(builder: str, *, encoder: TextEncoder, classes: ClassList, source
             "options": {k: v for k, v in options.items() if v is not None},
             "prompt_counts": counts, "prompts_total": sum(counts), "fallback_classes": fallback,
             "details": details}
-    return Head(weights.float().contiguous(), info)
+    return Head(weights.float().contiguous(), info, scorer=extra[0] if extra else None)
 
 
 def save_head(head: Head, path: Path) -> Path:
     """The (D, C) tensor as CLIP_benchmark's `--load_clfs` reads it (a plain `torch.save` of a
     tensor) and `<path stem>.json` beside it. Returns the sidecar's path."""
+    if head.scorer is not None:
+        raise PromptgenError(f"the {head.info.get('builder')} head re-ranks each image and has no single (D, C) "
+                             "matrix to save", "evaluate it with `promptgen eval --build fudd:SET`, or save the "
+                             "static variant (--builder fudd-static)")
     sidecar = path.with_suffix(".json")
     if path.suffix == ".json":
         raise PromptgenError(f"{path} would be overwritten by its own sidecar", "name the head FILE.pt")

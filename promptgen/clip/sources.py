@@ -35,6 +35,7 @@ class PromptSource:
     texts: list[list[str]]
     families: list[list[str]]
     meta: dict = field(default_factory=dict)
+    partners: list[list[int | None]] | None = None  # differential sets: the other class of each text's pair
 
     @property
     def counts(self) -> list[int]:
@@ -104,6 +105,7 @@ def source_from_set(store: Store, ref: SetRef | str, classes: ClassList) -> Prom
     manifest_classes = info.manifest.get("classes", {})
     texts: list[list[str]] = [[] for _ in classes.names]
     families: list[list[str]] = [[] for _ in classes.names]
+    partners: list[list[int | None]] = [[] for _ in classes.names]
     if info.dataset == classes.dataset:
         if manifest_classes.get("hash") and manifest_classes["hash"] != classes.hash:
             given = [set_names.get(i, f"<class {i}>") for i in range(manifest_classes.get("count", len(set_names)))]
@@ -125,7 +127,11 @@ def source_from_set(store: Store, ref: SetRef | str, classes: ClassList) -> Prom
             continue
         texts[target].append(_class_text(record, classes.names[target]))
         families[target].append(record.get("template") or "")
-    return PromptSource(str(info.ref), "set", texts, families,
+        other = record.get("other_class_index")
+        partners[target].append(mapping.get(other) if other is not None else None)
+    has_pairs = any(p is not None for per_class in partners for p in per_class)
+    return PromptSource(str(info.ref), "set", texts, families, partners=partners if has_pairs else None, meta=
                         {"set": str(info.ref), "version": info.version, "records_sha256": info.manifest.get(
                             "records_sha256"), "text_kind": info.manifest.get("text_kind"),
-                         "status": info.status, "matched_by": "index" if info.dataset == classes.dataset else "name"})
+                         "status": info.status, "matched_by": "index" if info.dataset == classes.dataset else "name",
+                         **({"failed_pairs": len(info.manifest.get("failed_pairs") or [])} if has_pairs else {})})

@@ -4,6 +4,8 @@
 - dclip: `{"class name": ["descriptor", ...]}` (DCLIP/WaffleCLIP; key order = label order)
 - clip-benchmark: `{dataset_key: {"class name": ["full prompt", ...]}}` for
   `clip_benchmark eval --custom_template_file`, with a matching `--custom_classname_file`.
+- fudd: `{"i_j": {"classes": [i, j], "prompt_pairs": [{"attr_type": ..., "prompt_pair": [a, b]}]}}`
+  (FuDD's differential descriptions; class indices in the dataset's order).
 
 Imports match keys to classes by exact name (or by position with match="order") and report
 every key that did not fit; they never drop texts silently.
@@ -25,8 +27,8 @@ from promptgen.parsing import DROP_REASONS, clean_texts
 from promptgen.store import Store, VersionInfo, make_record
 from promptgen.templates import indefinite_article
 
-__all__ = ["IMPORT_FORMATS", "EXPORT_FORMATS", "ImportReport", "import_prompt_file", "export_version",
-           "dclip_sentence", "list_formats"]
+__all__ = ["IMPORT_FORMATS", "EXPORT_FORMATS", "ImportReport", "import_prompt_file", "import_fudd_file",
+           "export_version", "dclip_sentence", "list_formats"]
 
 IMPORT_FORMATS: dict[str, dict] = {}
 EXPORT_FORMATS: dict[str, Callable] = {}
@@ -49,6 +51,7 @@ def list_formats() -> dict[str, list[str]]:
 
 register_import("cupl", "sentence", "CuPL JSON {class: [sentences]}")
 register_import("dclip", "descriptor", "DCLIP/WaffleCLIP JSON {class: [descriptors]}, key order = label order")
+register_import("fudd", "sentence", 'FuDD JSON {"i_j": {"classes": [i, j], "prompt_pairs": [...]}}, one entry per pair')
 
 
 @dataclass
@@ -249,6 +252,113 @@ def export_clip_benchmark(classes: ClassList, records: list[dict], manifest: dic
     names_path = out.with_name(out.stem + ".classnames.json")
     _write_json(names_path, {key: list(classes.names)})
     return [out, names_path]
+
+
+@register_export("fudd")
+def export_fudd(classes: ClassList, records: list[dict], manifest: dict, out: Path, **_: object) -> list[Path]:
+    """A differential set back to FuDD's file: per pair key "i_j" (i < j), its attributes in order,
+    each with class i's sentence first."""
+    pairs: dict[str, dict] = {}
+    for record in records:
+        if "pair" not in record:
+            raise PromptgenError(f"record {record.get('id')} has no pair: only differential sets export as fudd",
+                                 "export a set made by `promptgen differentiate` (or imported with --format fudd)")
+        i, j = record["pair_classes"]
+        entry = pairs.setdefault(record["pair"], {"classes": [i, j], "attributes": {}})
+        side = entry["attributes"].setdefault(record["attribute_index"], [record["attribute"], None, None])
+        side[1 if record["class_index"] == i else 2] = record["text"]
+    data = {}
+    for key in sorted(pairs, key=lambda k: tuple(int(x) for x in k.split("_"))):
+        entry = pairs[key]
+        data[key] = {"classes": entry["classes"],
+                     "prompt_pairs": [{"attr_type": attribute, "prompt_pair": [first, second]}
+                                      for _, (attribute, first, second) in sorted(entry["attributes"].items())
+                                      if first is not None and second is not None]}
+    _write_json(out, data)
+    return [out]
+
+
+def import_fudd_file(store: Store, classes: ClassList, path: str | Path, set_name: str, strict: bool = False,
+                     notice: str | None = None) -> tuple[VersionInfo, ImportReport]:
+    """Import FuDD's differential descriptions as a differential set. Every pair is checked as the
+    differentiate stage checks answers (sentences naming the other class, swapped, identical or
+    one-sided are dropped and counted); keys that do not fit the class list are reported."""
+    from promptgen.parsing import PAIR_REJECT_REASONS, parse_pair_answer
+    from promptgen.stages.differentiate import pair_records
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PromptgenError(f"cannot read {path} as JSON ({exc})", "give FuDD's JSON file") from None
+    if not isinstance(data, dict):
+        raise PromptgenError(f"{path} is not a JSON object of pairs", 'FuDD files look like {"0_1": {"classes": [0, 1], '
+                                                                      '"prompt_pairs": [...]}}')
+    report, rejected, bad = ImportReport(), Counter(), []
+    records, seen_pairs = [], set()
+    for key, entry in data.items():
+        parts = key.split("_")
+        if len(parts) != 2 or not all(part.isdigit() for part in parts) or not isinstance(entry, dict):
+            bad.append(f"{key!r}: not an 'i_j' key with an object value")
+            continue
+        first, second = int(parts[0]), int(parts[1])
+        listed = entry.get("classes")
+        if listed is not None:  # "classes" gives the order of each prompt_pair
+            if not (isinstance(listed, list) and len(listed) == 2 and all(isinstance(x, int) for x in listed)
+                    and sorted(listed) == sorted((first, second))):
+                bad.append(f"{key!r}: the key and its classes {listed!r} disagree")
+                continue
+            first, second = listed
+        if first == second or not (0 <= first < len(classes) and 0 <= second < len(classes)):
+            bad.append(f"{key!r}: class indices must be two different numbers below {len(classes)}")
+            continue
+        if not isinstance(entry.get("prompt_pairs"), list):
+            bad.append(f"{key!r}: no prompt_pairs list")
+            continue
+        i, j = min(first, second), max(first, second)
+        if (i, j) in seen_pairs:
+            report.duplicated_keys.append(key)
+            continue
+        seen_pairs.add((i, j))
+        parsed = parse_pair_answer(json.dumps(entry["prompt_pairs"]), classes.names[first], classes.names[second],
+                                   max_chars=10_000)
+        rejected.update(parsed.rejected)
+        attributes = parsed.attributes
+        if first > second:  # stored lower index first
+            for attribute in attributes:
+                attribute.first, attribute.second = attribute.second, attribute.first
+        if not attributes:
+            report.empty_keys.append(key)
+            continue
+        records += pair_records(classes, i, j, attributes, stage="import", template=None)
+        report.matched += 1
+    report.unmatched_keys = bad
+    if not records:
+        raise PromptgenError(f"{path}: no usable pair for {classes.dataset}" + (f" ({bad[0]})" if bad else ""),
+                             "check the dataset: FuDD files index classes in the dataset's label order")
+    if strict and (bad or report.empty_keys or report.duplicated_keys or sum(rejected.values())):
+        raise PromptgenError(f"{path} does not fit {classes.dataset} exactly: "
+                             + "; ".join(bad[:5] + [f"{n} sentences rejected ({r})" for r, n in rejected.items()]),
+                             "fix the file, or import without --strict to skip what does not fit")
+    records.sort(key=lambda r: (tuple(r["pair_classes"]), r["attribute_index"], r["class_index"] != r["pair_classes"][0]))
+    per_class = Counter(r["class_index"] for r in records)
+    manifest = {
+        "stage": "import", "source": "file", "network": False, "needs_api_key": False, "model": None,
+        "text_kind": "sentence",
+        "classes": {"count": len(classes), "hash": classes.hash, "source": classes.source},
+        "import": {"format": "fudd", "file": path.name, "sha256": sha256_file(path), "pairs": report.matched,
+                   "bad_keys": bad, "pairs_without_usable_attributes": report.empty_keys,
+                   "duplicated_keys": report.duplicated_keys},
+        "pairs": {"method": "file", "pairs": report.matched, "all_pairs": len(classes) * (len(classes) - 1) // 2},
+        "counts": {"records": len(records), "classes": len(classes),
+                   "classes_without_texts": len(classes) - len(per_class)},
+        "rejected": {reason: rejected.get(reason, 0) for reason in PAIR_REJECT_REASONS},
+        "dropped": {reason: 0 for reason in DROP_REASONS},
+        "tokens": {"prompt": 0, "completion": 0}, "cost_usd": None, "failed_pairs": [],
+    }
+    if notice:
+        manifest["license"] = notice
+    return store.write_version(classes.dataset, set_name, records, manifest, classes=classes), report
 
 
 def export_version(store: Store, info: VersionInfo, fmt: str, out: str | Path, **options: object) -> list[Path]:

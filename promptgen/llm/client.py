@@ -277,6 +277,13 @@ class LLMClient:
             return False
         return param in params
 
+    def supports_response_schema(self) -> bool:
+        """Whether litellm reports that the model takes a JSON-schema `response_format`."""
+        try:
+            return bool(self.litellm.supports_response_schema(model=self.model, custom_llm_provider=self._provider()))
+        except Exception:
+            return False
+
     @property
     def split_samples(self) -> bool:
         """True when n samples must come from n requests (the provider has no `n`)."""

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-__all__ = ["Fault", "FakeLLMServer", "default_answer"]
+__all__ = ["Fault", "FakeLLMServer", "default_answer", "pair_answer"]
 
-FAULT_KINDS = ("429", "500", "401", "timeout", "empty", "refusal", "garbage", "malformed", "echo_auth", "one_bullet")
+FAULT_KINDS = ("429", "500", "401", "timeout", "empty", "refusal", "garbage", "malformed", "echo_auth", "one_bullet",
+               "text", "truncated")
 
 REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
 
@@ -34,7 +35,8 @@ class Fault:
     """Inject `kind` into the next `times` requests whose last user message contains `match`.
 
     times=-1 means every matching request. retry_after (seconds) goes into the 429's header;
-    delay (seconds) is how long a `timeout` fault stalls before answering.
+    delay (seconds) is how long a `timeout` fault stalls before answering. `text` answers with
+    the given text verbatim; `truncated` cuts the normal answer in half (finish_reason "length").
     """
 
     kind: str
@@ -42,6 +44,7 @@ class Fault:
     times: int = 1
     retry_after: float | None = None
     delay: float = 30.0
+    text: str = ""
     hits: int = 0
 
     def __post_init__(self) -> None:
@@ -67,8 +70,41 @@ def _subject(prompt: str) -> str:
     return re.sub(r"\s+", " ", last).strip()[:60]
 
 
+_PAIR_QUESTION = re.compile(r"^Object 1: (?P<first>.+)\n(?:.*\n)*?Object 2: (?P<second>.+)$", re.MULTILINE)
+PAIR_ATTRIBUTES = ("ear shape", "coat colour", "tail length", "body size", "snout length", "leg length",
+                   "pattern", "texture")
+
+
+def pair_answer(first: str, second: str, index: int = 0) -> str:
+    """A differentiate answer for the pair: 3 or 4 attributes, one caption per class each, as JSON.
+    A pure function of the two names, so a repair request gets the same good answer."""
+    h = _digest(first, second, index)
+    count = 3 + int(h[0], 16) % 2
+    start = int(h[1:3], 16) % len(PAIR_ATTRIBUTES)
+    differences = []
+    for a in range(count):
+        attribute = PAIR_ATTRIBUTES[(start + a) % len(PAIR_ATTRIBUTES)]
+        w1 = WORDS[int(h[4 + 2 * a: 6 + 2 * a], 16) % len(WORDS)]
+        w2 = WORDS[(WORDS.index(w1) + 1 + int(h[12 + a], 16) % (len(WORDS) - 1)) % len(WORDS)]
+        differences.append({"attribute": attribute, "object_1": f"a photo of a {first}, with a {w1} {attribute}.",
+                            "object_2": f"a photo of a {second}, with a {w2} {attribute}."})
+    return json.dumps({"differences": differences})
+
+
+def _pair_in(messages: list[dict]) -> tuple[str, str] | None:
+    for message in messages:
+        match = _PAIR_QUESTION.search(str(message.get("content", ""))) if message.get("role") == "user" else None
+        if match:
+            return match["first"].strip().strip('"'), match["second"].strip().strip('"')
+    return None
+
+
 def default_answer(messages: list[dict], index: int) -> str:
-    """Deterministic answer: bullet lines for list-style prompts, sentences otherwise."""
+    """Deterministic answer: JSON differences for pair questions ("Object 1: ...", "Object 2:
+    ..."), bullet lines for list-style prompts, sentences otherwise."""
+    pair = _pair_in(messages)
+    if pair is not None:
+        return pair_answer(*pair, index)
     prompt = messages[-1].get("content", "") if messages else ""
     h = _digest(messages, index)
     picks = [WORDS[int(h[2 * k: 2 * k + 2], 16) % len(WORDS)] for k in range(6)]
@@ -206,14 +242,18 @@ class _Handler(BaseHTTPRequestHandler):
                 text = "\x00\x00 }{ ]] " if i % 2 == 0 else "   "
             elif fault and fault.kind == "one_bullet":
                 text = "- only one"
+            elif fault and fault.kind == "text":
+                text = fault.text
             else:
                 text = state.answer(messages, index)
             finish = "stop"
+            if fault and fault.kind == "truncated":
+                text, finish = text[: len(text) // 2], "length"
             for s in stops:
                 if s and s in text:
                     text = text[: text.index(s)]
             words = text.split(" ")
-            if max_tokens and len(words) > max_tokens:
+            if max_tokens and len(words) > max_tokens and finish == "stop":
                 text, finish = " ".join(words[:max_tokens]), "length"
             completion_tokens += max(1, len(text) // 4)
             choices.append({"index": i, "finish_reason": finish,

@@ -1,0 +1,197 @@
+"""`promptgen differentiate`: ask an LLM what tells each confusable pair of classes apart (FuDD)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from promptgen.cli import emit_json, json_option, root_option, store_from
+from promptgen.cli.heads import clip_options, open_clip_model
+from promptgen.cli.llm_options import llm_options, make_client
+from promptgen.errors import ExitCode, PromptgenError
+
+COMMANDS = []
+
+
+def _initial_head(store, classes, head_file: Path | None, initial: str, clip) -> tuple[Any, dict]:
+    from promptgen.clip.embed import TextEncoder
+    from promptgen.clip.heads import build_head, load_head
+    from promptgen.clip.sources import source_from_templates
+    from promptgen.paths import cache_dir
+
+    if head_file is not None:
+        head = load_head(head_file, classes, clip.embed_dim if clip else None)
+        return head.weights, {"head": str(head_file), "builder": head.info.get("builder")}
+    encoder = TextEncoder(clip, cache_dir(store.root))
+    head = build_head("template", encoder=encoder, classes=classes, sources=[source_from_templates(initial, classes)])
+    return head.weights, {"builder": "template", "templates": initial, "model": clip.describe()}
+
+
+def find_pairs(store, classes, *, pairs_from: str, images_spec: str | None, features_file: Path | None,
+               head_file: Path | None, initial: str, k: int | None, partners: int, min_count: int,
+               max_pairs: int | None, limit: int | None, batch_size: int, clip_args: tuple):
+    """The PairPlan the options describe; the CLIP model is loaded only when something needs it."""
+    from promptgen.clip.images import encode_images, load_feature_file, open_image_set
+    from promptgen.clip.pairs import all_pairs, check_k, pairs_from_images, pairs_from_text
+    from promptgen.paths import cache_dir
+
+    if pairs_from == "all":
+        return all_pairs(len(classes), max_pairs=max_pairs)
+    if pairs_from == "images":
+        if (images_spec is None) == (features_file is None):
+            raise PromptgenError("--pairs-from images needs exactly one of --images and --features",
+                                 "e.g. --images DIR (labels optional) or --features FILE.npz; or use --pairs-from text")
+        k = check_k(k, len(classes)) if k is not None else min(10, len(classes))
+    needs_model = images_spec is not None or head_file is None
+    clip = open_clip_model(store.root, *clip_args) if needs_model else None
+    weights, head_info = _initial_head(store, classes, head_file, initial, clip)
+    if pairs_from == "text":
+        return pairs_from_text(weights, partners, max_pairs=max_pairs, head_info=head_info)
+    if images_spec is not None:
+        features = encode_images(clip, open_image_set(images_spec, classes), cache_dir(store.root),
+                                 batch_size=batch_size, limit=limit)
+    else:
+        features = load_feature_file(features_file, classes, weights.shape[0])
+        if limit:
+            features.features, features.labels = features.features[:limit], features.labels[:limit]
+    return pairs_from_images(features.features, weights, k, labels=features.labels, min_count=min_count,
+                             max_pairs=max_pairs, head_info={**head_info, "images": images_spec or str(features_file)})
+
+
+@click.command("differentiate")
+@click.argument("dataset")
+@click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Your own class list (see `promptgen describe --help`).")
+@click.option("--pairs-from", type=click.Choice(["images", "text", "all"]),
+              help="Confusable pairs from the top-k of images (default with --images/--features), from the most "
+                   "similar head columns (default otherwise), or all C(C-1)/2 pairs.")
+@click.option("--images", "images_spec", help="Images to find pairs in (labels optional): a folder, a CSV, fashion-mnist.")
+@click.option("--features", "features_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Cached image features (.npz/.pt) instead of --images.")
+@click.option("--head", "head_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Initial head file for the top-k / similarities (default: --initial templates).")
+@click.option("--initial", default="photo", show_default=True,
+              help="CLIP template set of the initial head (FuDD: 'a photo of a {c}.').")
+@click.option("--k", "k", type=int, help="Top-k classes per image that form the ambiguous set [default: 10, or C].")
+@click.option("--partners", type=int, default=5, show_default=True,
+              help="--pairs-from text: the most similar classes kept per class.")
+@click.option("--min-count", type=click.IntRange(min=1), default=1, show_default=True,
+              help="--pairs-from images: ask only about pairs in the top-k of at least this many images.")
+@click.option("--max-pairs", type=click.IntRange(min=1), help="Ask about at most this many pairs (most confusable first).")
+@click.option("--limit", type=click.IntRange(min=1), help="Use only the first N images.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per forward pass.")
+@clip_options
+@click.option("--style", default="fudd", show_default=True, help="Pair template: fudd, or your own NAME[@vN] / JSON file.")
+@click.option("--set", "set_name", default="differential", show_default=True, help="Prompt-set name.")
+@click.option("--structured", type=click.Choice(["auto", "schema", "prompt"]), default="auto", show_default=True,
+              help="schema: the provider's JSON-schema response format; prompt: ask for JSON in words and parse "
+                   "tolerantly; auto: schema where litellm reports support.")
+@click.option("--no-repair", is_flag=True, help="No repair request after an answer that is not valid JSON.")
+@llm_options
+@root_option
+@json_option
+def differentiate_command(dataset: str, classes_file: Path | None, pairs_from: str | None, images_spec: str | None,
+                          features_file: Path | None, head_file: Path | None, initial: str, k: int | None,
+                          partners: int, min_count: int, max_pairs: int | None, limit: int | None, batch_size: int,
+                          clip_model: str, pretrained: str, seed: int, device: str, style: str, set_name: str,
+                          structured: str, no_repair: bool, root: Path | None, as_json: bool, **values: Any) -> None:
+    """Differential descriptions for DATASET's confusable class pairs, as a new prompt-set version."""
+    from promptgen.stages.differentiate import DifferentiateJob, plan_requests, resume_plan, run_differentiate
+    from promptgen.templates import load_template
+
+    store = store_from(root)
+    classes = store.classes(dataset, classes_file)
+    if not values["model"]:
+        raise PromptgenError("no --model given", "name a litellm model (e.g. --model openai/gpt-4o-mini), or "
+                                                 "--api-base URL --model openai/NAME for a local server")
+    template = load_template(style, store.root)
+    if template.kind != "pair":
+        raise PromptgenError(f"template {template.ref} asks about one class, not a pair",
+                             "use a pair template, such as --style fudd")
+    if len(classes) < 2:
+        raise PromptgenError(f"{dataset} has one class: there is no pair to tell apart", "use two or more classes")
+    if values["resume"]:
+        plan = resume_plan(store, dataset, set_name, values["resume_version"])
+    else:
+        plan = find_pairs(store, classes, pairs_from=pairs_from or ("images" if images_spec or features_file else "text"),
+                          images_spec=images_spec, features_file=features_file, head_file=head_file, initial=initial,
+                          k=k, partners=partners, min_count=min_count, max_pairs=max_pairs, limit=limit,
+                          batch_size=batch_size, clip_args=(clip_model, pretrained, seed, device))
+    client = make_client(store.root, values)
+    job = DifferentiateJob(classes, template, set_name, plan, structured=structured,
+                           answer_retries=values["answer_retries"], repair=not no_repair, draw=values["draw"])
+    if values["dry_run"]:
+        _dry_run(job, client, plan_requests(job, client), as_json)
+        return
+    result = run_differentiate(job, client, store, resume=values["resume"], resume_version=values["resume_version"])
+    _report(result, as_json)
+    if result.failed_pairs:
+        click.echo(f"warning: {len(result.failed_pairs)} pair(s) got no usable answer; they are listed under "
+                   f"'failed_pairs' in {result.info.manifest_path} and the fudd head scores their classes with the "
+                   f"initial head" + ("; rerun with --resume to retry the failed requests"
+                                      if result.manifest["status"] == "partial" else ""), err=True)
+        raise SystemExit(ExitCode.PARTIAL)
+
+
+def _pair_lines(plan, names: tuple[str, ...], count: int = 8) -> list[str]:
+    label = "images" if plan.method == "images" else "cosine"
+    return [f"    {names[i]} / {names[j]}  ({label} {score:g})" for (i, j), score in
+            list(zip(plan.pairs, plan.scores))[:count]]
+
+
+def _dry_run(job, client, requests, as_json: bool) -> None:
+    plan = job.plan
+    estimate = client.estimate(requests)
+    per_pair = estimate.cost_usd / estimate.requests if estimate.cost_usd is not None and estimate.requests else None
+    all_pairs_cost = per_pair * plan.all_pairs if per_pair is not None else None
+    summary = plan.summary()
+    if as_json:
+        emit_json({"dataset": job.classes.dataset, "template": job.template.ref, "model": client.model,
+                   "structured": job.fingerprint(client)["structured"], "pairs": summary,
+                   "planned_requests": len(requests), **estimate.__dict__, "all_pairs_cost_usd": all_pairs_cost,
+                   "top_pairs": [[job.classes.names[i], job.classes.names[j], s]
+                                 for (i, j), s in list(zip(plan.pairs, plan.scores))[:20]]})
+        return
+    how = {"images": f"top-{summary.get('k')} of {summary.get('images', 0):,} images",
+           "text": f"{summary.get('partners')} most similar partners per class", "all": "every pair"}[plan.method]
+    click.echo(f"{job.classes.dataset}: {len(plan.pairs):,} distinct pairs from {how}, of {plan.all_pairs:,} possible "
+               f"(C(C-1)/2 for {plan.num_classes} classes)")
+    if summary.get("dropped_below_min_count") or summary.get("dropped_over_max_pairs"):
+        click.echo(f"  {summary.get('candidates', 0):,} candidates; {summary.get('dropped_below_min_count', 0):,} below "
+                   f"--min-count, {summary.get('dropped_over_max_pairs', 0):,} over --max-pairs")
+    if summary.get("topk_recall") is not None:
+        click.echo(f"  top-{summary['k']} recall {100 * summary['topk_recall']:.2f}% of "
+                   f"{summary['labelled_images']:,} labelled images (re-ranking cannot do better)")
+    for line in _pair_lines(plan, job.classes.names):
+        click.echo(line)
+    for line in estimate.lines():
+        click.echo("  " + line)
+    if all_pairs_cost is not None:
+        click.echo(f"  all {plan.all_pairs:,} pairs would cost about ${all_pairs_cost:,.4f}")
+    click.echo("  nothing was sent (--dry-run)")
+
+
+def _report(result, as_json: bool) -> None:
+    manifest = result.manifest
+    if as_json:
+        emit_json(manifest)
+        return
+    counts, pairs = manifest["counts"], manifest["pairs"]
+    cost = manifest.get("cost_usd")
+    click.echo(f"wrote {result.info.records_path} ({manifest['status']}): {counts['records']} sentences, "
+               f"{counts['attributes']} attributes for {pairs['pairs']} pairs of {pairs['all_pairs']:,} possible")
+    click.echo(f"  pairs: {pairs['answered']} answered, {pairs['salvaged']} salvaged from cut-off answers, "
+               f"{pairs['failed']} failed; {pairs['queried']} asked now, {pairs['reused']} reused from the cache")
+    rejected = {k: v for k, v in manifest["rejected"].items() if v}
+    if rejected:
+        click.echo("  rejected attributes: " + ", ".join(f"{v} {k}" for k, v in rejected.items()))
+    click.echo(f"  requests: {counts['requests']} ({counts['requests_sent_this_run']} sent, "
+               f"{counts['cache_hits_this_run']} from cache, {counts['repairs']} repairs, "
+               f"{counts['reasked_after_unusable_answer']} re-asked); tokens: {manifest['tokens']['prompt']:,} prompt + "
+               f"{manifest['tokens']['completion']:,} completion; cost: "
+               f"{'$%.4f' % cost if cost is not None else 'unknown (no price for this model)'}")
+
+
+COMMANDS.append(differentiate_command)
