@@ -154,9 +154,13 @@ def name_pattern(name: str) -> re.Pattern:
     return re.compile(r"(?<![\w])" + r"[\s_\-]+".join(words) + r"(?![\w])", re.IGNORECASE)
 
 
-def _mentions(text: str, pattern: re.Pattern, own: re.Pattern) -> bool:
-    """Does `text` name the class of `pattern`, once its own class's name is masked ("cat" inside "wild cat")?"""
-    return bool(pattern.search(own.sub(" ", text)))
+def _names(text: str, pattern: re.Pattern, shadow: re.Pattern) -> bool:
+    """Does `text` name the class of `pattern` other than inside a mention of the `shadow` class?
+    For the pair ("wild cat", "cat"), "a wild cat" names "wild cat" and not "cat"; "a cat, not a
+    wild cat" names both."""
+    shadowed = [m.span() for m in shadow.finditer(text)]
+    return any(not any(a <= m.start() and m.end() <= b and (a, b) != m.span() for a, b in shadowed)
+               for m in pattern.finditer(text))
 
 
 def _decode_json(text: str) -> tuple[object, bool, str | None]:
@@ -174,7 +178,7 @@ def _decode_json(text: str) -> tuple[object, bool, str | None]:
             value, _ = decoder.raw_decode(candidate)
             return value, True, None
         except ValueError as exc:
-            error = f"invalid JSON: {exc.msg} at character {exc.pos}"
+            error = f"invalid JSON: {exc.msg} (character {exc.pos})"
     # truncated (max_tokens) or garbled: keep every complete object that looks like one attribute
     salvaged, position = [], 1
     while True:
@@ -192,9 +196,9 @@ def _decode_json(text: str) -> tuple[object, bool, str | None]:
     return salvaged, False, error
 
 
-def _items(value: object) -> list | None:
+def _items(value: object, names: tuple[str, str] = ("", "")) -> list | None:
     """The list of attribute objects, whatever the wrapping: {"differences": [...]}, FuDD's
-    {"prompt_pairs": [...]}, {"i_j": {"prompt_pairs": [...]}}, or a bare list."""
+    {"prompt_pairs": [...]}, {"i_j": {"prompt_pairs": [...]}}, a bare list, or one attribute."""
     if isinstance(value, list):
         return value
     if not isinstance(value, dict):
@@ -202,14 +206,16 @@ def _items(value: object) -> list | None:
     for key in ("differences", "prompt_pairs", "attributes", "pairs"):
         if isinstance(value.get(key), list):
             return value[key]
-    if any(k in value for k in _ATTRIBUTE_KEYS) and any(k in value for k in _FIRST_KEYS + ("prompt_pair",)):
+    keys = {str(k).strip().lower() for k in value}
+    side_keys = set(_FIRST_KEYS) | {"prompt_pair"} | {n.strip().lower() for n in names if n}
+    if keys & set(_ATTRIBUTE_KEYS) and keys & side_keys:
         return [value]
     lists = [v for v in value.values() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
     if len(lists) == 1:
         return lists[0]
     nested = [v for v in value.values() if isinstance(v, dict)]
     if len(nested) == 1:
-        return _items(nested[0])
+        return _items(nested[0], names)
     return None
 
 
@@ -247,7 +253,7 @@ def parse_pair_answer(answer: str | None, first_name: str, second_name: str, *, 
         parsed.error = "the answer is a refusal"
         return parsed
     value, whole, error = _decode_json(text)
-    items = _items(value) if whole else value
+    items = _items(value, (first_name, second_name)) if whole else value
     if whole and items is None:
         error = "the JSON has no list of differences"
     parsed.complete = whole and items is not None
@@ -259,7 +265,9 @@ def parse_pair_answer(answer: str | None, first_name: str, second_name: str, *, 
             parsed.rejected["one_sided"] += 1
             continue
         raw_first, raw_second = _sides(item, first_name, second_name)
-        attribute = next((item[k] for k in _ATTRIBUTE_KEYS if isinstance(item.get(k), str) and item[k].strip()), None)
+        lowered = {str(k).strip().lower(): v for k, v in item.items()}
+        attribute = next((lowered[k] for k in _ATTRIBUTE_KEYS if isinstance(lowered.get(k), str) and lowered[k].strip()),
+                         None)
         attribute = normalise(attribute) if attribute else f"attribute {index + 1}"
         first = normalise(raw_first) if isinstance(raw_first, str) else ""
         second = normalise(raw_second) if isinstance(raw_second, str) else ""
@@ -275,17 +283,15 @@ def parse_pair_answer(answer: str | None, first_name: str, second_name: str, *, 
         if _comparable(first) == _comparable(second):
             parsed.rejected["identical"] += 1
             continue
-        first_names_own, second_names_own = bool(first_own.search(first)), bool(second_own.search(second))
-        first_names_other = _mentions(first, second_own, first_own)
-        second_names_other = _mentions(second, first_own, second_own)
+        first_names_own, second_names_own = _names(first, first_own, second_own), _names(second, second_own, first_own)
+        first_names_other, second_names_other = _names(first, second_own, first_own), _names(second, first_own, second_own)
         if first_names_other and second_names_other and not first_names_own and not second_names_own:
             parsed.rejected["swapped"] += 1
             continue
         if first_names_other or second_names_other:
             parsed.rejected["names_other_class"] += 1
             continue
-        if third_class is not None and ((not first_names_own and third_class(first))
-                                        or (not second_names_own and third_class(second))):
+        if third_class is not None and (third_class(first) or third_class(second)):
             parsed.rejected["about_other_class"] += 1
             continue
         key = (_comparable(first), _comparable(second))

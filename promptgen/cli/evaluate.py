@@ -171,6 +171,13 @@ def eval_command(dataset: str, images_spec: str | None, features_file: Path | No
                + (f" ({meta['skipped']} skipped: could not be decoded)" if meta.get("skipped") else "")
                + (", features from cache" if meta.get("from_cache") and images_spec else ""))
     click.echo(format_table(results, heads))
+    for result in results:
+        rerank = result.get("rerank")
+        if rerank:
+            recall = rerank["topk_recall"]
+            click.echo(f"  {result['head']}: top-{rerank['k']} recall {100 * recall:.2f}% (the ceiling of re-ranking); "
+                       f"{100 * rerank['fallback_fraction']:.1f}% of top-{rerank['k']} classes had no differential "
+                       f"sentence there and kept their initial score")
     if output:
         click.echo(f"wrote {output}")
 

@@ -118,7 +118,8 @@ def plan_requests(job: DifferentiateJob, client: LLMClient) -> list[LLMRequest]:
 
 
 def class_name_matcher(classes: ClassList, exclude: tuple[int, ...] = ()) -> Callable[[str], set[int]]:
-    """A function giving the classes a text names (whole phrases; '-', '_' and spaces alike). Word
+    """A function giving the classes a text names: whole phrases ('-', '_' and spaces alike), the
+    longest name winning where names overlap ("a wild cat" names "wild cat", not "cat"). Word
     n-grams are looked up in a table, so the cost does not grow with the number of classes."""
     table: dict[str, set[int]] = {}
     longest = 1
@@ -130,10 +131,16 @@ def class_name_matcher(classes: ClassList, exclude: tuple[int, ...] = ()) -> Cal
 
     def named(text: str) -> set[int]:
         words = _words(text)
+        covered = [False] * len(words)
         found: set[int] = set()
-        for start in range(len(words)):
-            for length in range(1, min(longest, len(words) - start) + 1):
-                found |= table.get(" ".join(words[start:start + length]), set())
+        for length in range(min(longest, len(words)), 0, -1):
+            for start in range(len(words) - length + 1):
+                if any(covered[start:start + length]):
+                    continue
+                hit = table.get(" ".join(words[start:start + length]))
+                if hit:
+                    found |= hit
+                    covered[start:start + length] = [True] * length
         return found - set(exclude)
     return named
 
@@ -213,9 +220,11 @@ def _run(job: DifferentiateJob, client: LLMClient, writer: VersionWriter, reques
     named_by = class_name_matcher(job.classes)
 
     def third_class(i: int, j: int) -> Callable[[str], bool]:
-        # a class whose name is part of a pair member's name ("cat" in "wild cat") is not a third class
-        inside = named_by(names[i]) | named_by(names[j]) | {i, j}
-        return lambda text: bool(named_by(text) - inside)
+        # about another class: names one of the dataset's classes and neither of the pair's
+        def about_other(text: str) -> bool:
+            named = named_by(text)
+            return bool(named) and not named & {i, j}
+        return about_other
 
     def log_entry(request: LLMRequest, key: str, status: str, response: LLMResponse | None, error: str | None) -> None:
         i, j = request.tag[:2]
