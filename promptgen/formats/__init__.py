@@ -304,7 +304,7 @@ def import_fudd_file(store: Store, classes: ClassList, path: str | Path, set_nam
         first, second = int(parts[0]), int(parts[1])
         listed = entry.get("classes")
         if listed is not None:  # "classes" gives the order of each prompt_pair
-            if not (isinstance(listed, list) and len(listed) == 2 and all(isinstance(x, int) for x in listed)
+            if not (isinstance(listed, list) and len(listed) == 2 and all(type(x) is int for x in listed)
                     and sorted(listed) == sorted((first, second))):
                 bad.append(f"{key!r}: the key and its classes {listed!r} disagree")
                 continue
