@@ -163,23 +163,46 @@ def _names(text: str, pattern: re.Pattern, shadow: re.Pattern) -> bool:
                for m in pattern.finditer(text))
 
 
+_MAX_STARTS = 20
+
+
+def _key(text: object) -> str:
+    return " ".join(re.sub(r"[_\-]+", " ", str(text)).lower().split())
+
+
 def _decode_json(text: str) -> tuple[object, bool, str | None]:
-    """The first JSON value in an answer (code fences, lead-in prose, trailing commas and curly quotes
-    tolerated). Returns (value, whole, error); when the JSON is cut off, the complete objects inside it."""
+    """The first JSON value in an answer (code fences, lead-in prose that may itself hold brackets,
+    trailing commas and curly quotes tolerated). Returns (value, whole, error); when the JSON is cut
+    off or garbled, the complete attribute-like objects inside it."""
     fenced = _FENCE.search(text)
     body = fenced.group(1) if fenced else text
-    starts = [i for i in (body.find("{"), body.find("[")) if i >= 0]
+    starts = [i for i, ch in enumerate(body) if ch in "{["]
     if not starts:
         return None, False, "the answer holds no JSON object"
-    body = body[min(starts):]
     decoder = json.JSONDecoder()
-    for candidate in (body, _TRAILING_COMMA.sub(r"\1", body.translate(_SMART_QUOTES))):
-        try:
-            value, _ = decoder.raw_decode(candidate)
-            return value, True, None
-        except ValueError as exc:
-            error = f"invalid JSON: {exc.msg} (character {exc.pos})"
+    variants = (lambda t: t, lambda t: _TRAILING_COMMA.sub(r"\1", t), lambda t: t.translate(_SMART_QUOTES),
+                lambda t: _TRAILING_COMMA.sub(r"\1", t.translate(_SMART_QUOTES)))
+    error, resume_at, tried = None, 0, 0
+    for start in starts:
+        # a bracket inside JSON that already failed is not a fresh start ("[JSON]: {...}" is, a cut-off list is not)
+        if start < resume_at or tried >= _MAX_STARTS:
+            continue
+        tried += 1
+        failed_at = start + 1
+        for variant in variants:
+            try:
+                value, _ = decoder.raw_decode(variant(body[start:]))
+            except ValueError as exc:
+                error = error or f"invalid JSON: {exc.msg} (character {exc.pos})"
+                failed_at = max(failed_at, start + exc.pos)
+                continue
+            except RecursionError:
+                return [], False, "invalid JSON: nested too deeply"
+            if isinstance(value, (dict, list)) and value:
+                return value, True, None
+        resume_at = failed_at
     # truncated (max_tokens) or garbled: keep every complete object that looks like one attribute
+    body = body[starts[0]:]
     salvaged, position = [], 1
     while True:
         position = body.find("{", position)
@@ -190,10 +213,15 @@ def _decode_json(text: str) -> tuple[object, bool, str | None]:
         except ValueError:
             position += 1
             continue
-        if isinstance(value, dict):
+        except RecursionError:
+            break
+        keys = {_key(k) for k in value} if isinstance(value, dict) else set()
+        if keys & set(_ATTRIBUTE_KEYS) or keys & {_key(k) for k in _FIRST_KEYS + ("prompt_pair",)}:
             salvaged.append(value)
-        position = end
-    return salvaged, False, error
+            position = end
+        else:
+            position += 1  # a wrapper: look inside it
+    return salvaged, False, error or "the JSON holds no attribute"
 
 
 def _items(value: object, names: tuple[str, str] = ("", "")) -> list | None:
@@ -206,9 +234,9 @@ def _items(value: object, names: tuple[str, str] = ("", "")) -> list | None:
     for key in ("differences", "prompt_pairs", "attributes", "pairs"):
         if isinstance(value.get(key), list):
             return value[key]
-    keys = {str(k).strip().lower() for k in value}
-    side_keys = set(_FIRST_KEYS) | {"prompt_pair"} | {n.strip().lower() for n in names if n}
-    if keys & set(_ATTRIBUTE_KEYS) and keys & side_keys:
+    keys = {_key(k) for k in value}
+    side_keys = {_key(k) for k in _FIRST_KEYS + ("prompt_pair",)} | {_key(n) for n in names if n}
+    if keys & {_key(k) for k in _ATTRIBUTE_KEYS} and keys & side_keys:
         return [value]
     lists = [v for v in value.values() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
     if len(lists) == 1:
@@ -223,14 +251,14 @@ def _sides(item: dict, first_name: str, second_name: str) -> tuple[object, objec
     if isinstance(item.get("prompt_pair"), list):
         pair = item["prompt_pair"] + [None, None]
         return pair[0], pair[1]
-    lowered = {str(k).strip().lower(): v for k, v in item.items()}
-    first = next((lowered[k] for k in _FIRST_KEYS if k in lowered), None)
-    second = next((lowered[k] for k in _SECOND_KEYS if k in lowered), None)
-    # keys named after the classes: {"attribute": ..., "pug": ..., "scottish terrier": ...}
+    lowered = {_key(k): v for k, v in item.items()}
+    first = next((lowered[_key(k)] for k in _FIRST_KEYS if _key(k) in lowered), None)
+    second = next((lowered[_key(k)] for k in _SECOND_KEYS if _key(k) in lowered), None)
+    # keys named after the classes: {"attribute": ..., "pug": ..., "scottish_terrier": ...}
     if first is None:
-        first = lowered.get(first_name.strip().lower())
+        first = lowered.get(_key(first_name))
     if second is None:
-        second = lowered.get(second_name.strip().lower())
+        second = lowered.get(_key(second_name))
     return first, second
 
 
@@ -290,6 +318,10 @@ def parse_pair_answer(answer: str | None, first_name: str, second_name: str, *, 
             continue
         if first_names_other or second_names_other:
             parsed.rejected["names_other_class"] += 1
+            continue
+        # "a photo of a pug, with floppy ears." and "a photo of a scottish terrier, with floppy ears." say the same
+        if _comparable(first_own.sub(" ", first)) == _comparable(second_own.sub(" ", second)):
+            parsed.rejected["identical"] += 1
             continue
         if third_class is not None and (third_class(first) or third_class(second)):
             parsed.rejected["about_other_class"] += 1

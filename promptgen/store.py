@@ -314,7 +314,21 @@ class Store:
                 staged.unlink(missing_ok=True)
             return VersionWriter(VersionInfo(dataset, set_name, number, directory, full))
 
-    def resume_version(self, dataset: str, set_name: str, version: int | None = None) -> "VersionWriter":
+    def resume_version(self, dataset: str, set_name: str, version: int | None = None,
+                       fingerprint: dict | None = None) -> "VersionWriter":
+        """The unfinished version to continue; with `fingerprint`, its recorded job settings must match."""
+        writer = self._resumable(dataset, set_name, version)
+        if fingerprint is not None:
+            recorded = writer.info.manifest.get("job", {})
+            changed = sorted(k for k in fingerprint if recorded.get(k) != fingerprint[k])
+            if changed:
+                raise PromptgenError(
+                    f"{writer.info.ref} was started with different settings ({', '.join(changed)}): "
+                    + "; ".join(f"{k} was {recorded.get(k)!r}, now {fingerprint[k]!r}" for k in changed),
+                    "rerun with the original settings, or drop --resume to make a new version")
+        return writer
+
+    def _resumable(self, dataset: str, set_name: str, version: int | None) -> "VersionWriter":
         versions = self.list_versions(dataset, set_name)
         candidates = [v for v in versions if version is None or v.version == version]
         if version is None:

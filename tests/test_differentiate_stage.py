@@ -562,6 +562,9 @@ def test_kill_minus_9_then_resume_gives_the_uninterrupted_records_with_nothing_a
         assert records(root, 1, "cifar100") == expected
         meta = manifest(root, 1, "cifar100")
         assert meta["status"] == "complete" and meta["pairs"]["answered"] == 300
+        # every pair was paid for while making v1, before or after the kill; only an answer cached in the
+        # instant between its cache write and its journal line (in flight at the kill) can look reused
+        assert meta["pairs"]["queried"] + meta["pairs"]["reused"] == 300 and meta["pairs"]["reused"] <= 4
         assert not (set_dir(root, "cifar100") / "v2.manifest.json").exists()
 
         # the cache is lost: the answers paid for are in v1's journal, so a new version asks nothing
@@ -626,3 +629,126 @@ def test_api_key_appears_nowhere_on_disk_or_in_output(cli, fake_llm, root, monke
     journal = [json.loads(line) for line in (set_dir(root) / "v1.requests.jsonl").read_text().splitlines()]
     errors = [entry["error"] for entry in journal if entry["status"] == "failed"]
     assert errors and all("[REDACTED]" in e for e in errors)
+
+
+# -- review fixes -------------------------------------------------------------------------------------------------
+
+def test_a_pair_whose_request_fails_is_neither_queried_nor_reused_and_resume_finishes_it(cli, fake_llm, root):
+    fake_llm.configure(faults=[Fault("500", match=question("cat", "horse"), times=-1)])
+    result = differentiate(cli, fake_llm, "--pairs-from", "all", "--max-attempts", "1")
+    assert result.exit_code == 3, result.output
+    meta = manifest(root, 1)
+    assert meta["status"] == "partial"
+    assert meta["pairs"]["queried"] == 44 and meta["pairs"]["reused"] == 0 and meta["pairs"]["unanswered"] == 1
+    assert meta["counts"]["failed_requests"] == 1 and meta["counts"]["requests"] == 45
+    assert [f["pair"] for f in meta["failed_pairs"]] == ["3_7"]
+    fake_llm.configure(faults=[])
+    fake_llm.reset_counts()
+    result = differentiate(cli, fake_llm, "--pairs-from", "all", "--resume")
+    assert result.exit_code == 0, result.output
+    assert fake_llm.request_count == 1
+    meta = manifest(root, 1)
+    assert meta["status"] == "complete" and meta["pairs"]["queried"] == 45 and meta["pairs"]["reused"] == 0
+
+
+def test_a_lost_repair_request_leaves_the_pairs_reasks(cli, fake_llm, root):
+    fake_llm.configure(faults=[Fault("truncated", match=question("cat", "dog"), times=1),
+                               Fault("500", match="Your previous answer could not be used", times=-1)])
+    result = differentiate(cli, fake_llm, "--pairs-from", "all", "--max-attempts", "1")
+    assert result.exit_code == 0, result.output
+    meta = manifest(root, 1)
+    assert meta["status"] == "complete" and meta["pairs"]["answered"] == 45 and meta["pairs"]["salvaged"] == 0
+    assert meta["counts"]["repairs"] == 1 and meta["counts"]["failed_requests"] == 1
+    assert meta["counts"]["reasked_after_unusable_answer"] == 1
+    cat_dog = [b for b in fake_llm.state.requests if pair_of(b) == ("cat", "dog")]
+    assert len(cat_dog) == 3 and sum(is_repair(b) for b in cat_dog) == 1
+
+
+def test_a_deeply_nested_answer_does_not_crash_the_run(cli, fake_llm, root):
+    fake_llm.configure(faults=[Fault("text", match=question("cat", "dog"), times=-1, text="[" * 50_000)])
+    result = differentiate(cli, fake_llm, "--pairs-from", "all", "--answer-retries", "0", "--no-repair")
+    assert result.exit_code == 3, result.output
+    meta = manifest(root, 1)
+    assert meta["status"] == "complete" and [f["pair"] for f in meta["failed_pairs"]] == ["3_5"]
+    assert "nested too deeply" in meta["failed_pairs"][0]["reason"]
+
+
+def test_resume_refuses_other_retry_settings(cli, fake_llm, root):
+    fake_llm.configure(faults=[Fault("500", match=question("cat", "horse"), times=-1)])
+    assert differentiate(cli, fake_llm, "--pairs-from", "all", "--max-attempts", "1").exit_code == 3
+    result = differentiate(cli, fake_llm, "--pairs-from", "all", "--resume", "--answer-retries", "5")
+    assert result.exit_code == 2 and "answer_retries" in result.stderr and "fix:" in result.stderr
+
+
+def test_the_report_prices_this_run_apart_from_reused_answers(cli, fake_llm, root):
+    first = differentiate(cli, fake_llm, "--pairs-from", "all", "--price", "1000,1000")
+    assert first.exit_code == 0
+    worth = manifest(root, 1)["cost_usd"]
+    assert worth > 0 and f"cost this run: ${worth:.4f}" in first.output
+    second = differentiate(cli, fake_llm, "--pairs-from", "all", "--price", "1000,1000")
+    assert "cost this run: $0.0000" in second.output and f"worth ${worth:.4f}" in second.output
+
+
+def test_reask_failed_asks_only_the_failed_pairs_again(cli, fake_llm, root):
+    rejected = json.dumps({"differences": [{"attribute": "x", "object_1": "same", "object_2": "same"}]})
+    fake_llm.configure(faults=[Fault("text", match=question("cat", "dog"), times=3, text=rejected)])
+    assert differentiate(cli, fake_llm, "--pairs-from", "all").exit_code == 3
+    assert [f["pair"] for f in manifest(root, 1)["failed_pairs"]] == ["3_5"]
+    assert fake_llm.request_count == 47  # 44 pairs + 3 asks of cat/dog
+    fake_llm.reset_counts()
+    # a plain rerun replays the cached unusable answers: nothing is sent, the pair still fails
+    assert differentiate(cli, fake_llm, "--pairs-from", "all").exit_code == 3
+    assert fake_llm.request_count == 0
+    result = differentiate(cli, fake_llm, "--pairs-from", "all", "--reask-failed")
+    assert result.exit_code == 0, result.output
+    assert [pair_of(b) for b in fake_llm.state.requests] == [("cat", "dog")]
+    meta = manifest(root, 3)
+    assert meta["failed_pairs"] == [] and meta["pairs"]["reasked_pairs"] == 1
+    assert meta["job"]["pair_draws"] == {"3_5": 1}
+    assert {r["pair"] for r in records(root, 3)} == {f"{i}_{j}" for i in range(10) for j in range(i + 1, 10)}
+    fake_llm.reset_counts()
+    # later versions keep the re-asked pair's draw, so its good answer is reused
+    assert differentiate(cli, fake_llm, "--pairs-from", "all").exit_code == 0
+    assert fake_llm.request_count == 0 and manifest(root, 4)["failed_pairs"] == []
+    result = differentiate(cli, fake_llm, "--pairs-from", "all", "--reask-failed")
+    assert result.exit_code == 2 and "no pair that failed" in result.stderr
+
+
+def test_route_options_that_do_nothing_are_refused(cli, fake_llm, root):
+    for extra in (("--pairs-from", "all", "--k", "3"), ("--pairs-from", "text", "--min-count", "2"),
+                  ("--pairs-from", "all", "--partners", "3")):
+        result = differentiate(cli, fake_llm, *extra)
+        assert result.exit_code == 2 and "does nothing" in result.stderr.replace("do(es)", "does"), extra
+    assert fake_llm.request_count == 0
+
+
+def test_describe_job_refuses_a_pair_template():
+    from promptgen.errors import PromptgenError
+    from promptgen.stages.describe import DescribeJob
+    from promptgen.templates import load_template
+
+    with pytest.raises(PromptgenError, match="pairs of classes"):
+        DescribeJob(load_dataset("cifar10"), load_template("fudd"), "x")
+
+
+def test_a_pair_list_out_of_order_is_refused():
+    from promptgen.clip.pairs import PairPlan
+    from promptgen.errors import PromptgenError
+    from promptgen.stages.differentiate import DifferentiateJob
+    from promptgen.templates import load_template
+
+    for pairs in ([(5, 3)], [(1, 2), (1, 2)], [(0, 10)]):
+        plan = PairPlan("file", 10, pairs, [0.0] * len(pairs))
+        with pytest.raises(PromptgenError, match="lower class index first"):
+            DifferentiateJob(load_dataset("cifar10"), load_template("fudd"), "differential", plan)
+
+
+def test_show_prints_a_differential_set_by_pair(cli, fake_llm, root):
+    assert differentiate(cli, fake_llm, "--pairs-from", "all", "--max-pairs", "9").exit_code == 0
+    shown = cli("show", "cifar10/differential", "--class", "cat")
+    assert shown.exit_code == 0
+    assert "[0_3] airplane / cat" in shown.output
+    answer = json.loads(pair_answer("airplane", "cat"))["differences"][0]
+    assert f"  - {answer['attribute']}: [airplane] {answer['object_1']}" in shown.output
+    assert f"  - {answer['attribute']}: [cat] {answer['object_2']}" in shown.output
+    assert "[0_1]" not in shown.output, "pairs without the class are not shown"

@@ -611,5 +611,32 @@ def test_export_of_a_set_without_pairs_fails(cli, world_root: Path, tmp_path: Pa
     # nor does the fudd builder accept it
     store = Store(world_root)
     classes = store.classes("planted")
-    with pytest.raises(PromptgenError, match="needs a differential set"):
+    with pytest.raises(PromptgenError, match="takes differential sets"):
         build_head("fudd", encoder=encoder, classes=classes, sources=[source_from_set(store, "plain", classes)])
+
+
+def test_make_head_refuses_to_return_a_per_image_head_as_a_tensor(root, tiny_clip):
+    from promptgen.classes import load_dataset
+    from promptgen.clip import make_head
+    from promptgen.store import Store
+
+    path = root / "fudd.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"3_5": {"classes": [3, 5], "prompt_pairs": [
+        {"attr_type": "size", "prompt_pair": ["a photo of a cat, small.", "a photo of a dog, larger."]}]}}))
+    import_fudd_file(Store(root), load_dataset("cifar10"), path, "differential")
+    with pytest.raises(PromptgenError, match="re-ranks each image"):
+        make_head("cifar10", "fudd", sets=["differential"], clip_model=tiny_clip, root=root)
+    head = make_head("cifar10", "fudd", sets=["differential"], clip_model=tiny_clip, root=root, return_head=True, k=3)
+    assert head.scorer is not None and head.logits(torch.randn(4, 64)).shape == (4, 10)
+
+
+def test_fudd_refuses_sources_without_pairs(root, tiny_clip):
+    from promptgen.classes import load_dataset
+    from promptgen.clip.sources import PromptSource
+
+    classes = load_dataset("cifar10")
+    plain = PromptSource("cifar10/cupl@v1", "set", [[f"a photo of a {c}."] for c in classes.names],
+                         [["q"] for _ in classes.names])
+    with pytest.raises(PromptgenError, match="cifar10/cupl@v1 has none"):
+        build_head("fudd", encoder=TextEncoder(tiny_clip, None), classes=classes, sources=[plain])

@@ -527,3 +527,41 @@ def test_class_name_matcher_cifar10():
     parsed = parse_pair_answer(diffs(("ears", "pointed ears like a deer", "floppy ears")), "cat", "dog",
                                third_class=lambda text: bool(named(text) - {index["cat"], index["dog"]}))
     assert parsed.rejected == Counter(about_other_class=1)
+
+
+# -- review fixes -------------------------------------------------------------------------------------------------
+
+def test_sides_that_differ_only_in_the_class_name_are_identical():
+    answer = diffs(("ears", "a photo of a pug, with floppy ears.", "a photo of a scottish terrier, with floppy ears."),
+                   EARS)
+    parsed = parse(answer)
+    assert parsed.attributes == [PairAttribute(*EARS)] and parsed.rejected == Counter(identical=1)
+
+
+def test_brackets_in_the_prose_before_the_json():
+    body = json.loads(diffs(EARS))
+    parsed = parse("Here is the answer [JSON] {as asked}: " + json.dumps(body) + " [end]")
+    assert parsed.usable and parsed.attributes == [PairAttribute(*EARS)] and not parsed.rejected
+
+
+def test_curly_quotes_inside_strings_with_a_trailing_comma():
+    answer = ('{"differences": [{"attribute": "ears", "object_1": "a pug’s “button” ears", '
+              '"object_2": "a scottish terrier’s pricked ears"},]}')
+    parsed = parse(answer)
+    assert parsed.usable and parsed.attributes[0].first == "a pug’s “button” ears"
+
+
+def test_a_cut_off_list_is_not_mistaken_for_a_whole_answer():
+    whole = diffs(EARS, ("tail", "a pug with a curled tail", "a scottish terrier with an upright tail"))
+    parsed = parse(whole[: whole.index("upright")])
+    assert not parsed.complete and parsed.attributes == [PairAttribute(*EARS)]
+
+
+def test_deep_nesting_is_an_error_not_a_crash():
+    parsed = parse("[" * 50_000)
+    assert not parsed.complete and not parsed.attributes and "nested too deeply" in parsed.error
+
+
+def test_class_named_keys_with_underscores():
+    answer = json.dumps([{"attribute": "ears", "pug": EARS[1], "scottish_terrier": EARS[2]}])
+    assert parse(answer).attributes == [PairAttribute(*EARS)]

@@ -75,10 +75,9 @@ def find_pairs(store, classes, *, pairs_from: str, images_spec: str | None, feat
 @click.option("--initial", default="photo", show_default=True,
               help="CLIP template set of the initial head (FuDD: 'a photo of a {c}.').")
 @click.option("--k", "k", type=int, help="Top-k classes per image that form the ambiguous set [default: 10, or C].")
-@click.option("--partners", type=int, default=5, show_default=True,
-              help="--pairs-from text: the most similar classes kept per class.")
-@click.option("--min-count", type=click.IntRange(min=1), default=1, show_default=True,
-              help="--pairs-from images: ask only about pairs in the top-k of at least this many images.")
+@click.option("--partners", type=int, help="--pairs-from text: the most similar classes kept per class [default: 5].")
+@click.option("--min-count", type=click.IntRange(min=1),
+              help="--pairs-from images: ask only about pairs in the top-k of at least this many images [default: 1].")
 @click.option("--max-pairs", type=click.IntRange(min=1), help="Ask about at most this many pairs (most confusable first).")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N images.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per forward pass.")
@@ -89,14 +88,18 @@ def find_pairs(store, classes, *, pairs_from: str, images_spec: str | None, feat
               help="schema: the provider's JSON-schema response format; prompt: ask for JSON in words and parse "
                    "tolerantly; auto: schema where litellm reports support.")
 @click.option("--no-repair", is_flag=True, help="No repair request after an answer that is not valid JSON.")
+@click.option("--reask-failed", is_flag=True,
+              help="Ask again (a new draw) the pairs whose answers were unusable in the latest version; every other "
+                   "pair comes from the cache.")
 @llm_options
 @root_option
 @json_option
 def differentiate_command(dataset: str, classes_file: Path | None, pairs_from: str | None, images_spec: str | None,
                           features_file: Path | None, head_file: Path | None, initial: str, k: int | None,
-                          partners: int, min_count: int, max_pairs: int | None, limit: int | None, batch_size: int,
-                          clip_model: str, pretrained: str, seed: int, device: str, style: str, set_name: str,
-                          structured: str, no_repair: bool, root: Path | None, as_json: bool, **values: Any) -> None:
+                          partners: int | None, min_count: int | None, max_pairs: int | None, limit: int | None,
+                          batch_size: int, clip_model: str, pretrained: str, seed: int, device: str, style: str,
+                          set_name: str, structured: str, no_repair: bool, reask_failed: bool, root: Path | None,
+                          as_json: bool, **values: Any) -> None:
     """Differential descriptions for DATASET's confusable class pairs, as a new prompt-set version."""
     from promptgen.stages.differentiate import DifferentiateJob, plan_requests, resume_plan, run_differentiate
     from promptgen.templates import load_template
@@ -112,16 +115,29 @@ def differentiate_command(dataset: str, classes_file: Path | None, pairs_from: s
                              "use a pair template, such as --style fudd")
     if len(classes) < 2:
         raise PromptgenError(f"{dataset} has one class: there is no pair to tell apart", "use two or more classes")
+    route = pairs_from or ("images" if images_spec or features_file else "text")
+    misplaced = [flag for flag, value, used_by in (("--k", k, "images"), ("--min-count", min_count, "images"),
+                                                   ("--partners", partners, "text")) if value is not None and route != used_by]
+    if misplaced:
+        raise PromptgenError(f"{', '.join(misplaced)} do(es) nothing with --pairs-from {route}",
+                             "--k and --min-count shape pairs from images, --partners pairs from text; drop them or "
+                             "change --pairs-from")
     if values["resume"]:
+        if reask_failed:
+            raise PromptgenError("--reask-failed makes a new version", "drop --resume")
         plan = resume_plan(store, dataset, set_name, values["resume_version"])
+        pair_draws = None
     else:
-        plan = find_pairs(store, classes, pairs_from=pairs_from or ("images" if images_spec or features_file else "text"),
-                          images_spec=images_spec, features_file=features_file, head_file=head_file, initial=initial,
-                          k=k, partners=partners, min_count=min_count, max_pairs=max_pairs, limit=limit,
-                          batch_size=batch_size, clip_args=(clip_model, pretrained, seed, device))
+        plan = find_pairs(store, classes, pairs_from=route, images_spec=images_spec, features_file=features_file,
+                          head_file=head_file, initial=initial, k=k, partners=partners or 5, min_count=min_count or 1,
+                          max_pairs=max_pairs, limit=limit, batch_size=batch_size,
+                          clip_args=(clip_model, pretrained, seed, device))
+        pair_draws = _pair_draws(store, dataset, set_name, reask_failed)
     client = make_client(store.root, values)
     job = DifferentiateJob(classes, template, set_name, plan, structured=structured,
-                           answer_retries=values["answer_retries"], repair=not no_repair, draw=values["draw"])
+                           answer_retries=values["answer_retries"], repair=not no_repair, draw=values["draw"],
+                           pair_draws=pair_draws if pair_draws is not None else
+                           _resumed_pair_draws(store, dataset, set_name, values["resume_version"]))
     if values["dry_run"]:
         _dry_run(job, client, plan_requests(job, client), as_json)
         return
@@ -133,6 +149,33 @@ def differentiate_command(dataset: str, classes_file: Path | None, pairs_from: s
                    f"initial head" + ("; rerun with --resume to retry the failed requests"
                                       if result.manifest["status"] == "partial" else ""), err=True)
         raise SystemExit(ExitCode.PARTIAL)
+
+
+def _pair_draws(store, dataset: str, set_name: str, reask_failed: bool) -> dict[str, int]:
+    """Per-pair draws carried from the latest version of the set (so pairs re-asked before keep
+    their answers), plus one for each pair that failed on its content there, with --reask-failed."""
+    versions = [v for v in store.list_versions(dataset, set_name) if v.status in ("complete", "partial")]
+    if not versions:
+        if reask_failed:
+            raise PromptgenError(f"{dataset}/{set_name} has no version to re-ask failed pairs from",
+                                 "run without --reask-failed first")
+        return {}
+    latest = versions[-1].manifest
+    draws = dict((latest.get("job") or {}).get("pair_draws") or {})
+    if reask_failed:
+        failed = [f["pair"] for f in latest.get("failed_pairs") or []
+                  if not str(f.get("reason", "")).startswith("request failed")]
+        if not failed:
+            raise PromptgenError(f"{versions[-1].ref} has no pair that failed on its answers",
+                                 "nothing to re-ask; pairs whose requests failed are retried with --resume")
+        for key in failed:
+            draws[key] = draws.get(key, 0) + 1
+    return draws
+
+
+def _resumed_pair_draws(store, dataset: str, set_name: str, version: int | None) -> dict[str, int]:
+    info = store.resume_version(dataset, set_name, version).info
+    return dict((info.manifest.get("job") or {}).get("pair_draws") or {})
 
 
 def _pair_lines(plan, names: tuple[str, ...], count: int = 8) -> list[str]:
@@ -164,8 +207,9 @@ def _dry_run(job, client, requests, as_json: bool) -> None:
     if summary.get("topk_recall") is not None:
         click.echo(f"  top-{summary['k']} recall {100 * summary['topk_recall']:.2f}% of "
                    f"{summary['labelled_images']:,} labelled images (re-ranking cannot do better)")
-    for line in _pair_lines(plan, job.classes.names):
-        click.echo(line)
+    if plan.method != "all":
+        for line in _pair_lines(plan, job.classes.names):
+            click.echo(line)
     for line in estimate.lines():
         click.echo("  " + line)
     if all_pairs_cost is not None:
@@ -179,19 +223,23 @@ def _report(result, as_json: bool) -> None:
         emit_json(manifest)
         return
     counts, pairs = manifest["counts"], manifest["pairs"]
-    cost = manifest.get("cost_usd")
+    cost, cost_now = manifest.get("cost_usd"), manifest.get("cost_usd_this_run")
     click.echo(f"wrote {result.info.records_path} ({manifest['status']}): {counts['records']} sentences, "
                f"{counts['attributes']} attributes for {pairs['pairs']} pairs of {pairs['all_pairs']:,} possible")
     click.echo(f"  pairs: {pairs['answered']} answered, {pairs['salvaged']} salvaged from cut-off answers, "
-               f"{pairs['failed']} failed; {pairs['queried']} asked now, {pairs['reused']} reused from the cache")
+               f"{pairs['failed']} failed; {pairs['queried']} asked for this version, {pairs['reused']} reused from "
+               f"the cache" + (f", {pairs['reasked_pairs']} re-asked with a new draw" if pairs.get("reasked_pairs") else ""))
     rejected = {k: v for k, v in manifest["rejected"].items() if v}
     if rejected:
         click.echo("  rejected attributes: " + ", ".join(f"{v} {k}" for k, v in rejected.items()))
     click.echo(f"  requests: {counts['requests']} ({counts['requests_sent_this_run']} sent, "
                f"{counts['cache_hits_this_run']} from cache, {counts['repairs']} repairs, "
                f"{counts['reasked_after_unusable_answer']} re-asked); tokens: {manifest['tokens']['prompt']:,} prompt + "
-               f"{manifest['tokens']['completion']:,} completion; cost: "
-               f"{'$%.4f' % cost if cost is not None else 'unknown (no price for this model)'}")
+               f"{manifest['tokens']['completion']:,} completion (reused answers included)")
+    if cost is None:
+        click.echo("  cost: unknown (no price for this model; give --price)")
+    else:
+        click.echo(f"  cost this run: ${cost_now or 0:.4f}; all answers in this version are worth ${cost:.4f}")
 
 
 COMMANDS.append(differentiate_command)

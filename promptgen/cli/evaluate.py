@@ -115,6 +115,10 @@ def eval_command(dataset: str, images_spec: str | None, features_file: Path | No
     builds = []
     for spec in build_specs:
         builder, names, options = parse_build_spec(spec)
+        if "k" in options:  # before any model loads
+            from promptgen.clip.pairs import check_k
+
+            check_k(options["k"], len(classes))
         sets, templates = _split_sources(store, classes, names)
         builds.append((spec, builder, collect_sources(store, classes, sets, templates), options))
     heads = [load_head(path, classes) for path in head_files]

@@ -78,7 +78,8 @@ def show_command(ref: str, class_name: str | None, manifest: bool, limit: int, r
             raise PromptgenError(f"{info.dataset} has no class {class_name!r}",
                                  f"did you mean {', '.join(map(repr, close))}?" if close else
                                  f"see the class names with `promptgen show {info.ref} --json`")
-        records = [r for r in records if r["class_name"] == class_name]
+        # a differential set shows whole pairs: the class's sentences and what they were contrasted with
+        records = [r for r in records if r["class_name"] == class_name or r.get("other_class_name") == class_name]
     if limit:
         shown: dict[int, int] = {}
         kept = []
@@ -91,6 +92,9 @@ def show_command(ref: str, class_name: str | None, manifest: bool, limit: int, r
         emit_json(records)
         return
     click.echo(f"# {info.ref}  ({info.status}, {info.manifest.get('stage')}, {len(records)} texts shown)")
+    if records and all("pair" in r for r in records):
+        _show_pairs(records)
+        return
     current = None
     for record in records:
         if record["class_index"] != current:
@@ -98,6 +102,18 @@ def show_command(ref: str, class_name: str | None, manifest: bool, limit: int, r
             click.echo(f"\n[{current}] {record['class_name']}")
         origin = record.get("template") or record.get("stage")
         click.echo(f"  - {record['text']}  ({origin}; {record['id']})")
+
+
+def _show_pairs(records: list[dict]) -> None:
+    """Differential records by pair and attribute: each class's sentence side by side."""
+    current = None
+    for record in records:
+        if record["pair"] != current:
+            current = record["pair"]
+            i, j = record["pair_classes"]
+            names = {record["class_index"]: record["class_name"], record["other_class_index"]: record["other_class_name"]}
+            click.echo(f"\n[{current}] {names[i]} / {names[j]}")
+        click.echo(f"  - {record['attribute']}: [{record['class_name']}] {record['text']}  ({record['id']})")
 
 
 COMMANDS.extend([versions_command, show_command])

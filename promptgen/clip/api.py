@@ -17,6 +17,7 @@ from promptgen.clip.embed import TextEncoder
 from promptgen.clip.heads import Head, build_head
 from promptgen.clip.models import ClipModel, load_clip
 from promptgen.clip.sources import PromptSource, source_from_set, source_from_templates
+from promptgen.errors import PromptgenError
 from promptgen.paths import cache_dir, resolve_root
 from promptgen.store import SetRef, Store
 
@@ -51,4 +52,7 @@ def make_head(dataset: str, builder: str = "template", *, sets: Sequence[str] = 
     encoder = TextEncoder(clip, cache_dir(store.root))
     head = build_named_head(builder, store=store, classes=classes, encoder=encoder, sets=sets, templates=templates,
                             **({"seed": seed} if seed is not None else {}), **options)
+    if head.scorer is not None and not return_head:
+        raise PromptgenError(f"the {builder} head re-ranks each image; its weights alone are only the initial head",
+                             f"pass return_head=True and call head.logits(image_features), or use {builder}-static")
     return head if return_head else head.weights

@@ -360,10 +360,12 @@ def _fudd(ctx: BuildContext) -> tuple[torch.Tensor, dict, Any]:
     from promptgen.clip.fudd import FuddReranker
 
     pair_sources = [s for s in ctx.sources if s.partners is not None]
-    if not pair_sources:
-        raise PromptgenError(f"the fudd builder needs a differential set (records with pairs); "
-                             f"{', '.join(s.name for s in ctx.sources)} has none",
-                             f"make one with `promptgen differentiate {ctx.classes.dataset} ...`")
+    others = [s.name for s in ctx.sources if s.partners is None]
+    if not pair_sources or others:
+        raise PromptgenError(f"the fudd builder takes differential sets (records with pairs); "
+                             f"{', '.join(others)} has none",
+                             f"make one with `promptgen differentiate {ctx.classes.dataset} ...`; give another head "
+                             f"as its initial head with initial=FILE.pt, or mix sets with the pooled builder")
     k = int(ctx.options.get("k", min(10, len(ctx.classes))))
     initial, described = _initial_head(ctx)
     side_texts: dict[tuple[int, int], list[str]] = {}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from promptgen.fileio import atomic_write_text, canonical_json
 
-__all__ = ["cache_key", "LLMCache"]
+__all__ = ["cache_key", "LLMCache", "restore_from_journal"]
 
 log = logging.getLogger(__name__)
 
@@ -54,3 +54,16 @@ class LLMCache:
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
+
+
+def restore_from_journal(cache: LLMCache | None, entries: list[dict]) -> int:
+    """Put back answers a version's journal holds and the cache lost (a cleared cache/, another
+    machine): they were paid for, so they must not be asked again. Returns how many."""
+    if cache is None:
+        return 0
+    restored = 0
+    for entry in entries:
+        if entry.get("response") is not None and entry.get("key") and entry["key"] not in cache:
+            cache.put(entry["key"], entry.get("request", {}), entry["response"])
+            restored += 1
+    return restored

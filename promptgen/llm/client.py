@@ -538,10 +538,11 @@ class LLMClient:
 
     def run(self, requests: list[LLMRequest],
             on_answer: Callable[[LLMRequest, LLMResponse], Iterable[LLMRequest] | None],
-            on_failure: Callable[[LLMRequest, LLMRequestFailed], None] | None = None,
+            on_failure: Callable[[LLMRequest, LLMRequestFailed], Iterable[LLMRequest] | None] | None = None,
             description: str = "asking") -> RunStats:
-        """Answer all requests, `concurrency` at a time. `on_answer` may return follow-up requests
-        (e.g. a retry after an unusable answer); they join the queue. Callbacks run on one thread."""
+        """Answer all requests, `concurrency` at a time. `on_answer` (and `on_failure`) may return
+        follow-up requests (e.g. a retry after an unusable answer); they join the queue. Callbacks run
+        on one thread."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -551,7 +552,7 @@ class LLMClient:
 
     async def arun(self, requests: list[LLMRequest],
                    on_answer: Callable[[LLMRequest, LLMResponse], Iterable[LLMRequest] | None],
-                   on_failure: Callable[[LLMRequest, LLMRequestFailed], None] | None = None,
+                   on_failure: Callable[[LLMRequest, LLMRequestFailed], Iterable[LLMRequest] | None] | None = None,
                    description: str = "asking") -> RunStats:
         """`run` for callers that already have an event loop."""
         stats = RunStats()
@@ -585,10 +586,9 @@ class LLMClient:
             bar.update(1)
             if isinstance(outcome, LLMRequestFailed):
                 stats.failed += 1
-                if on_failure:
-                    on_failure(request, outcome)
-                return
-            follow_ups = list(on_answer(request, outcome) or [])
+                follow_ups = list((on_failure(request, outcome) if on_failure else None) or [])
+            else:
+                follow_ups = list(on_answer(request, outcome) or [])
             for follow_up in follow_ups:
                 queue.put_nowait(follow_up)
             if follow_ups:

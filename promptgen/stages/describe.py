@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from promptgen.classes import ClassList
 from promptgen.errors import PromptgenError
+from promptgen.llm.cache import restore_from_journal
 from promptgen.llm.client import LLMClient, LLMRequest, LLMRequestFailed, LLMResponse, RunStats
 from promptgen.parsing import DROP_REASONS, Parsed, parse_answer
 from promptgen.redact import redact
@@ -35,6 +36,12 @@ class DescribeJob:
     set_name: str
     draw: int = 0
     answer_retries: int = 2
+
+    def __post_init__(self) -> None:
+        if self.template.kind != "class":
+            raise PromptgenError(f"template {self.template.ref} asks about pairs of classes",
+                                 "describe takes a class template (cupl, cupl-base, dclip); pair templates are for "
+                                 "`promptgen differentiate`")
 
     def fingerprint(self, client: LLMClient) -> dict:
         """What must not change between a run and its --resume."""
@@ -78,14 +85,7 @@ def run_describe(job: DescribeJob, client: LLMClient, store: Store, *, resume: b
     fingerprint = job.fingerprint(client)
     client.check_credentials()
     if resume:
-        writer = store.resume_version(dataset, job.set_name, resume_version)
-        recorded = writer.info.manifest.get("job", {})
-        changed = sorted(k for k in fingerprint if recorded.get(k) != fingerprint[k])
-        if changed:
-            raise PromptgenError(
-                f"{writer.info.ref} was started with different settings ({', '.join(changed)}): "
-                + "; ".join(f"{k} was {recorded.get(k)!r}, now {fingerprint[k]!r}" for k in changed),
-                "rerun with the original settings, or drop --resume to make a new version")
+        writer = store.resume_version(dataset, job.set_name, resume_version, fingerprint)
     else:
         writer = store.new_version(dataset, job.set_name, {
             "stage": STAGE, "source": "llm", "network": True,
@@ -101,11 +101,7 @@ def run_describe(job: DescribeJob, client: LLMClient, store: Store, *, resume: b
 def _run(job: DescribeJob, client: LLMClient, writer: VersionWriter, requests: list[LLMRequest]) -> DescribeResult:
     journal = writer.read_journal()
     journalled = {entry["key"] for entry in journal if entry.get("response") is not None}
-    if client.cache is not None:
-        # answers in the journal are paid for: put back any the cache lost, so they are not asked again
-        for entry in journal:
-            if entry.get("response") is not None and entry["key"] not in client.cache:
-                client.cache.put(entry["key"], entry.get("request", {}), entry["response"])
+    restore_from_journal(client.cache, journal)
     answers: dict[str, tuple[LLMRequest, LLMResponse, list[Parsed]]] = {}
     failures: dict[str, str] = {}
 

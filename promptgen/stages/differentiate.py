@@ -25,6 +25,7 @@ from promptgen.classes import ClassList
 from promptgen.clip.pairs import PairPlan, load_pair_plan, pair_key, save_pair_plan
 from promptgen.errors import PromptgenError
 from promptgen.fileio import canonical_json
+from promptgen.llm.cache import restore_from_journal
 from promptgen.llm.client import LLMClient, LLMRequest, LLMRequestFailed, LLMResponse, RunStats
 from promptgen.parsing import PAIR_REJECT_REASONS, PairAttribute, PairParsed, parse_pair_answer
 from promptgen.redact import redact
@@ -49,6 +50,7 @@ class DifferentiateJob:
     answer_retries: int = 2
     repair: bool = True
     draw: int = 0
+    pair_draws: dict[str, int] = field(default_factory=dict)  # "i_j" -> extra draw: re-ask only those pairs
 
     def __post_init__(self) -> None:
         if self.template.kind != "pair":
@@ -65,6 +67,11 @@ class DifferentiateJob:
         if not self.plan.pairs:
             raise PromptgenError("no confusable pair to ask about",
                                  "lower --min-count, raise --k or --partners, or give more images")
+        bad = [pair for pair in self.plan.pairs if not (0 <= pair[0] < pair[1] < len(self.classes))]
+        if bad or len(set(self.plan.pairs)) != len(self.plan.pairs):
+            raise PromptgenError(f"the pair list has pairs that are not (i, j) with i < j < {len(self.classes)}, "
+                                 f"or repeats: {bad[:5] or 'a repeated pair'}",
+                                 "give each unordered pair once, lower class index first")
 
     def uses_schema(self, client: LLMClient) -> bool:
         if self.structured == "auto":
@@ -83,7 +90,9 @@ class DifferentiateJob:
         return {"classes_hash": self.classes.hash, "template": self.template.ref,
                 "template_sha256": self.template.sha256, "model": client.model,
                 "api_base": client.describe()["api_base"], "draw": self.draw, "pairs_sha256": self.plan.sha256,
-                "structured": "schema" if self.uses_schema(client) else "prompt"}
+                "structured": "schema" if self.uses_schema(client) else "prompt",
+                "answer_retries": self.answer_retries, "repair": self.repair,
+                "pair_draws": dict(sorted(self.pair_draws.items()))}
 
 
 @dataclass
@@ -93,6 +102,7 @@ class PairOutcome:
     response: LLMResponse | None = None
     error: str | None = None
     attempts: int = 0
+    transport: bool = False              # ended by a request that failed (--resume retries it)
 
 
 @dataclass
@@ -113,7 +123,7 @@ def plan_requests(job: DifferentiateJob, client: LLMClient) -> list[LLMRequest]:
     requests = []
     for i, j in job.plan.pairs:
         messages = job.template.render_pair(question, job.classes.names[i], job.classes.names[j])
-        requests += client.plan(messages, sampling, draw=job.draw, tag=(i, j))
+        requests += client.plan(messages, sampling, draw=job.draw + job.pair_draws.get(pair_key(i, j), 0), tag=(i, j))
     return requests
 
 
@@ -155,14 +165,7 @@ def run_differentiate(job: DifferentiateJob, client: LLMClient, store: Store, *,
     fingerprint = job.fingerprint(client)
     client.check_credentials()
     if resume:
-        writer = store.resume_version(dataset, job.set_name, resume_version)
-        recorded = writer.info.manifest.get("job", {})
-        changed = sorted(k for k in fingerprint if recorded.get(k) != fingerprint[k])
-        if changed:
-            raise PromptgenError(
-                f"{writer.info.ref} was started with different settings ({', '.join(changed)}): "
-                + "; ".join(f"{k} was {recorded.get(k)!r}, now {fingerprint[k]!r}" for k in changed),
-                "rerun with the original settings, or drop --resume to make a new version")
+        writer = store.resume_version(dataset, job.set_name, resume_version, fingerprint)
     else:
         requests_planned = len(job.plan.pairs)
         writer = store.new_version(dataset, job.set_name, {
@@ -195,11 +198,8 @@ def _restore_paid_answers(store: Store, info: VersionInfo, client: LLMClient) ->
     if client.cache is None:
         return
     for earlier in store.list_versions(info.dataset, info.set):
-        if earlier.version == info.version or not earlier.journal_path.exists():
-            continue
-        for entry in VersionWriter(earlier).read_journal():
-            if entry.get("response") is not None and entry.get("key") and entry["key"] not in client.cache:
-                client.cache.put(entry["key"], entry.get("request", {}), entry["response"])
+        if earlier.version != info.version and earlier.journal_path.exists():
+            restore_from_journal(client.cache, VersionWriter(earlier).read_journal())
 
 
 def _run(job: DifferentiateJob, client: LLMClient, writer: VersionWriter, requests: list[LLMRequest]
@@ -207,16 +207,17 @@ def _run(job: DifferentiateJob, client: LLMClient, writer: VersionWriter, reques
     names = job.classes.names
     journal = writer.read_journal()
     journalled = {entry["key"] for entry in journal if entry.get("response") is not None}
-    if client.cache is not None:
-        for entry in journal:
-            if entry.get("response") is not None and entry["key"] not in client.cache:
-                client.cache.put(entry["key"], entry.get("request", {}), entry["response"])
+    restore_from_journal(client.cache, journal)
     outcomes: dict[tuple[int, int], PairOutcome] = {}
     salvage: dict[tuple[int, int], PairOutcome] = {}
     bases: dict[str, LLMRequest] = {}               # repair request key -> the request it repairs
-    queried: set[tuple[int, int]] = set()
+    answered: set[tuple[int, int]] = set()
+    # pairs paid for while making this version, also before an interrupt (their answers now come from the cache)
+    queried: set[tuple[int, int]] = {tuple(int(x) for x in entry["pair"].split("_")) for entry in journal
+                                     if entry.get("response") is not None and not entry.get("cached")}
     rejected: Counter = Counter()
-    usage = {"prompt": 0, "completion": 0, "cost": 0.0, "answers": 0, "repairs": 0, "reasked": 0}
+    usage = {"prompt": 0, "completion": 0, "cost": 0.0, "answers": 0, "repairs": 0, "reasked": 0,
+             "failed_requests": 0}
     named_by = class_name_matcher(job.classes)
 
     def third_class(i: int, j: int) -> Callable[[str], bool]:
@@ -233,11 +234,12 @@ def _run(job: DifferentiateJob, client: LLMClient, writer: VersionWriter, reques
                        "cached": bool(response and response.cached), "request": client.key_payload(request),
                        "response": response.to_json() if response else None, "error": error})
 
-    def finish_pair(pair: tuple[int, int], base: LLMRequest, error: str) -> None:
+    def finish_pair(pair: tuple[int, int], base: LLMRequest, error: str, transport: bool = False) -> None:
         if pair in salvage:
             outcomes[pair] = salvage[pair]
+            outcomes[pair].transport = transport
         else:
-            outcomes[pair] = PairOutcome("failed", error=error, attempts=base.attempt + 1)
+            outcomes[pair] = PairOutcome("failed", error=error, attempts=base.attempt + 1, transport=transport)
 
     def on_answer(request: LLMRequest, response: LLMResponse) -> list[LLMRequest]:
         i, j = request.tag[:2]
@@ -252,6 +254,7 @@ def _run(job: DifferentiateJob, client: LLMClient, writer: VersionWriter, reques
         usage["prompt"] += response.usage.get("prompt_tokens", 0)
         usage["completion"] += response.usage.get("completion_tokens", 0)
         usage["cost"] = None if usage["cost"] is None or response.cost_usd is None else usage["cost"] + response.cost_usd
+        answered.add(pair)
         if not response.cached:
             queried.add(pair)
         if response.key not in journalled:
@@ -274,14 +277,22 @@ def _run(job: DifferentiateJob, client: LLMClient, writer: VersionWriter, reques
         finish_pair(pair, base, parsed.error or "no usable answer")
         return []
 
-    def on_failure(request: LLMRequest, failure: LLMRequestFailed) -> None:
+    def on_failure(request: LLMRequest, failure: LLMRequestFailed) -> list[LLMRequest]:
         i, j = request.tag[:2]
+        usage["failed_requests"] += 1
         log_entry(request, failure.key, "failed", None, failure.error)
-        base = bases.get(request.key, request) if len(request.tag) > 2 else request
-        finish_pair((i, j), base, "request failed: " + redact(failure.error))
+        if len(request.tag) > 2:
+            base = bases.get(request.key, request)
+            if base.attempt < job.answer_retries:  # a lost repair still leaves the pair's re-asks
+                usage["reasked"] += 1
+                return [client.retry(base)]
+        else:
+            base = request
+        finish_pair((i, j), base, "request failed: " + redact(failure.error), transport=True)
+        return []
 
     stats = client.run(requests, on_answer, on_failure, description=f"differentiate {job.classes.dataset}")
-    return _finish(job, client, writer, stats, outcomes, queried, rejected, usage)
+    return _finish(job, client, writer, stats, outcomes, answered, queried, rejected, usage)
 
 
 def _repair_request(job: DifferentiateJob, client: LLMClient, request: LLMRequest, answer: str,
@@ -295,8 +306,8 @@ def _repair_request(job: DifferentiateJob, client: LLMClient, request: LLMReques
 
 
 def _finish(job: DifferentiateJob, client: LLMClient, writer: VersionWriter, stats: RunStats,
-            outcomes: dict[tuple[int, int], PairOutcome], queried: set[tuple[int, int]], rejected: Counter,
-            usage: dict) -> DifferentiateResult:
+            outcomes: dict[tuple[int, int], PairOutcome], answered: set[tuple[int, int]],
+            queried: set[tuple[int, int]], rejected: Counter, usage: dict) -> DifferentiateResult:
     names = job.classes.names
     records, failed = [], []
     template_ref = job.template.question_id(job.template.questions[0])
@@ -310,22 +321,25 @@ def _finish(job: DifferentiateJob, client: LLMClient, writer: VersionWriter, sta
                                 template=template_ref, request_key=outcome.response.key, model=client.model,
                                 salvaged=outcome.status == "salvaged")
     status_counts = Counter(o.status for o in outcomes.values())
-    transport_failed = [f for f in failed if str(f["reason"]).startswith("request failed") or f["reason"] == "not answered"]
+    unfinished = [pair for pair in job.plan.pairs if pair not in outcomes or outcomes[pair].transport]
     per_class = Counter(r["class_index"] for r in records)
     pairs_total = len(job.plan.pairs)
     manifest = {
         **writer.info.manifest,
-        "status": "partial" if transport_failed else "complete",
+        "status": "partial" if unfinished else "complete",
         "counts": {"records": len(records), "classes": len(job.classes),
                    "classes_without_texts": sum(1 for c in range(len(job.classes)) if per_class[c] == 0),
                    "classes_in_pairs": len({c for pair in job.plan.pairs for c in pair}),
                    "attributes": sum(len(o.parsed.attributes) for o in outcomes.values() if o.parsed and
                                      o.status != "failed"),
-                   "requests": usage["answers"] + len(transport_failed), "repairs": usage["repairs"],
+                   "requests": usage["answers"] + usage["failed_requests"], "repairs": usage["repairs"],
+                   "failed_requests": usage["failed_requests"],
                    "reasked_after_unusable_answer": usage["reasked"],
                    "requests_sent_this_run": stats.sent, "cache_hits_this_run": stats.cache_hits},
         "pairs": {**job.plan.summary(), "answered": status_counts["ok"], "salvaged": status_counts["salvaged"],
-                  "failed": len(failed), "queried": len(queried), "reused": pairs_total - len(queried)},
+                  "failed": len(failed), "queried": len(queried & answered),
+                  "reused": len(answered - queried), "unanswered": pairs_total - len(answered),
+                  "reasked_pairs": sum(1 for pair in job.plan.pairs if job.pair_draws.get(pair_key(*pair)))},
         "rejected": {reason: rejected.get(reason, 0) for reason in PAIR_REJECT_REASONS},
         "tokens": {"prompt": usage["prompt"], "completion": usage["completion"]},
         "cost_usd": usage["cost"],
