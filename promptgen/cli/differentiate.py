@@ -229,6 +229,9 @@ def _report(result, as_json: bool) -> None:
     click.echo(f"  pairs: {pairs['answered']} answered, {pairs['salvaged']} salvaged from cut-off answers, "
                f"{pairs['failed']} failed; {pairs['queried']} asked for this version, {pairs['reused']} reused from "
                f"the cache" + (f", {pairs['reasked_pairs']} re-asked with a new draw" if pairs.get("reasked_pairs") else ""))
+    if pairs.get("topk_recall") is not None:
+        click.echo(f"  top-{pairs['k']} recall of the initial head {100 * pairs['topk_recall']:.2f}% on "
+                   f"{pairs['labelled_images']:,} labelled images (the ceiling of fudd's re-ranking)")
     rejected = {k: v for k, v in manifest["rejected"].items() if v}
     if rejected:
         click.echo("  rejected attributes: " + ", ".join(f"{v} {k}" for k, v in rejected.items()))
