@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-__all__ = ["DROP_REASONS", "Parsed", "parse_answer", "clean_texts", "is_refusal", "normalise", "PAIR_REJECT_REASONS",
+__all__ = ["DROP_REASONS", "Parsed", "parse_answer", "parse_name_list", "parse_ratings", "clean_texts", "is_refusal", "normalise", "PAIR_REJECT_REASONS",
            "PairAttribute", "PairParsed", "parse_pair_answer", "name_pattern"]
 
 DROP_REASONS = ("empty", "refusal", "unparsed", "too_long", "duplicate")
@@ -91,6 +91,8 @@ def parse_answer(answer: str | None, parser: str = "sentence", *, append: str = 
             text += append
         _keep(text, parsed, max_chars)
         return parsed
+    if parser == "list":
+        return parse_name_list(answer, max_chars=max_chars)
     if parser != "bullets":
         raise ValueError(f"unknown parser {parser!r}")
     lines = [line for line in answer.splitlines() if line.strip()]
@@ -112,6 +114,79 @@ def parse_answer(answer: str | None, parser: str = "sentence", *, append: str = 
         else:
             parsed.dropped["unparsed"] += 1
     return parsed
+
+
+# -- name lists (synonyms stage) -----------------------------------------------------------------
+
+_LIST_ITEM = re.compile(r"^\s*(?:[-*•–]|\(?\d{1,3}[.):]|[a-z][.)])\s+(.*)$")
+_MARKUP = re.compile(r"(\*\*|__|\*|_|`)(.+?)\1")
+_EXPLANATION = re.compile(r"\s+(?:[-–—:]|\()\s*.*$|:\s.*$")
+_SCIENTIFIC_HINT = re.compile(r"^\(?(?:scientific name|latin|binomial)[:\s]+", re.IGNORECASE)
+MAX_NAME_WORDS = 8
+
+
+def parse_name_list(answer: str | None, *, max_chars: int = 80) -> Parsed:
+    """Names from a list answer ("1. ATM", "- cash machine: a machine that ...", "*Canis lupus*",
+    "ATM, cash machine, cashpoint"): numbering, bullets, markup, quotes and explanations after a
+    dash, colon or parenthesis are removed; lead-in lines ("Here are some ...:") are skipped; a
+    name is kept as written and repeats are found ignoring case."""
+    parsed = Parsed()
+    lines = [line for line in (answer or "").splitlines() if line.strip()]
+    if not lines:
+        parsed.dropped["empty"] += 1
+        return parsed
+    if is_refusal(normalise(lines[0])) and len(lines) == 1:
+        parsed.dropped["refusal"] += 1
+        return parsed
+    items = []
+    for line in lines:
+        match = _LIST_ITEM.match(line)
+        if match:
+            items.append(match.group(1))
+        elif line.rstrip().endswith(":") or _PREAMBLE.match(line.strip()) or is_refusal(normalise(line)):
+            parsed.dropped["unparsed"] += 1
+        elif len(lines) == 1 and ("," in line or ";" in line):
+            items += re.split(r"[,;]", line)
+        else:
+            items.append(line)
+    seen: set[str] = set()
+    for item in items:
+        name = _MARKUP.sub(r"\2", item.strip())
+        name = _SCIENTIFIC_HINT.sub("", name)
+        name = _EXPLANATION.sub("", name).strip().strip("\"'“”‘’.,;").strip()
+        name = normalise(name)
+        if not name:
+            parsed.dropped["empty"] += 1
+        elif not _TWO_LETTERS.search(name) and not re.search(r"[^\W\d_]", name):
+            parsed.dropped["unparsed"] += 1
+        elif len(name) > max_chars or len(name.split()) > MAX_NAME_WORDS:
+            parsed.dropped["too_long"] += 1
+        elif name.casefold() in seen:
+            parsed.dropped["duplicate"] += 1
+        else:
+            seen.add(name.casefold())
+            parsed.texts.append(name)
+    return parsed
+
+
+def parse_ratings(answer: str | None) -> dict[str, float]:
+    """Ratings of names from a JSON object {"name": 7, ...} or lines "name: 7" / "1. name - 7/10";
+    keys are compared ignoring case."""
+    text = answer or ""
+    value, whole, _ = _decode_json(text) if ("{" in text or "[" in text) else (None, False, None)
+    ratings: dict[str, float] = {}
+    if whole and isinstance(value, dict):
+        for key, score in value.items():
+            if isinstance(score, (int, float)) and not isinstance(score, bool):
+                ratings[normalise(str(key)).casefold()] = float(score)
+        if ratings:
+            return ratings
+    for line in text.splitlines():
+        match = re.match(r"^\s*(?:[-*•]|\d{1,3}[.)])?\s*(.+?)\s*[:=\-–—]\s*(\d+(?:\.\d+)?)\s*(?:/\s*10)?\s*$", line)
+        if match:
+            name = _MARKUP.sub(r"\2", match.group(1)).strip().strip("\"'“”")
+            ratings[normalise(name).casefold()] = float(match.group(2))
+    return ratings
 
 
 # -- pair answers (differentiate stage) -----------------------------------------------------------

@@ -143,12 +143,14 @@ def make_record(*, class_index: int, class_name: str, stage: str, kind: str, tex
     return record
 
 
-def dedupe_records(records: Iterable[dict]) -> tuple[list[dict], int]:
-    """Drop exact repeats of a text within a class (first in canonical order wins)."""
-    seen: set[tuple[int, str]] = set()
+def dedupe_records(records: Iterable[dict], ignore_case: bool = False) -> tuple[list[dict], int]:
+    """Drop repeats of a text within a class (first in canonical order wins); names compare
+    ignoring case ("ATM" and "atm" are one synonym) and are kept once per source."""
+    seen: set[tuple] = set()
     kept, dropped = [], 0
     for record in records:
-        key = (record["class_index"], record["text"])
+        key = (record["class_index"], record["text"].casefold(), record.get("source")) if ignore_case else \
+            (record["class_index"], record["text"])
         if key in seen:
             dropped += 1
             continue

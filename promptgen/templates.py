@@ -23,7 +23,7 @@ from promptgen.paths import BUILTIN_PROMPTS_DIR, user_templates_dir
 __all__ = ["Question", "QueryTemplate", "load_template", "list_templates", "indefinite_article",
            "name_for_prompt", "PARSERS"]
 
-PARSERS = ("sentence", "bullets", "pair-json")
+PARSERS = ("sentence", "bullets", "list", "pair-json")
 KINDS = ("class", "pair")
 _FILE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_-]*)\.v(?P<version>\d+)\.json$")
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")
@@ -55,6 +55,7 @@ class QueryTemplate:
     kind: str = "class"
     schema: dict | None = field(default=None, compare=False)
     repair: str | None = None
+    placeholders: tuple[str, ...] = ()     # extra placeholders the caller fills (e.g. {names})
 
     @property
     def ref(self) -> str:
@@ -67,11 +68,15 @@ class QueryTemplate:
     def question_id(self, question: Question) -> str:
         return f"{self.ref}/{question.id}"
 
-    def render(self, question: Question, class_name: str) -> list[dict]:
-        """Chat messages asking `question` about `class_name`; the name can never add instructions."""
+    def render(self, question: Question, class_name: str, extra: dict[str, str] | None = None) -> list[dict]:
+        """Chat messages asking `question` about `class_name`; the name can never add instructions.
+        `extra` fills the template's own placeholders."""
         shown = name_for_prompt(class_name)
         article = indefinite_article(shown)
-        values = {"c": shown, "a": article, "A": article.capitalize()}
+        missing = set(self.placeholders) - set(extra or {})
+        if missing:
+            raise PromptgenError(f"template {self.ref} needs {', '.join(sorted(missing))}", "pass them in extra")
+        values = {"c": shown, "a": article, "A": article.capitalize(), **(extra or {})}
         text = _PLACEHOLDER.sub(lambda m: values[m.group(1)], question.text)
         messages = [{"role": "system", "content": self.system}] if self.system else []
         return messages + [{"role": "user", "content": text}]
@@ -215,7 +220,8 @@ def _read(path: Path) -> QueryTemplate:
     kind = data.get("kind", "class")
     if kind not in KINDS:
         raise PromptgenError(f"{where}: unknown kind {kind!r}", f"use one of {', '.join(KINDS)}")
-    allowed, hint = ((ALLOWED_PLACEHOLDERS, "use {c} for the class name and {a} or {A} for its article")
+    placeholders = tuple(str(x) for x in data.get("placeholders", []))
+    allowed, hint = ((ALLOWED_PLACEHOLDERS | set(placeholders), "use {c} for the class name and {a} or {A} for its article")
                      if kind == "class" else
                      (PAIR_PLACEHOLDERS, "use {c1} and {c2} for the two class names and {a1}/{a2} for their articles"))
     for q in questions:
@@ -247,6 +253,7 @@ def _read(path: Path) -> QueryTemplate:
         name=name, version=version, questions=questions, sampling=sampling, parser=parser,
         system=data.get("system"), append=data.get("append", ""), max_chars=int(data.get("max_chars", 300)),
         description=data.get("description", ""), citation=data.get("citation", ""),
-        text_kind=data.get("text_kind", "descriptor" if parser == "bullets" else "sentence"),
+        text_kind=data.get("text_kind", {"bullets": "descriptor", "list": "synonym"}.get(parser, "sentence")),
         path=path, sha256="sha256:" + hashlib.sha256(raw).hexdigest(), kind=kind, schema=schema, repair=repair,
+        placeholders=placeholders,
     )

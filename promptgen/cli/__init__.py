@@ -76,8 +76,8 @@ def main(verbose: bool) -> None:
     logger.propagate = False
 
 
-from promptgen.cli import datasets, describe, differentiate, evaluate, heads, sets, transfer  # noqa: E402
+from promptgen.cli import datasets, describe, differentiate, evaluate, heads, sets, synonyms, transfer  # noqa: E402
 
-for module in (datasets, describe, differentiate, sets, transfer, heads, evaluate):
+for module in (datasets, describe, differentiate, synonyms, sets, transfer, heads, evaluate):
     for command in module.COMMANDS:
         main.add_command(command)

@@ -17,7 +17,8 @@ COMMANDS = []
 
 
 _OPTION_TYPES = {"pool": str, "zpe_mode": str, "zpe_group": str, "name": str, "zpe_tau": float,
-                 "waffle_count": int, "seed": int, "source_weights": list, "k": int, "initial": str}
+                 "waffle_count": int, "seed": int, "source_weights": list, "k": int, "initial": str,
+                 "scorer": str, "filters": str, "margin": float, "rename": str, "base": str}
 
 
 def parse_build_spec(spec: str) -> tuple[str, list[str], dict[str, Any]]:
@@ -148,10 +149,11 @@ def eval_command(dataset: str, images_spec: str | None, features_file: Path | No
     encoder = TextEncoder(clip, cache_dir(store.root), show_progress=True) if builds else None
     for spec, builder, sources, options in builds:
         extra = {k: v for k, v in options.items() if k not in ("name",)}
-        image_features = features.features if builder == "zpe" else None  # unlabeled use: labels never reach ZPE
+        uses_images = builder == "zpe" or options.get("base") == "zpe"
+        image_features = features.features if uses_images else None  # unlabeled use: labels never reach ZPE
         heads.append(build_head(builder, encoder=encoder, classes=classes, sources=sources,
                                 allow_empty=allow_empty, image_features=image_features,
-                                pool_features=pool if builder == "zpe" else None,
+                                pool_features=pool if uses_images else None,
                                 name=options.get("name", spec), **{"seed": seed, **extra}))
     results = evaluate_heads(features.features, features.labels, heads, len(classes))
     report = {"format": "promptgen.eval/1", "dataset": dataset, "classes": {"count": len(classes), "hash": classes.hash,

@@ -45,6 +45,13 @@ def builder_options(function: Callable) -> Callable:
         click.option("--zpe-group", type=click.Choice(["auto", "family", "class"]), default=None,
                      help="zpe: weight templates/questions across classes, or each class's texts."),
         click.option("--waffle-count", type=int, default=None, help="waffle: random word/character pairs (15)."),
+        click.option("--scorer", default=None, help="real: frequency, clip or first (llm: use --rename FILE)."),
+        click.option("--filters", default=None, help="real, synonym-ensemble: ambiguous+subset+clip, or none."),
+        click.option("--margin", type=float, default=None, help="real: a synonym must beat the official score by this."),
+        click.option("--rename", type=click.Path(dir_okay=False), default=None,
+                     help="real: a rename map from `promptgen rename -o`."),
+        click.option("--base", default=None, help="real, synonym-ensemble: aggregate with template, cupl, dclip, "
+                                                  "pooled or zpe."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -53,7 +60,7 @@ def builder_options(function: Callable) -> Callable:
 
 def builder_kwargs(values: dict[str, Any]) -> dict[str, Any]:
     """The builder options the user set, as build_head keywords."""
-    names = ("pool", "zpe_mode", "zpe_tau", "zpe_group", "waffle_count")
+    names = ("pool", "zpe_mode", "zpe_tau", "zpe_group", "waffle_count", "scorer", "filters", "margin", "rename", "base")
     kwargs = {name: values[name] for name in names if values.get(name) is not None}
     if values.get("source_weights"):
         kwargs["source_weights"] = list(values["source_weights"])
@@ -96,7 +103,7 @@ def head_command(dataset: str, builder: str, sets: tuple[str, ...], templates: t
         raise PromptgenError(f"the {builder} builder re-ranks each image and has no single (D, C) head to write",
                              f"evaluate it with `promptgen eval {dataset} --build {builder}:SET@vN`, or write the "
                              f"static variant with --builder {builder}-static")
-    if (zpe_features or zpe_pool) and builder != "zpe":
+    if (zpe_features or zpe_pool) and builder != "zpe" and values.get("base") != "zpe":
         raise PromptgenError(f"--zpe-features/--zpe-pool are options of the zpe builder, not {builder}",
                              "drop them, or use --builder zpe")
     store = store_from(root)

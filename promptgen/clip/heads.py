@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -379,6 +380,100 @@ def _fudd(ctx: BuildContext) -> tuple[torch.Tensor, dict, Any]:
     details = {"k": k, **described, "pairs": len(pairs), "unique_sentences": int(len(reranker.vectors)),
                "failed_pairs": sum(int(s.meta.get("failed_pairs", 0)) for s in pair_sources)}
     return initial, details, reranker
+
+
+def _synonym_candidates(ctx: BuildContext) -> tuple[list, list[PromptSource]]:
+    """The candidates of the synonyms set among the sources, and the other sources (whose texts get
+    the new names); without other sources, the photo template."""
+    from promptgen.stages.synonyms import Candidate
+
+    synonyms = [s for s in ctx.sources if s.meta.get("text_kind") == "synonym"]
+    if len(synonyms) != 1:
+        raise PromptgenError(f"this builder takes one synonyms set, got {len(synonyms)}",
+                             f"make one with `promptgen synonyms {ctx.classes.dataset} --source wordnet`")
+    candidates = []
+    for c, (names, families) in enumerate(zip(synonyms[0].texts, synonyms[0].families)):
+        per_class = [Candidate(ctx.classes.names[c], ["official"])]
+        for name, family in zip(names, families):
+            if name.casefold() != ctx.classes.names[c].casefold() and \
+                    all(name.casefold() != known.name.casefold() for known in per_class):
+                per_class.append(Candidate(name, [family or "set"]))
+        candidates.append(per_class)
+    others = [s for s in ctx.sources if s is not synonyms[0]]
+    if not others:
+        from promptgen.clip.sources import source_from_templates
+
+        others = [source_from_templates("photo", ctx.classes)]
+    return candidates, others
+
+
+def _renamed_sources(ctx: BuildContext, sources: list[PromptSource], names: list[list[str]]) -> list[PromptSource]:
+    """Each source's texts with the official class name replaced by each of the class's names."""
+    from promptgen.rename import replace_name
+
+    out = []
+    for source in sources:
+        texts, families = [], []
+        for c, (class_texts, class_families) in enumerate(zip(source.texts, source.families)):
+            official = ctx.classes.names[c]
+            texts.append([replace_name(t, official, name) for name in names[c] for t in class_texts])
+            families.append([f for _ in names[c] for f in class_families])
+        out.append(PromptSource(source.name, source.kind, texts, families, {**source.meta, "renamed": True}))
+    return out
+
+
+def _delegate(ctx: BuildContext, sources: list[PromptSource], own: tuple[str, ...]) -> tuple[torch.Tensor, dict]:
+    """Aggregate renamed sources with the `base` builder (template, cupl, dclip, pooled or zpe)."""
+    base = ctx.options.get("base", "template")
+    if base not in ("template", "cupl", "dclip", "pooled", "zpe"):
+        raise PromptgenError(f"unknown base {base!r}", "use base template, cupl, dclip, pooled or zpe")
+    options = {k: v for k, v in ctx.options.items() if k not in own}
+    inner = BuildContext(ctx.encoder, ctx.classes, sources, options, ctx.image_features, ctx.pool_features)
+    weights, details, *_ = BUILDERS[base].build(inner)
+    return weights, {"base": base, **details}
+
+
+_RENAME_OPTIONS = ("scorer", "filters", "margin", "rename", "base")
+_BASE_OPTIONS = ("zpe_mode", "zpe_tau", "zpe_group", "pool", "source_weights")
+
+
+def _filters(ctx: BuildContext) -> tuple[str, ...]:
+    value = ctx.options.get("filters", "ambiguous+subset")
+    return tuple(f for f in re.split(r"[+,\s]+", value) if f and f != "none") if isinstance(value, str) else tuple(value)
+
+
+@register_builder("real", needs_set=True, options=_RENAME_OPTIONS + _BASE_OPTIONS,
+                  summary="REAL-Prompt: each class's most recognisable name (synonyms set + scorer, or a rename "
+                          "file) in the templates or descriptions (methods.md 7)")
+def _real(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
+    from promptgen.rename import choose_names, load_rename_file
+
+    candidates, others = _synonym_candidates(ctx)
+    if ctx.options.get("rename"):
+        chosen = load_rename_file(Path(ctx.options["rename"]), ctx.classes)
+        how = {"rename_file": str(ctx.options["rename"])}
+    else:
+        result = choose_names(ctx.classes, candidates, ctx.options.get("scorer", "frequency"), filters=_filters(ctx),
+                              margin=float(ctx.options.get("margin", 0.0)), encoder=ctx.encoder)
+        chosen = result.chosen
+        how = {"scorer": result.scorer, "filters": list(result.filters)}
+    weights, details = _delegate(ctx, _renamed_sources(ctx, others, [[name] for name in chosen]), _RENAME_OPTIONS)
+    renamed = {ctx.classes.names[c]: name for c, name in enumerate(chosen) if name != ctx.classes.names[c]}
+    return weights, {**how, "renamed": len(renamed), "names": renamed, **details}
+
+
+@register_builder("synonym-ensemble", needs_set=True, options=_RENAME_OPTIONS + _BASE_OPTIONS,
+                  summary="every kept name of a class (synonyms set, filtered) in every template or description, "
+                          "averaged per class (methods.md 7)")
+def _synonym_ensemble(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
+    from promptgen.rename import filter_candidates
+
+    candidates, others = _synonym_candidates(ctx)
+    verdicts = filter_candidates(ctx.classes, candidates, _filters(ctx), encoder=ctx.encoder)
+    names = [[cand.name for cand, reason in zip(per_class, reasons) if reason is None]
+             for per_class, reasons in zip(candidates, verdicts)]
+    weights, details = _delegate(ctx, _renamed_sources(ctx, others, names), _RENAME_OPTIONS)
+    return weights, {"filters": list(_filters(ctx)), "names_per_class": [len(n) for n in names], **details}
 
 
 def build_head(builder: str, *, encoder: TextEncoder, classes: ClassList, sources: list[PromptSource],

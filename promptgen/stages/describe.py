@@ -21,7 +21,7 @@ from promptgen.llm.client import LLMClient, LLMRequest, LLMRequestFailed, LLMRes
 from promptgen.parsing import DROP_REASONS, Parsed, parse_answer
 from promptgen.redact import redact
 from promptgen.sources.wordnet import gloss_sentence, load_wordnet
-from promptgen.store import Store, VersionInfo, VersionWriter, dedupe_records, make_record, now_iso
+from promptgen.store import Store, VersionInfo, VersionWriter, dedupe_records, make_record, now_iso, record_id
 from promptgen.templates import QueryTemplate
 
 __all__ = ["DescribeJob", "DescribeResult", "plan_requests", "run_describe", "describe_wordnet"]
@@ -36,6 +36,7 @@ class DescribeJob:
     set_name: str
     draw: int = 0
     answer_retries: int = 2
+    stage: str = STAGE
 
     def __post_init__(self) -> None:
         if self.template.kind != "class":
@@ -88,7 +89,7 @@ def run_describe(job: DescribeJob, client: LLMClient, store: Store, *, resume: b
         writer = store.resume_version(dataset, job.set_name, resume_version, fingerprint)
     else:
         writer = store.new_version(dataset, job.set_name, {
-            "stage": STAGE, "source": "llm", "network": True,
+            "stage": job.stage, "source": "llm", "network": True,
             "needs_api_key": client.api_key_env is not None or client.api_base is None,
             "job": fingerprint, "classes": _class_summary(job.classes), "model": client.describe(),
             "template": job.template.manifest_entry(), "sampling": job.template.sampling,
@@ -132,7 +133,12 @@ def _run(job: DescribeJob, client: LLMClient, writer: VersionWriter, requests: l
     collected = _Collector(job, client, answers, failures)
     for request in requests:
         collected.add(request)
-    kept, duplicates = dedupe_records(collected.records)
+    records = collected.records
+    if job.template.text_kind == "synonym":  # the official name is always one of a class's names
+        records = official_name_records(job.classes, job.stage) + records
+    kept, duplicates = dedupe_records(records, ignore_case=job.template.text_kind == "synonym")
+    if job.template.text_kind == "synonym":
+        kept = with_source_ids(kept)
     collected.dropped["duplicate"] += duplicates
     per_class = Counter(r["class_index"] for r in kept)
     empty_classes = [i for i in range(len(job.classes)) if per_class[i] == 0]
@@ -215,10 +221,11 @@ class _Collector:
             sample = request.sample_index if request.sample_index is not None else choice_index
             for position, text in enumerate(p.texts):
                 self.records.append(make_record(
-                    class_index=class_index, class_name=self.job.classes.names[class_index], stage=STAGE,
+                    class_index=class_index, class_name=self.job.classes.names[class_index], stage=self.job.stage,
                     kind=self.job.template.text_kind, text=text, template=self.job.template.question_id(question),
                     sample_index=sample, request_key=response.key, model=self.client.model,
-                    position=position if self.job.template.parser == "bullets" else None))
+                    position=position if self.job.template.parser in ("bullets", "list") else None,
+                    source="llm" if self.job.template.text_kind == "synonym" else None))
         return final
 
     def _account(self, response: LLMResponse, parsed: list[Parsed]) -> None:
@@ -227,6 +234,20 @@ class _Collector:
         self.prompt_tokens += response.usage.get("prompt_tokens", 0)
         self.completion_tokens += response.usage.get("completion_tokens", 0)
         self.cost_usd = None if self.cost_usd is None or response.cost_usd is None else self.cost_usd + response.cost_usd
+
+
+def with_source_ids(records: list[dict]) -> list[dict]:
+    """Names get one record per source: their ids include the source, so they stay unique."""
+    for record in records:
+        record["id"] = record_id(record["class_index"], record["class_name"], record["stage"],
+                                 f"{record.get('source')}\x00{record['text']}")
+    return records
+
+
+def official_name_records(classes: ClassList, stage: str) -> list[dict]:
+    return [make_record(class_index=i, class_name=name, stage=stage, kind="synonym", text=name, template="official",
+                        sample_index=None, request_key=None, model=None, source="official")
+            for i, name in enumerate(classes.names)]
 
 
 def _class_summary(classes: ClassList) -> dict:

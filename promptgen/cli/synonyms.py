@@ -1,0 +1,147 @@
+"""`promptgen synonyms` and `promptgen rename`: the names each class goes by, and the best one (REAL)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from promptgen.cli import emit_json, json_option, root_option, store_from
+from promptgen.cli.describe import _report
+from promptgen.cli.heads import clip_options, open_clip_model
+from promptgen.cli.llm_options import llm_options, make_client
+from promptgen.errors import ExitCode, PromptgenError
+
+COMMANDS = []
+
+
+@click.command("synonyms")
+@click.argument("dataset")
+@click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Your own class list (see `promptgen describe --help`).")
+@click.option("--source", type=click.Choice(["llm", "wordnet"]), default="wordnet", show_default=True,
+              help="wordnet: the lemmas of each class's WordNet synset (offline); llm: ask --model.")
+@click.option("--style", default="synonyms", show_default=True, help="List template for --source llm.")
+@click.option("--set", "set_name", default="synonyms", show_default=True, help="Prompt-set name.")
+@llm_options
+@root_option
+@json_option
+def synonyms_command(dataset: str, classes_file: Path | None, source: str, style: str, set_name: str,
+                     root: Path | None, as_json: bool, **values: Any) -> None:
+    """Write the names each class of DATASET goes by (official name always included) as a new version."""
+    from promptgen.stages.describe import plan_requests, run_describe
+    from promptgen.stages.synonyms import synonyms_job, synonyms_wordnet
+    from promptgen.templates import load_template
+
+    store = store_from(root)
+    classes = store.classes(dataset, classes_file)
+    if source == "wordnet":
+        if values["dry_run"]:
+            click.echo(f"wordnet source: {len(classes)} classes, 0 requests, no network, cost $0")
+            return
+        info, unmatched = synonyms_wordnet(classes, store, set_name)
+        _report(info.manifest, info.records_path, as_json)
+        if unmatched:
+            click.echo(f"{len(unmatched)} classes matched no WordNet synset and keep only their official name: "
+                       + ", ".join(repr(m.class_name) for m in unmatched[:10])
+                       + (" ..." if len(unmatched) > 10 else ""), err=True)
+        return
+    if not values["model"]:
+        raise PromptgenError("no --model given for --source llm",
+                             "name a litellm model (e.g. --model openai/gpt-4o-mini), or use --source wordnet")
+    template = load_template(style, store.root)
+    if template.text_kind != "synonym":
+        raise PromptgenError(f"template {template.ref} does not answer with names (its texts are {template.text_kind}s)",
+                             "use a list template, such as --style synonyms")
+    client = make_client(store.root, values)
+    job = synonyms_job(classes, template, set_name, draw=values["draw"], answer_retries=values["answer_retries"])
+    if values["dry_run"]:
+        estimate = client.estimate(plan_requests(job, client))
+        click.echo(f"{dataset}: {len(classes)} classes x {len(template.questions)} question(s) of {template.ref}")
+        for line in estimate.lines():
+            click.echo("  " + line)
+        click.echo("  nothing was sent (--dry-run)")
+        return
+    result = run_describe(job, client, store, resume=values["resume"], resume_version=values["resume_version"])
+    _report(result.manifest, result.info.records_path, as_json)
+    if result.failures:
+        click.echo(f"warning: {len(result.failures)} class(es) got no usable list; they keep their official name "
+                   f"(listed under 'failures' in {result.info.manifest_path})", err=True)
+        raise SystemExit(ExitCode.PARTIAL)
+
+
+@click.command("rename")
+@click.argument("dataset")
+@click.option("--set", "set_ref", default="synonyms", show_default=True, help="Synonyms set SET[@vN].")
+@click.option("--scorer", default="frequency", show_default=True,
+              help="frequency (wordfreq), clip (self-consistency margin), llm (rated by --model), first (official).")
+@click.option("--filters", default="ambiguous,subset", show_default=True,
+              help="Comma-separated: ambiguous (another class's name or synonym), subset (words inside the "
+                   "official name), clip (nearer another class); 'none' for no filter.")
+@click.option("--margin", type=float, default=0.0, show_default=True,
+              help="Rename only when a synonym's score beats the official name's by more than this.")
+@click.option("--limit", type=int, default=20, show_default=True, help="Renamed classes to print (0: all).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the rename map (every candidate with its score and verdict) as JSON, for `real` heads.")
+@click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path))
+@clip_options
+@llm_options
+@root_option
+@json_option
+def rename_command(dataset: str, set_ref: str, scorer: str, filters: str, margin: float, limit: int,
+                   output: Path | None, classes_file: Path | None, clip_model: str, pretrained: str, seed: int,
+                   device: str, root: Path | None, as_json: bool, **values: Any) -> None:
+    """Choose each class's most recognisable name from a synonyms set and print the rename table."""
+    from promptgen.rename import FILTERS, SCORERS, choose_names
+    from promptgen.stages.synonyms import load_candidates
+
+    store = store_from(root)
+    classes = store.classes(dataset, classes_file)
+    if scorer not in SCORERS:
+        raise PromptgenError(f"unknown scorer {scorer!r}", f"scorers: {', '.join(sorted(SCORERS))}")
+    chosen_filters = tuple(f.strip() for f in filters.split(",") if f.strip() and f.strip() != "none")
+    unknown = sorted(set(chosen_filters) - set(FILTERS))
+    if unknown:
+        raise PromptgenError(f"unknown filter(s) {', '.join(unknown)}", f"filters: {', '.join(FILTERS)}, or none")
+    candidates, info = load_candidates(store, set_ref, classes)
+    encoder = client = None
+    if scorer == "clip" or "clip" in chosen_filters:
+        from promptgen.clip.embed import TextEncoder
+        from promptgen.paths import cache_dir
+
+        encoder = TextEncoder(open_clip_model(store.root, clip_model, pretrained, seed, device), cache_dir(store.root))
+    if scorer == "llm":
+        if not values["model"]:
+            raise PromptgenError("the llm scorer needs --model", "e.g. --model openai/gpt-4o-mini")
+        client = make_client(store.root, values)
+        client.check_credentials()
+    result = choose_names(classes, candidates, scorer, filters=chosen_filters, margin=margin, encoder=encoder,
+                          client=client, root=store.root)
+    report = {**result.to_json(), "dataset": dataset, "set": str(info.ref)}
+    if output:
+        from promptgen.fileio import atomic_write_text
+
+        output.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(output, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+    if as_json:
+        emit_json(report)
+        return
+    renamed = result.renamed
+    click.echo(f"{dataset}: {len(renamed)} of {len(classes)} classes renamed by {scorer} "
+               f"(filters: {', '.join(chosen_filters) or 'none'}; names from {info.ref})")
+    shown = renamed if limit == 0 else renamed[:limit]
+    if shown:
+        width = max(len(r["official"]) for r in shown)
+        for row in shown:
+            scores = {c["name"]: c["score"] for c in row["candidates"]}
+            click.echo(f"  {row['official'].ljust(width)} -> {row['chosen']}  "
+                       f"({scores[row['official']]:.2f} -> {scores[row['chosen']]:.2f})")
+        if len(renamed) > len(shown):
+            click.echo(f"  ... and {len(renamed) - len(shown)} more (--limit 0 shows all, --json every candidate)")
+    if output:
+        click.echo(f"wrote {output}")
+
+
+COMMANDS += [synonyms_command, rename_command]

@@ -1,0 +1,242 @@
+"""Choosing each class's most recognisable name (REAL-Prompt, methods.md section 7).
+
+Candidates come from a synonyms set (the official name always among them). Optional filters drop
+a candidate that another class also goes by (`ambiguous`), whose words are all inside the
+official name's ("honda" for "honda accord", `subset`), or whose "a photo of a {name}." is nearer
+another class's "a photo of a {class}." than its own (`clip`). A named scorer rates the rest and the
+best wins, the official name on ties:
+
+- `first`: the official name (the baseline);
+- `frequency`: wordfreq's Zipf frequency of the name in English, which combines the words of a
+  multi-word name (an offline stand-in for REAL's caption counts);
+- `clip`: the self-consistency margin, cosine to its own class's prompt minus the best other;
+- `llm`: the commonness an LLM gives each name (1-10), asked once per class.
+
+The result keeps every candidate's score and verdict, so a reader can see why a name won.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from promptgen.classes import ClassList
+from promptgen.errors import PromptgenError
+from promptgen.stages.synonyms import Candidate
+
+__all__ = ["SCORERS", "FILTERS", "register_scorer", "list_scorers", "choose_names", "filter_candidates",
+           "load_rename_file", "RenameResult", "replace_name", "RENAME_FORMAT"]
+
+RENAME_FORMAT = "promptgen.rename/1"
+FILTERS = ("ambiguous", "subset", "clip")
+CLIP_TEMPLATE = "a photo of a {c}."
+
+
+@dataclass
+class ScoreContext:
+    classes: ClassList
+    candidates: list[list[Candidate]]
+    encoder: Any = None          # a TextEncoder, for the clip filter and scorer
+    client: Any = None           # an LLMClient, for the llm scorer
+    root: Any = None
+    _margins: list[list[float]] | None = None
+
+    def margins(self) -> list[list[float]]:
+        """Per candidate: cos(e(photo of name), e(photo of own class)) - max over other classes."""
+        if self._margins is None:
+            if self.encoder is None:
+                raise PromptgenError("the clip filter and scorer need a CLIP model",
+                                     "give --clip-model/--pretrained (the tiny config works for a dry look)")
+            official = self.encoder.encode_normalized([CLIP_TEMPLATE.replace("{c}", c) for c in self.classes.names])
+            flat = [CLIP_TEMPLATE.replace("{c}", cand.name) for per_class in self.candidates for cand in per_class]
+            similarity = self.encoder.encode_normalized(flat) @ official.T
+            margins, row = [], 0
+            for c, per_class in enumerate(self.candidates):
+                own = []
+                for _ in per_class:
+                    values = similarity[row].clone()
+                    mine = float(values[c])
+                    values[c] = -2.0
+                    own.append(mine - float(values.max()) if len(values) > 1 else mine)
+                    row += 1
+                margins.append(own)
+            self._margins = margins
+        return self._margins
+
+
+@dataclass
+class Scorer:
+    name: str
+    score: Callable[[ScoreContext], list[list[float]]]
+    summary: str
+
+
+SCORERS: dict[str, Scorer] = {}
+
+
+def register_scorer(name: str, summary: str) -> Callable:
+    def decorator(function: Callable) -> Callable:
+        SCORERS[name] = Scorer(name, function, summary)
+        return function
+    return decorator
+
+
+def list_scorers() -> list[str]:
+    return sorted(SCORERS)
+
+
+@register_scorer("first", "the official name (baseline)")
+def _first(ctx: ScoreContext) -> list[list[float]]:
+    return [[1.0 if cand.official else 0.0 for cand in per_class] for per_class in ctx.candidates]
+
+
+@register_scorer("frequency", "Zipf word frequency of the name in English (wordfreq), words combined")
+def _frequency(ctx: ScoreContext) -> list[list[float]]:
+    try:
+        from wordfreq import zipf_frequency
+    except ImportError:  # pragma: no cover - a dependency of promptgen
+        raise PromptgenError("the frequency scorer needs the wordfreq package", "pip install wordfreq") from None
+    return [[float(zipf_frequency(cand.name, "en")) for cand in per_class] for per_class in ctx.candidates]
+
+
+@register_scorer("clip", "self-consistency margin: the name's prompt is nearest its own class by how much")
+def _clip(ctx: ScoreContext) -> list[list[float]]:
+    return ctx.margins()
+
+
+@register_scorer("llm", "commonness 1-10 rated by an LLM, one question per class (template name-commonness)")
+def _llm(ctx: ScoreContext) -> list[list[float]]:
+    if ctx.client is None:
+        raise PromptgenError("the llm scorer needs a model", "give --model (and --api-base for a local server)")
+    from promptgen.parsing import parse_ratings
+    from promptgen.templates import load_template
+
+    template = load_template("name-commonness", ctx.root)
+    question = template.questions[0]
+    requests = []
+    for c, per_class in enumerate(ctx.candidates):
+        names = "\n".join(f"- {cand.name}" for cand in per_class)
+        messages = template.render(question, ctx.classes.names[c], extra={"names": names})
+        requests += ctx.client.plan(messages, template.sampling, tag=(c,))
+    answers: dict[int, str] = {}
+
+    def on_answer(request, response):
+        answers[request.tag[0]] = response.choices[0].get("text") if response.choices else ""
+
+    ctx.client.run(requests, on_answer, description="rating names")
+    scores = []
+    for c, per_class in enumerate(ctx.candidates):
+        ratings = parse_ratings(answers.get(c, ""))
+        scores.append([float(ratings.get(cand.name.casefold(), 0.0)) for cand in per_class])
+    return scores
+
+
+def _tokens(name: str) -> set[str]:
+    return set(re.findall(r"[^\W_]+", name.casefold()))
+
+
+def filter_candidates(classes: ClassList, candidates: list[list[Candidate]], filters: tuple[str, ...], *,
+                      encoder: Any = None) -> list[list[str | None]]:
+    """Why each candidate is dropped (None: kept)."""
+    return _filter(ScoreContext(classes, candidates, encoder), filters)
+
+
+def load_rename_file(path: Path, classes: ClassList) -> list[str]:
+    """The chosen names of a file written by `promptgen rename -o` (checked against the classes)."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PromptgenError(f"cannot read rename file {path} ({exc})", "write one with `promptgen rename -o`") from None
+    rows = data.get("rows") if isinstance(data, dict) and data.get("format") == RENAME_FORMAT else None
+    if not isinstance(rows, list) or [r.get("official") for r in rows] != list(classes.names):
+        raise PromptgenError(f"{path} is not a rename file for {classes.dataset}'s classes",
+                             f"write one with `promptgen rename {classes.dataset} -o FILE`")
+    return [str(r["chosen"]) for r in rows]
+
+
+def _filter(ctx: ScoreContext, filters: tuple[str, ...]) -> list[list[str | None]]:
+    """The reason each candidate is dropped, or None; the official name is never dropped."""
+    unknown = sorted(set(filters) - set(FILTERS))
+    if unknown:
+        raise PromptgenError(f"unknown filter(s) {', '.join(unknown)}", f"filters: {', '.join(FILTERS)}")
+    owners: dict[str, set[int]] = {}
+    for c, per_class in enumerate(ctx.candidates):
+        for cand in per_class:
+            owners.setdefault(cand.name.casefold(), set()).add(c)
+    margins = ctx.margins() if "clip" in filters else None
+    verdicts = []
+    for c, per_class in enumerate(ctx.candidates):
+        official = ctx.classes.names[c]
+        row = []
+        for k, cand in enumerate(per_class):
+            reason = None
+            if cand.official:
+                pass
+            elif "ambiguous" in filters and owners[cand.name.casefold()] - {c}:
+                others = sorted(owners[cand.name.casefold()] - {c})
+                reason = "ambiguous: also " + ", ".join(repr(ctx.classes.names[o]) for o in others[:3])
+            elif "subset" in filters and _tokens(cand.name) <= _tokens(official):
+                reason = f"subset of {official!r}"
+            elif margins is not None and margins[c][k] <= 0:
+                reason = f"clip: nearer another class ({margins[c][k]:+.3f})"
+            row.append(reason)
+        verdicts.append(row)
+    return verdicts
+
+
+@dataclass
+class RenameResult:
+    scorer: str
+    filters: tuple[str, ...]
+    rows: list[dict] = field(default_factory=list)
+
+    @property
+    def chosen(self) -> list[str]:
+        return [row["chosen"] for row in self.rows]
+
+    @property
+    def renamed(self) -> list[dict]:
+        return [row for row in self.rows if row["renamed"]]
+
+    def to_json(self) -> dict:
+        return {"format": RENAME_FORMAT, "scorer": self.scorer, "filters": list(self.filters),
+                "classes": len(self.rows), "renamed": len(self.renamed), "rows": self.rows}
+
+
+def choose_names(classes: ClassList, candidates: list[list[Candidate]], scorer: str = "frequency", *,
+                 filters: tuple[str, ...] = ("ambiguous", "subset"), margin: float = 0.0, encoder: Any = None,
+                 client: Any = None, root: Any = None) -> RenameResult:
+    """The winning name of each class, with every candidate's score and verdict. A synonym wins only
+    when its score beats the official name's by more than `margin`."""
+    if scorer not in SCORERS:
+        raise PromptgenError(f"unknown scorer {scorer!r}", f"scorers: {', '.join(list_scorers())}")
+    if len(candidates) != len(classes):
+        raise PromptgenError(f"{len(candidates)} candidate lists for {len(classes)} classes", "one list per class")
+    ctx = ScoreContext(classes, candidates, encoder, client, root)
+    verdicts = _filter(ctx, tuple(filters))
+    scores = SCORERS[scorer].score(ctx)
+    result = RenameResult(scorer, tuple(filters))
+    for c, per_class in enumerate(candidates):
+        official_score = next(s for cand, s in zip(per_class, scores[c]) if cand.official)
+        best, best_score = classes.names[c], official_score
+        for cand, score, reason in zip(per_class, scores[c], verdicts[c]):
+            if reason is None and not cand.official and score > best_score and score - official_score > margin:
+                best, best_score = cand.name, score
+        result.rows.append({
+            "class_index": c, "official": classes.names[c], "chosen": best, "renamed": best != classes.names[c],
+            "candidates": [{"name": cand.name, "sources": cand.sources, "score": round(float(score), 6),
+                            "rejected": reason} for cand, score, reason in zip(per_class, scores[c], verdicts[c])]})
+    return result
+
+
+def replace_name(text: str, official: str, name: str) -> str:
+    """`text` with every mention of the official class name (whole phrase, any case) replaced."""
+    if official == name:
+        return text
+    from promptgen.parsing import name_pattern
+
+    return name_pattern(official).sub(lambda _: name, text)

@@ -1,0 +1,104 @@
+"""Synonyms stage: the names each class goes by (REAL, methods.md section 7).
+
+Two sources write the same kind of set, `prompts/<dataset>/synonyms/vN.jsonl`, one record per
+(class, name, source): `llm` asks a list question (template `synonyms`, parsed by the `list`
+parser) through the describe machinery, so caching, retries, resume and cost work the same;
+`wordnet` takes the lemmas of the class's WordNet synset, offline. The official name is always a
+record of its class (source `official`); names are stored as written and compared ignoring case.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from promptgen.classes import ClassList
+from promptgen.parsing import DROP_REASONS
+from promptgen.sources.wordnet import load_wordnet
+from promptgen.stages.describe import DescribeJob, official_name_records, with_source_ids
+from promptgen.store import SetRef, Store, VersionInfo, dedupe_records, make_record
+from promptgen.templates import QueryTemplate
+
+__all__ = ["STAGE", "Candidate", "synonyms_job", "synonyms_wordnet", "load_candidates"]
+
+STAGE = "synonyms"
+
+
+@dataclass
+class Candidate:
+    """One name of a class, with every source that gave it (the first spelling seen is kept)."""
+
+    name: str
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def official(self) -> bool:
+        return "official" in self.sources
+
+
+def synonyms_job(classes: ClassList, template: QueryTemplate, set_name: str = "synonyms", *, draw: int = 0,
+                 answer_retries: int = 2) -> DescribeJob:
+    """The LLM route: a describe job with a list template, whose records are names."""
+    return DescribeJob(classes, template, set_name, draw=draw, answer_retries=answer_retries, stage=STAGE)
+
+
+def synonyms_wordnet(classes: ClassList, store: Store, set_name: str = "synonyms") -> tuple[VersionInfo, list]:
+    """The lemmas of each class's WordNet synset. Returns the version and the unmatched classes."""
+    wordnet = load_wordnet()
+    matches = wordnet.match(classes)
+    records = official_name_records(classes, STAGE)
+    for m in matches:
+        if m.synset is None:
+            continue
+        for position, lemma in enumerate(m.synset.lemmas):
+            records.append(make_record(class_index=m.class_index, class_name=m.class_name, stage=STAGE,
+                                       kind="synonym", text=lemma, template="wordnet/lemmas", sample_index=None,
+                                       request_key=None, model=None, source="wordnet", wnid=m.synset.wnid,
+                                       position=position))
+    records.sort(key=lambda r: (r["class_index"], r["source"] != "official"))
+    kept, duplicates = dedupe_records(records, ignore_case=True)
+    kept = with_source_ids(kept)
+    unmatched = [m for m in matches if m.synset is None]
+    per_class = Counter(r["class_index"] for r in kept)
+    manifest = {
+        "stage": STAGE, "source": "wordnet", "network": False, "needs_api_key": False, "model": None,
+        "knowledge_source": wordnet.source, "text_kind": "synonym",
+        "classes": {"count": len(classes), "hash": classes.hash, "source": classes.source},
+        "template": {"name": "wordnet", "ref": "wordnet/lemmas", "description": "the lemmas of the class's synset"},
+        "counts": {"records": len(kept), "classes": len(classes),
+                   "classes_with_other_names": sum(1 for c in range(len(classes)) if per_class[c] > 1),
+                   "classes_without_texts": 0, "unmatched": len(unmatched)},
+        "dropped": {reason: (duplicates if reason == "duplicate" else 0) for reason in DROP_REASONS},
+        "tokens": {"prompt": 0, "completion": 0}, "cost_usd": 0.0,
+        "classes_without_synonyms": [{"class_index": m.class_index, "class_name": m.class_name, "reason": "no synset"}
+                                     for m in unmatched],
+        "matching": [m.to_json() for m in matches],
+    }
+    return store.write_version(classes.dataset, set_name, kept, manifest, classes=classes), unmatched
+
+
+def load_candidates(store: Store, ref: str, classes: ClassList) -> tuple[list[list[Candidate]], VersionInfo]:
+    """Each class's names from a synonyms set (official name first), merged across sources."""
+    from promptgen.errors import PromptgenError
+    from promptgen.store import describe_class_mismatch
+
+    info = store.resolve(SetRef.parse(ref, None if "/" in ref else classes.dataset))
+    if info.manifest.get("text_kind") != "synonym":
+        raise PromptgenError(f"{info.ref} is not a synonyms set (its texts are {info.manifest.get('text_kind')}s)",
+                             f"make one with `promptgen synonyms {classes.dataset} --source wordnet|llm`")
+    recorded = info.manifest.get("classes", {}).get("hash")
+    if info.dataset != classes.dataset or (recorded and recorded != classes.hash):
+        names = sorted({r["class_name"] for r in store.read_records(info)})
+        raise PromptgenError(f"{info.ref} was made for another class list than {classes.dataset}'s: "
+                             + describe_class_mismatch(classes.names, names),
+                             f"make a synonyms set for {classes.dataset}")
+    candidates: list[list[Candidate]] = [[Candidate(name, ["official"])] for name in classes.names]
+    for record in store.read_records(info):
+        own = candidates[record["class_index"]]
+        source = record.get("source") or "llm"
+        existing = next((c for c in own if c.name.casefold() == record["text"].casefold()), None)
+        if existing is None:
+            own.append(Candidate(record["text"], [source]))
+        elif source not in existing.sources:
+            existing.sources.append(source)
+    return candidates, info
