@@ -449,6 +449,10 @@ def _real(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
     from promptgen.rename import choose_names, load_rename_file
 
     candidates, others = _synonym_candidates(ctx)
+    if ctx.options.get("scorer") == "llm" and not ctx.options.get("rename"):
+        raise PromptgenError("the real builder does not ask an LLM itself",
+                             f"run `promptgen rename {ctx.classes.dataset} --scorer llm --model ... -o names.json`, "
+                             f"then build with rename=names.json")
     if ctx.options.get("rename"):
         chosen = load_rename_file(Path(ctx.options["rename"]), ctx.classes)
         how = {"rename_file": str(ctx.options["rename"])}
@@ -457,9 +461,11 @@ def _real(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
                               margin=float(ctx.options.get("margin", 0.0)), encoder=ctx.encoder)
         chosen = result.chosen
         how = {"scorer": result.scorer, "filters": list(result.filters)}
-    weights, details = _delegate(ctx, _renamed_sources(ctx, others, [[name] for name in chosen]), _RENAME_OPTIONS)
+    synonyms = [src.name for src in ctx.sources if src.meta.get("text_kind") == "synonym"]
+    ctx.sources = _renamed_sources(ctx, others, [[name] for name in chosen])  # the texts the head is made of
+    weights, details = _delegate(ctx, ctx.sources, _RENAME_OPTIONS)
     renamed = {ctx.classes.names[c]: name for c, name in enumerate(chosen) if name != ctx.classes.names[c]}
-    return weights, {**how, "renamed": len(renamed), "names": renamed, **details}
+    return weights, {"synonyms": synonyms[0], **how, "renamed": len(renamed), "names": renamed, **details}
 
 
 @register_builder("synonym-ensemble", needs_set=True, options=_RENAME_OPTIONS + _BASE_OPTIONS,
@@ -472,8 +478,11 @@ def _synonym_ensemble(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
     verdicts = filter_candidates(ctx.classes, candidates, _filters(ctx), encoder=ctx.encoder)
     names = [[cand.name for cand, reason in zip(per_class, reasons) if reason is None]
              for per_class, reasons in zip(candidates, verdicts)]
-    weights, details = _delegate(ctx, _renamed_sources(ctx, others, names), _RENAME_OPTIONS)
-    return weights, {"filters": list(_filters(ctx)), "names_per_class": [len(n) for n in names], **details}
+    synonyms = [src.name for src in ctx.sources if src.meta.get("text_kind") == "synonym"]
+    ctx.sources = _renamed_sources(ctx, others, names)
+    weights, details = _delegate(ctx, ctx.sources, _RENAME_OPTIONS)
+    return weights, {"synonyms": synonyms[0], "filters": list(_filters(ctx)), "names": names,
+                     "names_per_class": [len(n) for n in names], **details}
 
 
 def build_head(builder: str, *, encoder: TextEncoder, classes: ClassList, sources: list[PromptSource],
