@@ -154,6 +154,8 @@ def parse_name_list(answer: str | None, *, max_chars: int = 80) -> Parsed:
         name = _MARKUP.sub(r"\2", item.strip())
         name = _SCIENTIFIC_HINT.sub("", name)
         name = _EXPLANATION.sub("", name).strip().strip("\"'“”‘’.,;").strip()
+        if name.endswith(")") and "(" not in name:  # the rest of "(Latin: Felis catus)"
+            name = name[:-1].strip()
         name = normalise(name)
         if not name:
             parsed.dropped["empty"] += 1

@@ -59,14 +59,16 @@ def synonyms_wordnet(classes: ClassList, store: Store, set_name: str = "synonyms
     kept, duplicates = dedupe_records(records, ignore_case=True)
     kept = with_source_ids(kept)
     unmatched = [m for m in matches if m.synset is None]
-    per_class = Counter(r["class_index"] for r in kept)
+    names_per_class = Counter()
+    for c, name in {(r["class_index"], r["text"].casefold()) for r in kept}:
+        names_per_class[c] += 1
     manifest = {
         "stage": STAGE, "source": "wordnet", "network": False, "needs_api_key": False, "model": None,
         "knowledge_source": wordnet.source, "text_kind": "synonym",
         "classes": {"count": len(classes), "hash": classes.hash, "source": classes.source},
         "template": {"name": "wordnet", "ref": "wordnet/lemmas", "description": "the lemmas of the class's synset"},
         "counts": {"records": len(kept), "classes": len(classes),
-                   "classes_with_other_names": sum(1 for c in range(len(classes)) if per_class[c] > 1),
+                   "classes_with_other_names": sum(1 for c in range(len(classes)) if names_per_class[c] > 1),
                    "classes_without_texts": 0, "unmatched": len(unmatched)},
         "dropped": {reason: (duplicates if reason == "duplicate" else 0) for reason in DROP_REASONS},
         "tokens": {"prompt": 0, "completion": 0}, "cost_usd": 0.0,
