@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from promptgen.classes import ClassList
+from promptgen.classes import ClassList, load_dataset
 from promptgen.errors import PromptgenError
 from promptgen.llm.fake_server import FakeLLMServer
 from promptgen.parsing import parse_name_list, parse_ratings
@@ -578,3 +578,18 @@ def test_replace_name_whole_phrase_any_case():
         "A photo of a white shark; great white sharks and a white shark."
     assert replace_name("a photo of a cat.", "cat", "cat") == "a photo of a cat."
     assert replace_name("a photo of a tomcat.", "cat", "kitty") == "a photo of a tomcat."
+
+
+def test_llm_synonyms_from_the_default_fake_server(cli, fake_llm, root):
+    """The fake server answers REAL's list question with a numbered list, so the README's LLM-free
+    trial works end to end: every class keeps its official name and gains the listed ones."""
+    result = cli("synonyms", "cifar10", "--source", "llm", "--model", "openai/test", "--api-base", fake_llm.url,
+                 "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert fake_llm.request_count == 10
+    path = root / "prompts" / "cifar10" / "synonyms" / "v1.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for index, name in enumerate(load_dataset("cifar10").names):
+        mine = [r for r in rows if r["class_index"] == index]
+        assert [r["source"] for r in mine if r["text"] == name] == ["official", "llm"]
+        assert len({r["text"].casefold() for r in mine}) == 3

@@ -15,7 +15,7 @@ from promptgen.errors import ExitCode, PromptgenError
 from promptgen.paths import resolve_root
 from promptgen.redact import redact
 
-__all__ = ["main", "root_option", "json_option", "emit_json", "store_from"]
+__all__ = ["main", "root_option", "json_option", "emit_json", "store_from", "write_json_file"]
 
 
 class _RedactingFilter(logging.Filter):
@@ -53,6 +53,14 @@ def json_option(function: Callable) -> Callable:
 
 def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+def write_json_file(path: Path, value: Any) -> None:
+    """A report written atomically (a reader never sees half of it), its folder created."""
+    from promptgen.fileio import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(value, ensure_ascii=False, indent=1) + "\n")
 
 
 def store_from(root: Path | None):

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from promptgen.cli import emit_json, json_option, root_option, store_from
+from promptgen.cli import emit_json, json_option, root_option, store_from, write_json_file
 from promptgen.cli.heads import clip_options, open_clip_model
 
 COMMANDS = []
@@ -165,10 +165,7 @@ def eval_command(dataset: str, images_spec: str | None, features_file: Path | No
               "heads": [{**result, "info": {k: v for k, v in head.info.items() if k not in ("classes", "prompt_counts")}}
                         for result, head in zip(results, heads)]}
     if output:
-        from promptgen.fileio import atomic_write_text
-
-        output.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(output, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+        write_json_file(output, report)
     if as_json:
         emit_json(report)
         return

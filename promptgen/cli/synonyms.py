@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from promptgen.cli import emit_json, json_option, root_option, store_from
+from promptgen.cli import emit_json, json_option, root_option, store_from, write_json_file
 from promptgen.cli.describe import _report
 from promptgen.cli.heads import clip_options, open_clip_model
 from promptgen.cli.llm_options import llm_options, make_client
@@ -121,10 +120,7 @@ def rename_command(dataset: str, set_ref: str, scorer: str, filters: str, margin
                           client=client, root=store.root)
     report = {**result.to_json(), "dataset": dataset, "set": str(info.ref)}
     if output:
-        from promptgen.fileio import atomic_write_text
-
-        output.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(output, json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+        write_json_file(output, report)
     if as_json:
         emit_json(report)
         return

@@ -71,6 +71,7 @@ def _subject(prompt: str) -> str:
 
 
 _PAIR_QUESTION = re.compile(r"^Object 1: (?P<first>.+)\n(?:.*\n)*?Object 2: (?P<second>.+)$", re.MULTILINE)
+_LIST_QUESTION = re.compile(r"ways of referring to (?:an? )?(?P<name>.+?)\? Give me a numbered list")
 PAIR_ATTRIBUTES = ("ear shape", "coat colour", "tail length", "body size", "snout length", "leg length",
                    "pattern", "texture")
 
@@ -106,6 +107,12 @@ def default_answer(messages: list[dict], index: int) -> str:
     if pair is not None:
         return pair_answer(*pair, index)
     prompt = messages[-1].get("content", "") if messages else ""
+    listed = _LIST_QUESTION.search(prompt)
+    if listed:  # a synonyms question: a numbered list of names, the class itself first
+        name = listed["name"].strip().strip('"')
+        h = _digest(name, index)
+        extra = [f"{WORDS[int(h[2 * k: 2 * k + 2], 16) % len(WORDS)]} {name.split()[-1]}" for k in range(2)]
+        return "\n".join(f"{n}. {item}" for n, item in enumerate(dict.fromkeys([name, *extra]), 1))
     h = _digest(messages, index)
     picks = [WORDS[int(h[2 * k: 2 * k + 2], 16) % len(WORDS)] for k in range(6)]
     if prompt.rstrip().endswith("-"):
