@@ -118,18 +118,22 @@ def parse_answer(answer: str | None, parser: str = "sentence", *, append: str = 
 
 # -- name lists (synonyms stage) -----------------------------------------------------------------
 
-_LIST_ITEM = re.compile(r"^\s*(?:[-*•–]|\(?\d{1,3}[.):]|[a-z][.)])\s+(.*)$")
-_MARKUP = re.compile(r"(\*\*|__|\*|_|`)(.+?)\1")
+_LIST_ITEM = re.compile(r"^\s*(?:[-*•–—]|\(?\d{1,3}[.):]|[a-z][.)])\s+(.*)$")
+_MARKUP = re.compile(r"(?<![\w*`])(\*\*|__|\*|_|`)(?=\S)(.+?)(?<=\S)\1(?![\w*`])")
+_HEADING = re.compile(r"^\s*#+\s*")
 _EXPLANATION = re.compile(r"\s+(?:[-–—:]|\()\s*.*$|:\s.*$")
-_SCIENTIFIC_HINT = re.compile(r"^\(?(?:scientific name|latin|binomial)[:\s]+", re.IGNORECASE)
+_SCIENTIFIC_HINT = re.compile(r"^\(?(?:scientific|latin|binomial|botanical)(?:\s+name)?\s*[:\-]\s*", re.IGNORECASE)
+_LEAD_IN = re.compile(r"^[^:]{0,80}:\s+(?=\S)")
+_NOTE = re.compile(r"^\(?\s*(?:note|nb|n\.b\.|these|this|i hope|hope this|let me know)\b", re.IGNORECASE)
 MAX_NAME_WORDS = 8
 
 
 def parse_name_list(answer: str | None, *, max_chars: int = 80) -> Parsed:
     """Names from a list answer ("1. ATM", "- cash machine: a machine that ...", "*Canis lupus*",
     "ATM, cash machine, cashpoint"): numbering, bullets, markup, quotes and explanations after a
-    dash, colon or parenthesis are removed; lead-in lines ("Here are some ...:") are skipped; a
-    name is kept as written and repeats are found ignoring case."""
+    dash, colon or parenthesis are removed; lead-in lines ("Here are some ...:"), headings and
+    closing remarks are skipped (when the answer is a list, every unmarked line is); a name is kept
+    as written and repeats are found ignoring case."""
     parsed = Parsed()
     lines = [line for line in (answer or "").splitlines() if line.strip()]
     if not lines:
@@ -138,17 +142,22 @@ def parse_name_list(answer: str | None, *, max_chars: int = 80) -> Parsed:
     if is_refusal(normalise(lines[0])) and len(lines) == 1:
         parsed.dropped["refusal"] += 1
         return parsed
+    is_list = sum(1 for line in lines if _LIST_ITEM.match(line)) >= 1
     items = []
     for line in lines:
         match = _LIST_ITEM.match(line)
+        plain = _MARKUP.sub(r"\2", _HEADING.sub("", line)).strip()
         if match:
-            items.append(match.group(1))
-        elif line.rstrip().endswith(":") or _PREAMBLE.match(line.strip()) or is_refusal(normalise(line)):
+            items += _split_names(match.group(1))
+        elif is_list or plain.endswith((":", "!", "?")) or _HEADING.match(line) or _NOTE.match(plain) \
+                or is_refusal(normalise(plain)):
             parsed.dropped["unparsed"] += 1
-        elif len(lines) == 1 and ("," in line or ";" in line):
-            items += re.split(r"[,;]", line)
+        elif _PREAMBLE.match(plain) and _LEAD_IN.match(plain):  # "Here are some names: ATM, cash machine"
+            items += _split_names(_LEAD_IN.sub("", plain))
+        elif _PREAMBLE.match(plain):
+            parsed.dropped["unparsed"] += 1
         else:
-            items.append(line)
+            items += _split_names(plain)
     seen: set[str] = set()
     for item in items:
         name = _MARKUP.sub(r"\2", item.strip())
@@ -156,10 +165,14 @@ def parse_name_list(answer: str | None, *, max_chars: int = 80) -> Parsed:
         name = _EXPLANATION.sub("", name).strip().strip("\"'“”‘’.,;").strip()
         if name.endswith(")") and "(" not in name:  # the rest of "(Latin: Felis catus)"
             name = name[:-1].strip()
+        if name.startswith("(") and name.endswith(")"):
+            name = name[1:-1].strip()
         name = normalise(name)
         if not name:
             parsed.dropped["empty"] += 1
         elif not _TWO_LETTERS.search(name) and not re.search(r"[^\W\d_]", name):
+            parsed.dropped["unparsed"] += 1
+        elif name.endswith((":", "!", "?")) or _NOTE.match(name):
             parsed.dropped["unparsed"] += 1
         elif len(name) > max_chars or len(name.split()) > MAX_NAME_WORDS:
             parsed.dropped["too_long"] += 1
@@ -171,23 +184,58 @@ def parse_name_list(answer: str | None, *, max_chars: int = 80) -> Parsed:
     return parsed
 
 
-def parse_ratings(answer: str | None) -> dict[str, float]:
-    """Ratings of names from a JSON object {"name": 7, ...} or lines "name: 7" / "1. name - 7/10";
-    keys are compared ignoring case."""
+def _split_names(text: str) -> list[str]:
+    """"kitty, kitty cat" and "ATM / cashpoint" are two names; a comma inside parentheses is not a split."""
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        depth += ch == "("
+        depth -= ch == ")" and depth > 0
+        if depth == 0 and ch in ",;":
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    return [piece for part in parts for piece in re.split(r"\s+/\s+", part) if piece.strip()]
+
+
+def parse_ratings(answer: str | None, low: float = 1.0, high: float = 10.0) -> dict[str, float]:
+    """Ratings of names, keys compared ignoring case, from a JSON object {"name": 7} (numbers or
+    numeric strings; a cut-off object keeps its complete entries), a list of {"name", "score"}
+    objects, or lines "name: 7" / "1. name - 7/10" / "name (7)". Values outside [low, high] are dropped."""
     text = answer or ""
-    value, whole, _ = _decode_json(text) if ("{" in text or "[" in text) else (None, False, None)
     ratings: dict[str, float] = {}
+
+    def add(name: object, score: object) -> None:
+        try:
+            value = float(score) if not isinstance(score, bool) else None
+        except (TypeError, ValueError):
+            return
+        if value is not None and low <= value <= high:
+            ratings[normalise(_MARKUP.sub(r"\2", str(name))).strip("\"'“”").casefold()] = value
+
+    value, whole, _ = _decode_json(text) if ("{" in text or "[" in text) else (None, False, None)
     if whole and isinstance(value, dict):
         for key, score in value.items():
-            if isinstance(score, (int, float)) and not isinstance(score, bool):
-                ratings[normalise(str(key)).casefold()] = float(score)
-        if ratings:
-            return ratings
+            add(key, score)
+    elif whole and isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict):
+                name = next((item[k] for k in ("name", "synonym", "term") if k in item), None)
+                score = next((item[k] for k in ("score", "rating", "commonness") if k in item), None)
+                if name is not None:
+                    add(name, score)
+    if ratings:
+        return ratings
+    for name, score in re.findall(r'"([^"\n]+)"\s*:\s*"?(\d+(?:\.\d+)?)', text):  # a cut-off JSON object
+        add(name, score)
+    if ratings:
+        return ratings
     for line in text.splitlines():
-        match = re.match(r"^\s*(?:[-*•]|\d{1,3}[.)])?\s*(.+?)\s*[:=\-–—]\s*(\d+(?:\.\d+)?)\s*(?:/\s*10)?\s*$", line)
+        match = re.match(r"^\s*(?:[-*•]|\d{1,3}[.)])?\s*(.+?)\s*(?:[:=\-–—]\s*|\()(\d+(?:\.\d+)?)\s*(?:/\s*10)?\)?\s*$",
+                         line)
         if match:
-            name = _MARKUP.sub(r"\2", match.group(1)).strip().strip("\"'“”")
-            ratings[normalise(name).casefold()] = float(match.group(2))
+            add(match.group(1), match.group(2))
     return ratings
 
 

@@ -27,6 +27,7 @@ from promptgen.errors import PromptgenError
 from promptgen.stages.synonyms import Candidate
 
 __all__ = ["SCORERS", "FILTERS", "register_scorer", "list_scorers", "choose_names", "filter_candidates",
+           "rating_requests", "ScoreContext",
            "load_rename_file", "RenameResult", "replace_name", "RENAME_FORMAT"]
 
 RENAME_FORMAT = "promptgen.rename/1"
@@ -41,6 +42,9 @@ class ScoreContext:
     encoder: Any = None          # a TextEncoder, for the clip filter and scorer
     client: Any = None           # an LLMClient, for the llm scorer
     root: Any = None
+    draw: int = 0
+    answer_retries: int = 2
+    report: dict = field(default_factory=dict)   # what a scorer wants the reader to know (llm: model, failures)
     _margins: list[list[float]] | None = None
 
     def margins(self) -> list[list[float]]:
@@ -106,30 +110,52 @@ def _clip(ctx: ScoreContext) -> list[list[float]]:
     return ctx.margins()
 
 
-@register_scorer("llm", "commonness 1-10 rated by an LLM, one question per class (template name-commonness)")
-def _llm(ctx: ScoreContext) -> list[list[float]]:
-    if ctx.client is None:
-        raise PromptgenError("the llm scorer needs a model", "give --model (and --api-base for a local server)")
-    from promptgen.parsing import parse_ratings
-    from promptgen.templates import load_template
+def rating_requests(ctx: ScoreContext, answer_retries: int = 2) -> list:
+    """One question per class listing its candidate names (each quoted like a class name in a prompt)."""
+    from promptgen.templates import load_template, name_for_prompt
 
     template = load_template("name-commonness", ctx.root)
     question = template.questions[0]
     requests = []
     for c, per_class in enumerate(ctx.candidates):
-        names = "\n".join(f"- {cand.name}" for cand in per_class)
+        names = "\n".join(f"- {name_for_prompt(cand.name)}" for cand in per_class)
         messages = template.render(question, ctx.classes.names[c], extra={"names": names})
-        requests += ctx.client.plan(messages, template.sampling, tag=(c,))
-    answers: dict[int, str] = {}
+        requests += ctx.client.plan(messages, template.sampling, draw=ctx.draw, tag=(c,))
+    return requests
+
+
+@register_scorer("llm", "commonness 1-10 rated by an LLM, one question per class (template name-commonness)")
+def _llm(ctx: ScoreContext) -> list[list[float]]:
+    if ctx.client is None:
+        raise PromptgenError("the llm scorer needs a model", "give --model (and --api-base for a local server)")
+    from promptgen.parsing import parse_ratings
+
+    ratings: dict[int, dict[str, float]] = {}
+    failed: dict[int, str] = {}
 
     def on_answer(request, response):
-        answers[request.tag[0]] = response.choices[0].get("text") if response.choices else ""
+        text = response.choices[0].get("text") if response.choices else ""
+        parsed = parse_ratings(text)
+        if parsed or request.attempt >= ctx.answer_retries:
+            ratings[request.tag[0]] = parsed
+            return []
+        return [ctx.client.retry(request)]  # no rating could be read: ask again, then give up
 
-    ctx.client.run(requests, on_answer, description="rating names")
+    def on_failure(request, failure):
+        failed[request.tag[0]] = failure.error
+
+    stats = ctx.client.run(rating_requests(ctx), on_answer, on_failure, description="rating names")
     scores = []
+    unrated = []
     for c, per_class in enumerate(ctx.candidates):
-        ratings = parse_ratings(answers.get(c, ""))
-        scores.append([float(ratings.get(cand.name.casefold(), 0.0)) for cand in per_class])
+        mine = ratings.get(c, {})
+        if not mine:
+            unrated.append(ctx.classes.names[c])
+        scores.append([float(mine.get(cand.name.casefold(), 0.0)) for cand in per_class])
+    ctx.report.update({"model": ctx.client.model, "requests_sent": stats.sent, "cache_hits": stats.cache_hits,
+                       "cost_usd_this_run": stats.cost_usd if stats.sent else 0.0,
+                       "classes_unrated": unrated,
+                       "failed": [{"class_name": ctx.classes.names[c], "error": e} for c, e in sorted(failed.items())]})
     return scores
 
 
@@ -193,6 +219,17 @@ class RenameResult:
     scorer: str
     filters: tuple[str, ...]
     rows: list[dict] = field(default_factory=list)
+    scorer_report: dict = field(default_factory=dict)
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        """Candidates dropped per filter."""
+        counts = {name: 0 for name in self.filters}
+        for row in self.rows:
+            for cand in row["candidates"]:
+                if cand["rejected"]:
+                    counts[cand["rejected"].split(":")[0].split(" ")[0]] += 1
+        return counts
 
     @property
     def chosen(self) -> list[str]:
@@ -204,22 +241,23 @@ class RenameResult:
 
     def to_json(self) -> dict:
         return {"format": RENAME_FORMAT, "scorer": self.scorer, "filters": list(self.filters),
-                "classes": len(self.rows), "renamed": len(self.renamed), "rows": self.rows}
+                "classes": len(self.rows), "renamed": len(self.renamed), "rejected": self.rejected,
+                **({"scorer_report": self.scorer_report} if self.scorer_report else {}), "rows": self.rows}
 
 
 def choose_names(classes: ClassList, candidates: list[list[Candidate]], scorer: str = "frequency", *,
                  filters: tuple[str, ...] = ("ambiguous", "subset"), margin: float = 0.0, encoder: Any = None,
-                 client: Any = None, root: Any = None) -> RenameResult:
+                 client: Any = None, root: Any = None, draw: int = 0, answer_retries: int = 2) -> RenameResult:
     """The winning name of each class, with every candidate's score and verdict. A synonym wins only
     when its score beats the official name's by more than `margin`."""
     if scorer not in SCORERS:
         raise PromptgenError(f"unknown scorer {scorer!r}", f"scorers: {', '.join(list_scorers())}")
     if len(candidates) != len(classes):
         raise PromptgenError(f"{len(candidates)} candidate lists for {len(classes)} classes", "one list per class")
-    ctx = ScoreContext(classes, candidates, encoder, client, root)
+    ctx = ScoreContext(classes, candidates, encoder, client, root, draw, answer_retries)
     verdicts = _filter(ctx, tuple(filters))
     scores = SCORERS[scorer].score(ctx)
-    result = RenameResult(scorer, tuple(filters))
+    result = RenameResult(scorer, tuple(filters), scorer_report=ctx.report)
     for c, per_class in enumerate(candidates):
         official_score = next(s for cand, s in zip(per_class, scores[c]) if cand.official)
         best, best_score = classes.names[c], official_score
@@ -238,5 +276,14 @@ def replace_name(text: str, official: str, name: str) -> str:
     if official == name:
         return text
     from promptgen.parsing import name_pattern
+    from promptgen.templates import indefinite_article
 
-    return name_pattern(official).sub(lambda _: name, text)
+    renamed = name_pattern(official).sub(lambda _: name, text)
+    # "an automobile" -> "a car": the article before a replaced name follows the new name
+    return re.sub(r"\b([Aa]n?)(\s+)(" + re.escape(name) + r")\b",
+                  lambda m: _article_like(m.group(1), indefinite_article(m.group(3))) + m.group(2) + m.group(3),
+                  renamed)
+
+
+def _article_like(old: str, article: str) -> str:
+    return article.capitalize() if old[0].isupper() else article

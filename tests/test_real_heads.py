@@ -52,7 +52,7 @@ SENTENCES = {
 # the same sentences with the frequency scorer's names, written out by hand
 SENTENCES_RENAMED = {
     "zqxv": ["a dog chasing a ball.", "A dog asleep on the sofa."],
-    "automobile": ["a photo of a car on a road.", "An car parked in a garage.", "the car has four wheels."],
+    "automobile": ["a photo of a car on a road.", "A car parked in a garage.", "the car has four wheels."],  # article follows the name
     "fire truck": ["a fire engine with a long ladder.", "A fire engine racing down the street.",
                    "firefighters ride the fire engine to work."],
     "honda accord": SENTENCES["honda accord"],
@@ -486,3 +486,20 @@ def test_real_clip_scorer_picks_the_most_self_consistent_name(tiny_clip, world, 
     real = build(world, encoder, "real", [world.synonyms, world.simple7], scorer="clip")
     assert close(real.weights, ref_head(tiny_clip, formatted(world.templates, [[n] for n in chosen])))
     assert real.info["details"]["names"] == {o: n for o, n in zip(CLASSES, chosen) if o != n}
+
+
+def test_a_class_the_renamed_texts_lack_is_an_error_or_the_fallback(world, encoder) -> None:
+    """The synonyms set names every class, but the texts that get renamed must cover them too:
+    no NaN column, and --allow-empty gives the missing class the fallback template."""
+    from promptgen.clip.sources import PromptSource
+    from promptgen.errors import PromptgenError
+
+    partial = PromptSource("partial", "set", [list(t) for t in world.cupl.texts], [list(f) for f in world.cupl.families],
+                           {"text_kind": "sentence"})
+    partial.texts[-1], partial.families[-1] = [], []
+    for builder in ("real", "synonym-ensemble"):
+        with pytest.raises(PromptgenError, match="no text in partial to rename"):
+            build(world, encoder, builder, [partial, world.synonyms], scorer="first")
+        head = build(world, encoder, builder, [partial, world.synonyms], allow_empty=True)
+        assert torch.isfinite(head.weights).all()
+        assert head.info["prompt_counts"][-1] >= 1

@@ -420,9 +420,12 @@ def test_llm_scorer_through_the_fake_server(cli, root, tmp_path):
         result = cli("rename", "mypets5", "--classes", classes, "--scorer", "llm", "--model", "openai/test",
                      "--api-base", server.url, "--no-progress", "--json", "--filters", "none")
         assert result.exit_code == 0, result.output
-    assert len(asked) == 3
+    # one question per class; the unreadable newt answer is asked twice more (--answer-retries 2)
+    assert len(asked) == 5 and sum("refer to a newt" in p for p in asked) == 3
     assert any("- kitty\n- house cat\n- moggy" in p for p in asked)
     report = json.loads(result.stdout)
+    assert report["scorer_report"]["classes_unrated"] == ["newt"] and report["scorer_report"]["failed"] == []
+    assert report["scorer_report"]["model"] == "openai/test"
     rows = {r["official"]: r for r in report["rows"]}
     assert rows["cat"]["chosen"] == "kitty"
     assert {c["name"]: c["score"] for c in rows["cat"]["candidates"]} == \
@@ -593,3 +596,30 @@ def test_llm_synonyms_from_the_default_fake_server(cli, fake_llm, root):
         mine = [r for r in rows if r["class_index"] == index]
         assert [r["source"] for r in mine if r["text"] == name] == ["official", "llm"]
         assert len({r["text"].casefold() for r in mine}) == 3
+
+
+def test_llm_scorer_dry_run_sends_nothing_and_failures_exit_3(cli, root, tmp_path):
+    classes = write_classes(tmp_path, "cat", "dog")
+    syn = {"cat": "1. kitty", "dog": "1. doggy"}
+    with FakeLLMServer(answer=scripted(syn, Counter())) as server:
+        assert llm_synonyms(cli, server.url, "mypets6", "--classes", classes).exit_code == 0
+    with FakeLLMServer(answer=lambda messages, index: '{"kitty": 9}') as server:
+        dry = cli("rename", "mypets6", "--classes", classes, "--scorer", "llm", "--model", "openai/test",
+                  "--api-base", server.url, "--dry-run", "--price", "1,1")
+        assert dry.exit_code == 0 and "2 rating question(s)" in dry.output and server.request_count == 0
+        from promptgen.llm.fake_server import Fault
+        server.configure(faults=[Fault("500", match="refer to a dog", times=-1)])
+        result = cli("rename", "mypets6", "--classes", classes, "--scorer", "llm", "--model", "openai/test",
+                     "--api-base", server.url, "--no-progress", "--max-attempts", "1", "--backoff", "0.01")
+    assert result.exit_code == 3, result.output
+    assert "no usable rating" in result.stderr
+    assert "kitty" in result.output  # the classes that were rated are still renamed
+
+
+def test_an_answer_naming_only_the_class_is_counted(cli, root, tmp_path):
+    classes = write_classes(tmp_path, "cat", "dog")
+    with FakeLLMServer(answer=scripted({"cat": "1. Cat", "dog": "1. dog\n2. hound"}, Counter())) as server:
+        assert llm_synonyms(cli, server.url, "mypets7", "--classes", classes).exit_code == 0
+    meta = json.loads((root / "prompts/mypets7/synonyms/v1.manifest.json").read_text())
+    assert meta["classes_with_other_names"] == 1
+    assert meta["classes_without_synonyms"] == [{"class_index": 0, "class_name": "cat"}]

@@ -115,9 +115,22 @@ def rename_command(dataset: str, set_ref: str, scorer: str, filters: str, margin
         if not values["model"]:
             raise PromptgenError("the llm scorer needs --model", "e.g. --model openai/gpt-4o-mini")
         client = make_client(store.root, values)
+        if values["dry_run"]:
+            from promptgen.rename import ScoreContext, rating_requests
+
+            requests = rating_requests(ScoreContext(classes, candidates, client=client, root=store.root,
+                                                    draw=values["draw"]))
+            click.echo(f"{dataset}: {len(requests)} rating question(s), one per class")
+            for line in client.estimate(requests).lines():
+                click.echo("  " + line)
+            click.echo("  nothing was sent (--dry-run)")
+            return
         client.check_credentials()
+    elif values["dry_run"]:
+        click.echo(f"the {scorer} scorer asks no LLM: nothing to price")
+        return
     result = choose_names(classes, candidates, scorer, filters=chosen_filters, margin=margin, encoder=encoder,
-                          client=client, root=store.root)
+                          client=client, root=store.root, draw=values["draw"], answer_retries=values["answer_retries"])
     report = {**result.to_json(), "dataset": dataset, "set": str(info.ref)}
     if output:
         write_json_file(output, report)
@@ -127,6 +140,13 @@ def rename_command(dataset: str, set_ref: str, scorer: str, filters: str, margin
     renamed = result.renamed
     click.echo(f"{dataset}: {len(renamed)} of {len(classes)} classes renamed by {scorer} "
                f"(filters: {', '.join(chosen_filters) or 'none'}; names from {info.ref})")
+    rejected = {k: v for k, v in result.rejected.items() if v}
+    if rejected:
+        click.echo("  candidates dropped: " + ", ".join(f"{v} {k}" for k, v in rejected.items()))
+        collisions = [(row["official"], c["name"], c["rejected"]) for row in result.rows for c in row["candidates"]
+                      if (c["rejected"] or "").startswith("ambiguous")]
+        for official, name, reason in collisions[:5]:
+            click.echo(f"    {name!r} for {official!r}: {reason}")
     shown = renamed if limit == 0 else renamed[:limit]
     if shown:
         width = max(len(r["official"]) for r in shown)
@@ -136,8 +156,15 @@ def rename_command(dataset: str, set_ref: str, scorer: str, filters: str, margin
                        f"({scores[row['official']]:.2f} -> {scores[row['chosen']]:.2f})")
         if len(renamed) > len(shown):
             click.echo(f"  ... and {len(renamed) - len(shown)} more (--limit 0 shows all, --json every candidate)")
+    report_llm = result.scorer_report
+    if report_llm.get("failed") or report_llm.get("classes_unrated"):
+        click.echo(f"warning: {len(report_llm.get('classes_unrated', []))} class(es) got no usable rating and keep "
+                   f"their official name ({len(report_llm.get('failed', []))} request(s) failed); see "
+                   f"scorer_report in --json", err=True)
     if output:
         click.echo(f"wrote {output}")
+    if report_llm.get("failed"):
+        raise SystemExit(ExitCode.PARTIAL)
 
 
 COMMANDS += [synonyms_command, rename_command]

@@ -96,6 +96,7 @@ class BuildContext:
     image_features: torch.Tensor | None = None    # normalised (N, D), unlabeled test images (ZPE)
     pool_features: torch.Tensor | None = None     # normalised (M, D), a generic image pool (ZPE mu_pre)
     _embedded: list[list[torch.Tensor]] | None = None
+    allow_empty: bool = False
 
     def embedded(self) -> list[list[torch.Tensor]]:
         """e(t) for every text, per source and class: one encoder call for all sources."""
@@ -404,21 +405,41 @@ def _synonym_candidates(ctx: BuildContext) -> tuple[list, list[PromptSource]]:
         from promptgen.clip.sources import source_from_templates
 
         others = [source_from_templates("photo", ctx.classes)]
+    # the synonyms set covers every class (its official names); the texts that get renamed must too
+    counts = [sum(s.counts[c] for s in others) for c in range(len(ctx.classes))]
+    empty = [c for c, n in enumerate(counts) if n == 0]
+    if empty and not ctx.allow_empty:
+        raise PromptgenError(f"{len(empty)} of {len(ctx.classes)} classes have no text in "
+                             f"{', '.join(s.name for s in others)} to rename: "
+                             + ", ".join(repr(ctx.classes.names[c]) for c in empty[:12]),
+                             f"add texts for them, or pass --allow-empty to give them \"{FALLBACK_TEMPLATE}\"")
+    if empty:
+        texts = [[FALLBACK_TEMPLATE.replace("{c}", name)] if c in empty else [] for c, name in enumerate(ctx.classes.names)]
+        others = others + [PromptSource("fallback", "templates", texts, [["fallback"] * len(t) for t in texts],
+                                        {"template": FALLBACK_TEMPLATE})]
     return candidates, others
 
 
 def _renamed_sources(ctx: BuildContext, sources: list[PromptSource], names: list[list[str]]) -> list[PromptSource]:
     """Each source's texts with the official class name replaced by each of the class's names."""
+    from promptgen.parsing import name_pattern as pattern_of
     from promptgen.rename import replace_name
 
     out = []
     for source in sources:
-        texts, families = [], []
+        texts, families, unmatched = [], [], 0
         for c, (class_texts, class_families) in enumerate(zip(source.texts, source.families)):
             official = ctx.classes.names[c]
-            texts.append([replace_name(t, official, name) for name in names[c] for t in class_texts])
-            families.append([f for _ in names[c] for f in class_families])
-        out.append(PromptSource(source.name, source.kind, texts, families, {**source.meta, "renamed": True}))
+            texts.append([])
+            families.append([])
+            for text, family in zip(class_texts, class_families):
+                variants = list(dict.fromkeys(replace_name(text, official, name) for name in names[c]))
+                if any(name != official for name in names[c]) and not pattern_of(official).search(text):
+                    unmatched += 1  # the text never names the class: it stays as it is, once
+                texts[-1] += variants
+                families[-1] += [family] * len(variants)
+        out.append(PromptSource(source.name, source.kind, texts, families,
+                                {**source.meta, "renamed": True, "texts_without_the_class_name": unmatched}))
     return out
 
 
@@ -529,7 +550,8 @@ def build_head(builder: str, *, encoder: TextEncoder, classes: ClassList, source
                                         {"template": FALLBACK_TEMPLATE}))
     ctx = BuildContext(encoder, classes, sources, options,
                        F.normalize(image_features.float(), dim=-1) if image_features is not None else None,
-                       F.normalize(pool_features.float(), dim=-1) if pool_features is not None else None)
+                       F.normalize(pool_features.float(), dim=-1) if pool_features is not None else None,
+                       allow_empty=allow_empty)
     weights, details, *extra = spec.build(ctx)
     counts = [sum(s.counts[c] for s in ctx.sources) for c in range(len(classes))]
     info = {"format": HEAD_FORMAT, "name": name or builder, "builder": builder, "created": now_iso(),

@@ -140,7 +140,8 @@ def _run(job: DescribeJob, client: LLMClient, writer: VersionWriter, requests: l
     if job.template.text_kind == "synonym":
         kept = with_source_ids(kept)
     collected.dropped["duplicate"] += duplicates
-    per_class = Counter(r["class_index"] for r in kept)
+    # a synonyms set always holds the official names: count what the model added
+    per_class = Counter(r["class_index"] for r in kept if r.get("source") != "official")
     empty_classes = [i for i in range(len(job.classes)) if per_class[i] == 0]
     transport_failures = [f for f in collected.failures if f["reason"] == "request failed"]
     manifest = {
@@ -159,6 +160,7 @@ def _run(job: DescribeJob, client: LLMClient, writer: VersionWriter, requests: l
         "cost_usd": collected.cost_usd,
         "cost_usd_this_run": stats.cost_usd if stats.sent else 0.0,
         "classes_without_texts": [{"class_index": i, "class_name": job.classes.names[i]} for i in empty_classes],
+        **(_synonym_counts(job.classes, kept) if job.template.text_kind == "synonym" else {}),
         "failures": collected.failures,
     }
     info = writer.finish(kept, manifest)
@@ -234,6 +236,17 @@ class _Collector:
         self.prompt_tokens += response.usage.get("prompt_tokens", 0)
         self.completion_tokens += response.usage.get("completion_tokens", 0)
         self.cost_usd = None if self.cost_usd is None or response.cost_usd is None else self.cost_usd + response.cost_usd
+
+
+def _synonym_counts(classes: ClassList, records: list[dict]) -> dict:
+    """Classes whose answers named nothing but the class itself keep only their official name."""
+    other = {i: set() for i in range(len(classes))}
+    for record in records:
+        if record["text"].casefold() != classes.names[record["class_index"]].casefold():
+            other[record["class_index"]].add(record["text"].casefold())
+    without = [i for i in range(len(classes)) if not other[i]]
+    return {"classes_with_other_names": len(classes) - len(without),
+            "classes_without_synonyms": [{"class_index": i, "class_name": classes.names[i]} for i in without]}
 
 
 def with_source_ids(records: list[dict]) -> list[dict]:
