@@ -465,7 +465,7 @@ def test_rename_table_and_json(cli, imagenet_synonyms, tmp_path):
     report = json.loads(as_json.stdout)
     assert report == json.loads(out.read_text())
     assert report["format"] == "promptgen.rename/1" and report["scorer"] == "frequency"
-    assert report["classes"] == 1000 and report["renamed"] == count and report["set"] == "imagenet/synonyms@v1"
+    assert report["classes"] == 1000 and report["renamed"] == count and report["sets"] == ["imagenet/synonyms@v1"]
     assert len(report["rows"]) == 1000
     for row in report["rows"]:
         assert row["candidates"][0]["name"] == row["official"] and row["candidates"][0]["rejected"] is None
@@ -623,3 +623,21 @@ def test_an_answer_naming_only_the_class_is_counted(cli, root, tmp_path):
     meta = json.loads((root / "prompts/mypets7/synonyms/v1.manifest.json").read_text())
     assert meta["classes_with_other_names"] == 1
     assert meta["classes_without_synonyms"] == [{"class_index": 0, "class_name": "cat"}]
+
+
+def test_rename_merges_several_sets_and_treats_hyphenation_as_one_name(cli, root, tmp_path):
+    classes = write_classes(tmp_path, "fire truck", "ladder truck")
+    with FakeLLMServer(answer=scripted({"fire truck": "1. fire engine", "ladder truck": "1. Fire-Engine"},
+                                       Counter())) as server:
+        assert llm_synonyms(cli, server.url, "trucks", "--classes", classes).exit_code == 0
+        assert llm_synonyms(cli, server.url, "trucks", "--classes", classes, "--set", "more",
+                            "--draw", "1").exit_code == 0
+    result = cli("rename", "trucks", "--set", "synonyms", "--set", "more", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["sets"] == ["trucks/synonyms@v1", "trucks/more@v1"]
+    # "fire engine" and "Fire-Engine" are one name shared by both classes: ambiguous in each
+    for row in report["rows"]:
+        engine = [c for c in row["candidates"] if c["name"].casefold().replace("-", " ") == "fire engine"]
+        assert engine and all(c["rejected"].startswith("ambiguous") for c in engine)
+        assert not row["renamed"]

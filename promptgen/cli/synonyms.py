@@ -73,7 +73,8 @@ def synonyms_command(dataset: str, classes_file: Path | None, source: str, style
 
 @click.command("rename")
 @click.argument("dataset")
-@click.option("--set", "set_ref", default="synonyms", show_default=True, help="Synonyms set SET[@vN].")
+@click.option("--set", "set_refs", multiple=True, help="Synonyms set SET[@vN]; repeat to merge sets (e.g. wordnet "
+                                                           "and llm) [default: synonyms].")
 @click.option("--scorer", default="frequency", show_default=True,
               help="frequency (wordfreq), clip (self-consistency margin), llm (rated by --model), first (official).")
 @click.option("--filters", default="ambiguous,subset", show_default=True,
@@ -89,12 +90,12 @@ def synonyms_command(dataset: str, classes_file: Path | None, source: str, style
 @llm_options
 @root_option
 @json_option
-def rename_command(dataset: str, set_ref: str, scorer: str, filters: str, margin: float, limit: int,
+def rename_command(dataset: str, set_refs: tuple[str, ...], scorer: str, filters: str, margin: float, limit: int,
                    output: Path | None, classes_file: Path | None, clip_model: str, pretrained: str, seed: int,
                    device: str, root: Path | None, as_json: bool, **values: Any) -> None:
     """Choose each class's most recognisable name from a synonyms set and print the rename table."""
     from promptgen.rename import FILTERS, SCORERS, choose_names
-    from promptgen.stages.synonyms import load_candidates
+    from promptgen.stages.synonyms import load_candidates, merge_candidates
 
     store = store_from(root)
     classes = store.classes(dataset, classes_file)
@@ -104,7 +105,7 @@ def rename_command(dataset: str, set_ref: str, scorer: str, filters: str, margin
     unknown = sorted(set(chosen_filters) - set(FILTERS))
     if unknown:
         raise PromptgenError(f"unknown filter(s) {', '.join(unknown)}", f"filters: {', '.join(FILTERS)}, or none")
-    candidates, info = load_candidates(store, set_ref, classes)
+    candidates, refs = merge_candidates([load_candidates(store, ref, classes) for ref in set_refs or ("synonyms",)])
     encoder = client = None
     if scorer == "clip" or "clip" in chosen_filters:
         from promptgen.clip.embed import TextEncoder
@@ -131,7 +132,7 @@ def rename_command(dataset: str, set_ref: str, scorer: str, filters: str, margin
         return
     result = choose_names(classes, candidates, scorer, filters=chosen_filters, margin=margin, encoder=encoder,
                           client=client, root=store.root, draw=values["draw"], answer_retries=values["answer_retries"])
-    report = {**result.to_json(), "dataset": dataset, "set": str(info.ref)}
+    report = {**result.to_json(), "dataset": dataset, "sets": refs}
     if output:
         write_json_file(output, report)
     if as_json:
@@ -139,7 +140,7 @@ def rename_command(dataset: str, set_ref: str, scorer: str, filters: str, margin
         return
     renamed = result.renamed
     click.echo(f"{dataset}: {len(renamed)} of {len(classes)} classes renamed by {scorer} "
-               f"(filters: {', '.join(chosen_filters) or 'none'}; names from {info.ref})")
+               f"(filters: {', '.join(chosen_filters) or 'none'}; names from {', '.join(refs)})")
     rejected = {k: v for k, v in result.rejected.items() if v}
     if rejected:
         click.echo("  candidates dropped: " + ", ".join(f"{v} {k}" for k, v in rejected.items()))

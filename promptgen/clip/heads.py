@@ -389,18 +389,21 @@ def _synonym_candidates(ctx: BuildContext) -> tuple[list, list[PromptSource]]:
     from promptgen.stages.synonyms import Candidate
 
     synonyms = [s for s in ctx.sources if s.meta.get("text_kind") == "synonym"]
-    if len(synonyms) != 1:
-        raise PromptgenError(f"this builder takes one synonyms set, got {len(synonyms)}",
+    if not synonyms:
+        raise PromptgenError("this builder needs a synonyms set among its sources",
                              f"make one with `promptgen synonyms {ctx.classes.dataset} --source wordnet`")
     candidates = []
-    for c, (names, families) in enumerate(zip(synonyms[0].texts, synonyms[0].families)):
+    for c in range(len(ctx.classes)):  # several sets (wordnet + llm) merge: the union of their names
         per_class = [Candidate(ctx.classes.names[c], ["official"])]
-        for name, family in zip(names, families):
-            if name.casefold() != ctx.classes.names[c].casefold() and \
-                    all(name.casefold() != known.name.casefold() for known in per_class):
-                per_class.append(Candidate(name, [family or "set"]))
+        for source in synonyms:
+            for name, family in zip(source.texts[c], source.families[c]):
+                known = next((k for k in per_class if k.name.casefold() == name.casefold()), None)
+                if known is None:
+                    per_class.append(Candidate(name, [family or "set"]))
+                elif (family or "set") not in known.sources and family != "official":
+                    known.sources.append(family or "set")
         candidates.append(per_class)
-    others = [s for s in ctx.sources if s is not synonyms[0]]
+    others = [s for s in ctx.sources if all(s is not syn for syn in synonyms)]
     if not others:
         from promptgen.clip.sources import source_from_templates
 
@@ -486,7 +489,7 @@ def _real(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
     ctx.sources = _renamed_sources(ctx, others, [[name] for name in chosen])  # the texts the head is made of
     weights, details = _delegate(ctx, ctx.sources, _RENAME_OPTIONS)
     renamed = {ctx.classes.names[c]: name for c, name in enumerate(chosen) if name != ctx.classes.names[c]}
-    return weights, {"synonyms": synonyms[0], **how, "renamed": len(renamed), "names": renamed, **details}
+    return weights, {"synonyms": synonyms, **how, "renamed": len(renamed), "names": renamed, **details}
 
 
 @register_builder("synonym-ensemble", needs_set=True, options=_RENAME_OPTIONS + _BASE_OPTIONS,
@@ -502,7 +505,7 @@ def _synonym_ensemble(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
     synonyms = [src.name for src in ctx.sources if src.meta.get("text_kind") == "synonym"]
     ctx.sources = _renamed_sources(ctx, others, names)
     weights, details = _delegate(ctx, ctx.sources, _RENAME_OPTIONS)
-    return weights, {"synonyms": synonyms[0], "filters": list(_filters(ctx)), "names": names,
+    return weights, {"synonyms": synonyms, "filters": list(_filters(ctx)), "names": names,
                      "names_per_class": [len(n) for n in names], **details}
 
 

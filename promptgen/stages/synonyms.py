@@ -19,7 +19,7 @@ from promptgen.stages.describe import DescribeJob, official_name_records, with_s
 from promptgen.store import SetRef, Store, VersionInfo, dedupe_records, make_record
 from promptgen.templates import QueryTemplate
 
-__all__ = ["STAGE", "Candidate", "synonyms_job", "synonyms_wordnet", "load_candidates"]
+__all__ = ["STAGE", "Candidate", "synonyms_job", "synonyms_wordnet", "load_candidates", "merge_candidates"]
 
 STAGE = "synonyms"
 
@@ -104,3 +104,18 @@ def load_candidates(store: Store, ref: str, classes: ClassList) -> tuple[list[li
         elif source not in existing.sources:
             existing.sources.append(source)
     return candidates, info
+
+
+def merge_candidates(loaded: list[tuple[list[list[Candidate]], VersionInfo]]) -> tuple[list[list[Candidate]], list[str]]:
+    """Several synonyms sets of one class list as one: each class's names in order of first
+    appearance, with every source that gave them."""
+    merged = [list(per_class) for per_class in loaded[0][0]]
+    for candidates, _ in loaded[1:]:
+        for c, per_class in enumerate(candidates):
+            for cand in per_class:
+                known = next((k for k in merged[c] if k.name.casefold() == cand.name.casefold()), None)
+                if known is None:
+                    merged[c].append(Candidate(cand.name, list(cand.sources)))
+                else:
+                    known.sources += [src for src in cand.sources if src not in known.sources]
+    return merged, [str(info.ref) for _, info in loaded]
