@@ -65,25 +65,28 @@ def reset_peak() -> None:
         pass
 
 
+def _best(row: torch.Tensor, top: list[int], class_vectors: list[torch.Tensor | None],
+          initial_unit: torch.Tensor) -> int:
+    """FuDD's prediction for one image: the top-k class whose normalised mean sentence vector (or,
+    without sentences, initial column) is nearest."""
+    scores = [float(row @ (F.normalize(vectors.sum(0), dim=0) if vectors is not None else initial_unit[:, c]))
+              for c, vectors in zip(top, class_vectors)]
+    return top[max(range(len(top)), key=scores.__getitem__)]
+
+
 def loop_rerank(v: torch.Tensor, initial: torch.Tensor, k: int, side_vectors: dict, initial_unit: torch.Tensor
                 ) -> torch.Tensor:
     """Baseline: one image at a time, one head per top-k class from cached sentence vectors."""
     predictions = []
     for row in F.normalize(v, dim=-1):
         top = (row @ initial).topk(k).indices.tolist()
-        best, best_score = None, -2.0
+        class_vectors = []
         for c in top:
             texts: dict[str, torch.Tensor] = {}
             for d in top:
                 texts.update(side_vectors.get((c, d), {}))
-            if texts:
-                column = F.normalize(torch.stack(list(texts.values())).sum(0), dim=0)
-            else:
-                column = initial_unit[:, c]
-            score = float(row @ column)
-            if score > best_score:
-                best, best_score = c, score
-        predictions.append(best)
+            class_vectors.append(torch.stack(list(texts.values())) if texts else None)
+        predictions.append(_best(row, top, class_vectors, initial_unit))
     return torch.tensor(predictions)
 
 
@@ -93,23 +96,14 @@ def reencode_rerank(v: torch.Tensor, initial: torch.Tensor, k: int, side_texts: 
     predictions = []
     for row in F.normalize(v, dim=-1):
         top = (row @ initial).topk(k).indices.tolist()
-        per_class = []
-        for c in top:
-            texts = list(dict.fromkeys(t for d in top for t in side_texts.get((c, d), [])))
-            per_class.append(texts)
+        per_class = [list(dict.fromkeys(t for d in top for t in side_texts.get((c, d), []))) for c in top]
         flat = [t for texts in per_class for t in texts]
         vectors = encoder.encode_normalized(flat) if flat else torch.zeros(0, v.shape[1])
-        best, best_score, position = None, -2.0, 0
-        for c, texts in zip(top, per_class):
-            if texts:
-                column = F.normalize(vectors[position:position + len(texts)].sum(0), dim=0)
-                position += len(texts)
-            else:
-                column = initial_unit[:, c]
-            score = float(row @ column)
-            if score > best_score:
-                best, best_score = c, score
-        predictions.append(best)
+        class_vectors, position = [], 0
+        for texts in per_class:
+            class_vectors.append(vectors[position:position + len(texts)] if texts else None)
+            position += len(texts)
+        predictions.append(_best(row, top, class_vectors, initial_unit))
     return torch.tensor(predictions)
 
 
