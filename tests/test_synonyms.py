@@ -641,3 +641,16 @@ def test_rename_merges_several_sets_and_treats_hyphenation_as_one_name(cli, root
         engine = [c for c in row["candidates"] if c["name"].casefold().replace("-", " ") == "fire engine"]
         assert engine and all(c["rejected"].startswith("ambiguous") for c in engine)
         assert not row["renamed"]
+
+
+def test_describe_refuses_a_template_with_placeholders_it_cannot_fill(cli, fake_llm):
+    result = cli("describe", "cifar10", "--style", "name-commonness", "--model", "openai/test",
+                 "--api-base", fake_llm.url)
+    assert result.exit_code == 2 and "needs {names}" in result.stderr and "fix:" in result.stderr
+    assert fake_llm.request_count == 0
+
+
+def test_templates_lists_each_kind(cli):
+    listing = cli("templates").output.splitlines()
+    kinds = {line.split()[0]: line.split()[1] for line in listing}
+    assert kinds["fudd@v1"] == "pair" and kinds["synonyms@v1"] == "class" and kinds["cupl@v1"] == "class"

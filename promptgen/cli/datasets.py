@@ -47,8 +47,9 @@ def templates_command(root: Path | None, as_json: bool) -> None:
     if as_json:
         emit_json([{**t.manifest_entry(), "description": t.description, "sampling": t.sampling} for t in templates])
         return
+    width = max((len(t.ref) for t in templates), default=0)
     for t in templates:
-        click.echo(f"{t.ref:<16} {len(t.questions)} question(s), n={t.n}, {t.parser:<8} {t.description}")
+        click.echo(f"{t.ref:<{width}}  {t.kind:<5} {len(t.questions)} question(s), n={t.n}, {t.parser:<9} {t.description}")
 
 
 @click.command("paths")

@@ -66,7 +66,7 @@ def import_command(dataset: str, file: Path, fmt: str, set_name: str | None, mat
 @json_option
 def export_command(ref: str, fmt: str, output: Path, benchmark_key: str | None, fill_empty: bool,
                    root: Path | None, as_json: bool) -> None:
-    """Export REF (DATASET/SET[@vN]) as cupl, dclip or clip-benchmark JSON."""
+    """Export REF (DATASET/SET[@vN]) as cupl, dclip, clip-benchmark or fudd JSON."""
     store = store_from(root)
     info = store.resolve(SetRef.parse(ref))
     written = export_version(store, info, fmt, output, benchmark_key=benchmark_key, fill_empty=fill_empty)

@@ -43,6 +43,11 @@ class DescribeJob:
             raise PromptgenError(f"template {self.template.ref} asks about pairs of classes",
                                  "describe takes a class template (cupl, cupl-base, dclip); pair templates are for "
                                  "`promptgen differentiate`")
+        if self.template.placeholders:
+            raise PromptgenError(f"template {self.template.ref} needs {', '.join('{' + x + '}' for x in self.template.placeholders)}, "
+                                 f"which describe cannot fill",
+                                 "use a template whose questions only name the class ({c}, {a}); "
+                                 "name-commonness is for `promptgen rename --scorer llm`")
 
     def fingerprint(self, client: LLMClient) -> dict:
         """What must not change between a run and its --resume."""
