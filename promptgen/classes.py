@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from promptgen.errors import PromptgenError
 
-__all__ = ["ClassList", "list_datasets", "load_dataset", "load_class_file", "resolve_classes"]
+__all__ = ["ClassList", "list_datasets", "load_dataset", "load_class_file", "resolve_classes", "loose_name"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "classnames"
 MAX_NAME_CHARS = 200
@@ -52,6 +53,11 @@ class ClassList:
 
     def index_of(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.names)}
+
+
+def loose_name(text: object) -> str:
+    """A name with case, spaces, '_' and '-' ignored: "Fire-Truck" ~ "fire_truck" ~ "fire truck"."""
+    return " ".join(re.sub(r"[_\-]+", " ", str(text)).lower().split())
 
 
 def check_names(names: tuple[str, ...] | list[str], where: str) -> None:

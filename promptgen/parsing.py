@@ -13,6 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
+from promptgen.classes import loose_name
+
 __all__ = ["DROP_REASONS", "Parsed", "parse_answer", "parse_name_list", "parse_ratings", "clean_texts", "is_refusal", "normalise", "PAIR_REJECT_REASONS",
            "PairAttribute", "PairParsed", "parse_pair_answer", "name_pattern"]
 
@@ -291,10 +293,6 @@ def _names(text: str, pattern: re.Pattern, shadow: re.Pattern) -> bool:
 _MAX_STARTS = 20
 
 
-def _key(text: object) -> str:
-    return " ".join(re.sub(r"[_\-]+", " ", str(text)).lower().split())
-
-
 def _decode_json(text: str) -> tuple[object, bool, str | None]:
     """The first JSON value in an answer (code fences, lead-in prose that may itself hold brackets,
     trailing commas and curly quotes tolerated). Returns (value, whole, error); when the JSON is cut
@@ -340,8 +338,8 @@ def _decode_json(text: str) -> tuple[object, bool, str | None]:
             continue
         except RecursionError:
             break
-        keys = {_key(k) for k in value} if isinstance(value, dict) else set()
-        if keys & set(_ATTRIBUTE_KEYS) or keys & {_key(k) for k in _FIRST_KEYS + ("prompt_pair",)}:
+        keys = {loose_name(k) for k in value} if isinstance(value, dict) else set()
+        if keys & set(_ATTRIBUTE_KEYS) or keys & {loose_name(k) for k in _FIRST_KEYS + ("prompt_pair",)}:
             salvaged.append(value)
             position = end
         else:
@@ -359,9 +357,9 @@ def _items(value: object, names: tuple[str, str] = ("", "")) -> list | None:
     for key in ("differences", "prompt_pairs", "attributes", "pairs"):
         if isinstance(value.get(key), list):
             return value[key]
-    keys = {_key(k) for k in value}
-    side_keys = {_key(k) for k in _FIRST_KEYS + ("prompt_pair",)} | {_key(n) for n in names if n}
-    if keys & {_key(k) for k in _ATTRIBUTE_KEYS} and keys & side_keys:
+    keys = {loose_name(k) for k in value}
+    side_keys = {loose_name(k) for k in _FIRST_KEYS + ("prompt_pair",)} | {loose_name(n) for n in names if n}
+    if keys & {loose_name(k) for k in _ATTRIBUTE_KEYS} and keys & side_keys:
         return [value]
     lists = [v for v in value.values() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
     if len(lists) == 1:
@@ -376,14 +374,14 @@ def _sides(item: dict, first_name: str, second_name: str) -> tuple[object, objec
     if isinstance(item.get("prompt_pair"), list):
         pair = item["prompt_pair"] + [None, None]
         return pair[0], pair[1]
-    lowered = {_key(k): v for k, v in item.items()}
-    first = next((lowered[_key(k)] for k in _FIRST_KEYS if _key(k) in lowered), None)
-    second = next((lowered[_key(k)] for k in _SECOND_KEYS if _key(k) in lowered), None)
+    lowered = {loose_name(k): v for k, v in item.items()}
+    first = next((lowered[loose_name(k)] for k in _FIRST_KEYS if loose_name(k) in lowered), None)
+    second = next((lowered[loose_name(k)] for k in _SECOND_KEYS if loose_name(k) in lowered), None)
     # keys named after the classes: {"attribute": ..., "pug": ..., "scottish_terrier": ...}
     if first is None:
-        first = lowered.get(_key(first_name))
+        first = lowered.get(loose_name(first_name))
     if second is None:
-        second = lowered.get(_key(second_name))
+        second = lowered.get(loose_name(second_name))
     return first, second
 
 

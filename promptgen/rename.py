@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from promptgen.classes import ClassList
+from promptgen.classes import ClassList, loose_name
 from promptgen.errors import PromptgenError
 from promptgen.stages.synonyms import Candidate
 
@@ -159,11 +159,6 @@ def _llm(ctx: ScoreContext) -> list[list[float]]:
     return scores
 
 
-def _same_name(name: str) -> str:
-    """"Fire-truck", "fire_truck" and "fire truck" are one name."""
-    return " ".join(re.sub(r"[_\-]+", " ", name).casefold().split())
-
-
 def _tokens(name: str) -> set[str]:
     return set(re.findall(r"[^\W_]+", name.casefold()))
 
@@ -197,7 +192,7 @@ def _filter(ctx: ScoreContext, filters: tuple[str, ...]) -> list[list[str | None
     owners: dict[str, set[int]] = {}
     for c, per_class in enumerate(ctx.candidates):
         for cand in per_class:
-            owners.setdefault(_same_name(cand.name), set()).add(c)
+            owners.setdefault(loose_name(cand.name), set()).add(c)
     margins = ctx.margins() if "clip" in filters else None
     verdicts = []
     for c, per_class in enumerate(ctx.candidates):
@@ -207,8 +202,8 @@ def _filter(ctx: ScoreContext, filters: tuple[str, ...]) -> list[list[str | None
             reason = None
             if cand.official:
                 pass
-            elif "ambiguous" in filters and owners[_same_name(cand.name)] - {c}:
-                others = sorted(owners[_same_name(cand.name)] - {c})
+            elif "ambiguous" in filters and owners[loose_name(cand.name)] - {c}:
+                others = sorted(owners[loose_name(cand.name)] - {c})
                 reason = "ambiguous: also " + ", ".join(repr(ctx.classes.names[o]) for o in others[:3])
             elif "subset" in filters and _tokens(cand.name) <= _tokens(official):
                 reason = f"subset of {official!r}"

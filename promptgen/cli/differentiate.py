@@ -125,8 +125,7 @@ def differentiate_command(dataset: str, classes_file: Path | None, pairs_from: s
     if values["resume"]:
         if reask_failed:
             raise PromptgenError("--reask-failed makes a new version", "drop --resume")
-        plan = resume_plan(store, dataset, set_name, values["resume_version"])
-        pair_draws = None
+        plan, pair_draws = resume_plan(store, dataset, set_name, values["resume_version"])
     else:
         plan = find_pairs(store, classes, pairs_from=route, images_spec=images_spec, features_file=features_file,
                           head_file=head_file, initial=initial, k=k, partners=partners or 5, min_count=min_count or 1,
@@ -136,8 +135,7 @@ def differentiate_command(dataset: str, classes_file: Path | None, pairs_from: s
     client = make_client(store.root, values)
     job = DifferentiateJob(classes, template, set_name, plan, structured=structured,
                            answer_retries=values["answer_retries"], repair=not no_repair, draw=values["draw"],
-                           pair_draws=pair_draws if pair_draws is not None else
-                           _resumed_pair_draws(store, dataset, set_name, values["resume_version"]))
+                           pair_draws=pair_draws)
     if values["dry_run"]:
         _dry_run(job, client, plan_requests(job, client), as_json)
         return
@@ -171,11 +169,6 @@ def _pair_draws(store, dataset: str, set_name: str, reask_failed: bool) -> dict[
         for key in failed:
             draws[key] = draws.get(key, 0) + 1
     return draws
-
-
-def _resumed_pair_draws(store, dataset: str, set_name: str, version: int | None) -> dict[str, int]:
-    info = store.resume_version(dataset, set_name, version).info
-    return dict((info.manifest.get("job") or {}).get("pair_draws") or {})
 
 
 def _pair_lines(plan, names: tuple[str, ...], count: int = 8) -> list[str]:

@@ -386,7 +386,7 @@ def _fudd(ctx: BuildContext) -> tuple[torch.Tensor, dict, Any]:
 def _synonym_candidates(ctx: BuildContext) -> tuple[list, list[PromptSource]]:
     """The candidates of the synonyms set among the sources, and the other sources (whose texts get
     the new names); without other sources, the photo template."""
-    from promptgen.stages.synonyms import Candidate
+    from promptgen.stages.synonyms import Candidate, add_name
 
     synonyms = [s for s in ctx.sources if s.meta.get("text_kind") == "synonym"]
     if not synonyms:
@@ -397,11 +397,7 @@ def _synonym_candidates(ctx: BuildContext) -> tuple[list, list[PromptSource]]:
         per_class = [Candidate(ctx.classes.names[c], ["official"])]
         for source in synonyms:
             for name, family in zip(source.texts[c], source.families[c]):
-                known = next((k for k in per_class if k.name.casefold() == name.casefold()), None)
-                if known is None:
-                    per_class.append(Candidate(name, [family or "set"]))
-                elif (family or "set") not in known.sources and family != "official":
-                    known.sources.append(family or "set")
+                add_name(per_class, name, [] if family == "official" else [family or "set"])
         candidates.append(per_class)
     others = [s for s in ctx.sources if all(s is not syn for syn in synonyms)]
     if not others:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from promptgen.classes import ClassList
+from promptgen.classes import ClassList, loose_name
 from promptgen.errors import PromptgenError
 from promptgen.fileio import atomic_write_text, sha256_file
 from promptgen.parsing import DROP_REASONS, clean_texts
@@ -99,11 +99,6 @@ def _read_pairs(path: Path) -> list[tuple[str, object]]:
 MATCH_MODES = ("name", "loose", "order")
 
 
-def _loose(name: str) -> str:
-    """Case, spaces, '_' and '-' ignored: 'american bulldog' ~ 'American Bulldog'."""
-    return " ".join(re.sub(r"[_\-]+", " ", name).lower().split())
-
-
 def import_prompt_file(store: Store, classes: ClassList, path: str | Path, fmt: str, set_name: str,
                        match: str = "name", strict: bool = False, notice: str | None = None
                        ) -> tuple[VersionInfo, ImportReport]:
@@ -121,7 +116,7 @@ def import_prompt_file(store: Store, classes: ClassList, path: str | Path, fmt: 
     index = classes.index_of()
     loose_index: dict[str, list[int]] = {}
     for i, name in enumerate(classes.names):
-        loose_index.setdefault(_loose(name), []).append(i)
+        loose_index.setdefault(loose_name(name), []).append(i)
     seen: set[str] = set()
     assigned: dict[int, list] = {}
     for position, (key, texts) in enumerate(pairs):
@@ -137,7 +132,7 @@ def import_prompt_file(store: Store, classes: ClassList, path: str | Path, fmt: 
         else:
             class_index = index.get(key)
             if class_index is None and match == "loose":
-                candidates = loose_index.get(_loose(key), [])
+                candidates = loose_index.get(loose_name(key), [])
                 class_index = candidates[0] if len(candidates) == 1 else None
         if class_index is None:
             report.unmatched_keys.append(key)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from promptgen.classes import ClassList
+from promptgen.classes import ClassList, loose_name as _norm
 from promptgen.errors import PromptgenError
 
 __all__ = ["Synset", "Match", "WordNet", "load_wordnet", "gloss_sentence"]
@@ -49,10 +49,6 @@ class Match:
             data["alternatives"] = [{"wnid": s.wnid, "lemmas": list(s.lemmas), "gloss": s.gloss}
                                     for s in self.alternatives]
         return data
-
-
-def _norm(text: str) -> str:
-    return " ".join(re.sub(r"[_\-]+", " ", text).lower().split())
 
 
 def _singular(text: str) -> list[str]:

@@ -185,11 +185,12 @@ def run_differentiate(job: DifferentiateJob, client: LLMClient, store: Store, *,
         return _run(job, client, writer, plan_requests(job, client))
 
 
-def resume_plan(store: Store, dataset: str, set_name: str, version: int | None = None) -> PairPlan:
-    """The pair list of the version `--resume` would continue (no images needed to resume)."""
-    writer = store.resume_version(dataset, set_name, version)
-    name = writer.info.manifest.get("pairs_file") or f"v{writer.info.version}.pairs.json"
-    return load_pair_plan(writer.info.directory / name)
+def resume_plan(store: Store, dataset: str, set_name: str, version: int | None = None
+                ) -> tuple[PairPlan, dict[str, int]]:
+    """The pair list and per-pair draws of the version `--resume` would continue (no images needed)."""
+    info = store.resume_version(dataset, set_name, version).info
+    name = info.manifest.get("pairs_file") or f"v{info.version}.pairs.json"
+    return load_pair_plan(info.directory / name), dict((info.manifest.get("job") or {}).get("pair_draws") or {})
 
 
 def _restore_paid_answers(store: Store, info: VersionInfo, client: LLMClient) -> None:

@@ -19,7 +19,7 @@ from promptgen.stages.describe import DescribeJob, official_name_records, with_s
 from promptgen.store import SetRef, Store, VersionInfo, dedupe_records, make_record
 from promptgen.templates import QueryTemplate
 
-__all__ = ["STAGE", "Candidate", "synonyms_job", "synonyms_wordnet", "load_candidates", "merge_candidates"]
+__all__ = ["STAGE", "Candidate", "synonyms_job", "synonyms_wordnet", "load_candidates", "merge_candidates", "add_name"]
 
 STAGE = "synonyms"
 
@@ -34,6 +34,15 @@ class Candidate:
     @property
     def official(self) -> bool:
         return "official" in self.sources
+
+
+def add_name(per_class: list[Candidate], name: str, sources: list[str]) -> None:
+    """Add a name to a class's candidates, or its sources to the same name (any case) already there."""
+    known = next((k for k in per_class if k.name.casefold() == name.casefold()), None)
+    if known is None:
+        per_class.append(Candidate(name, list(sources)))
+    else:
+        known.sources += [src for src in sources if src not in known.sources]
 
 
 def synonyms_job(classes: ClassList, template: QueryTemplate, set_name: str = "synonyms", *, draw: int = 0,
@@ -96,13 +105,7 @@ def load_candidates(store: Store, ref: str, classes: ClassList) -> tuple[list[li
                              f"make a synonyms set for {classes.dataset}")
     candidates: list[list[Candidate]] = [[Candidate(name, ["official"])] for name in classes.names]
     for record in store.read_records(info):
-        own = candidates[record["class_index"]]
-        source = record.get("source") or "llm"
-        existing = next((c for c in own if c.name.casefold() == record["text"].casefold()), None)
-        if existing is None:
-            own.append(Candidate(record["text"], [source]))
-        elif source not in existing.sources:
-            existing.sources.append(source)
+        add_name(candidates[record["class_index"]], record["text"], [record.get("source") or "llm"])
     return candidates, info
 
 
@@ -113,9 +116,5 @@ def merge_candidates(loaded: list[tuple[list[list[Candidate]], VersionInfo]]) ->
     for candidates, _ in loaded[1:]:
         for c, per_class in enumerate(candidates):
             for cand in per_class:
-                known = next((k for k in merged[c] if k.name.casefold() == cand.name.casefold()), None)
-                if known is None:
-                    merged[c].append(Candidate(cand.name, list(cand.sources)))
-                else:
-                    known.sources += [src for src in cand.sources if src not in known.sources]
+                add_name(merged[c], cand.name, cand.sources)
     return merged, [str(info.ref) for _, info in loaded]
