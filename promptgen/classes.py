@@ -13,10 +13,12 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from promptgen.errors import PromptgenError
 
-__all__ = ["ClassList", "list_datasets", "load_dataset", "load_class_file", "resolve_classes", "loose_name"]
+__all__ = ["ClassList", "list_datasets", "load_dataset", "load_class_file", "resolve_classes", "loose_name",
+           "class_name_matcher"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "classnames"
 MAX_NAME_CHARS = 200
@@ -142,3 +144,46 @@ def resolve_classes(dataset: str, classes_file: str | Path | None = None) -> Cla
     if classes_file:
         return load_class_file(classes_file, dataset)
     return load_dataset(dataset)
+
+
+def class_name_matcher(classes: ClassList, exclude: tuple[int, ...] = (), plurals: bool = False
+                       ) -> Callable[[str], set[int]]:
+    """A function giving the classes a text names: whole phrases ('-', '_' and spaces alike), the
+    longest name winning where names overlap ("a wild cat" names "wild cat", not "cat"). With
+    `plurals`, a last word ending in -s/-es also names the singular ("tigers" names "tiger"). Word
+    n-grams are looked up in a table, so the cost does not grow with the number of classes."""
+    table: dict[tuple[str, ...], set[int]] = {}
+    for index, name in enumerate(classes.names):
+        words = tuple(_words(name))
+        if words:
+            table.setdefault(words, set()).add(index)
+    longest = max((len(w) for w in table), default=1)
+
+    def lookup(words: tuple[str, ...]) -> set[int] | None:
+        hit = table.get(words)
+        if hit is None and plurals and len(words[-1]) > 3:
+            for suffix in ("es", "s"):
+                if words[-1].endswith(suffix):
+                    hit = table.get(words[:-1] + (words[-1][:-len(suffix)],))
+                    if hit:
+                        break
+        return hit
+
+    def named(text: str) -> set[int]:
+        words = _words(text)
+        covered = [False] * len(words)
+        found: set[int] = set()
+        for length in range(min(longest, len(words)), 0, -1):
+            for start in range(len(words) - length + 1):
+                if any(covered[start:start + length]):
+                    continue
+                hit = lookup(tuple(words[start:start + length]))
+                if hit:
+                    found |= hit
+                    covered[start:start + length] = [True] * length
+        return found - set(exclude)
+    return named
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[^\W_]+(?:'[^\W_]+)*", text.casefold())

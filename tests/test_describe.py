@@ -117,6 +117,12 @@ def test_garbage_refusals_and_empty_answers_are_retried_then_reported(cli, fake_
     assert not any(f["class_name"] == "frog" for f in meta["failures"]), "one empty answer is cured by a re-ask"
     assert meta["dropped"]["refusal"] >= 5 * 10 * 3 and meta["dropped"]["empty"] >= 10
     assert meta["dropped"]["unparsed"] > 0
+    # per class, for the audit: horse's drops are refusals, and the per-class counts add up to the totals
+    per_class = meta["dropped_per_class"]
+    assert set(per_class["7"]) == {"refusal"} and per_class["7"]["refusal"] >= 5 * 10 * 3
+    for reason, total in meta["dropped"].items():
+        assert sum(counts.get(reason, 0) for counts in per_class.values()) == total, reason
+    assert "empty" in per_class["6"] and "unparsed" in per_class["8"]
     rows = records(root, "cifar10", "cupl", 1)
     assert not any(r["class_name"] == "horse" for r in rows)
     assert meta["classes_without_texts"] == [{"class_index": 7, "class_name": "horse"}]

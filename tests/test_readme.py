@@ -17,8 +17,12 @@ def quick_start_commands() -> list[str]:
 def test_readme_has_exactly_two_commands_main_job_and_tests():
     main_job, tests = quick_start_commands()
     assert "promptgen describe cifar10 --source wordnet" in main_job and "pip install -e ." in main_job
-    assert "pip install -e '.[test]'" in tests and "pytest" in tests
-    assert "LITELLM_LOCAL_MODEL_COST_MAP=True" in tests and "HF_HUB_OFFLINE=1" in tests
+    assert tests == "./scripts/test"
+    script = (ROOT / "scripts" / "test").read_text()
+    assert "pip install -e '.[test]'" in script and "python -m pytest" in script
+    assert "LITELLM_LOCAL_MODEL_COST_MAP=True" in script and "HF_HUB_OFFLINE=1" in script
+    assert "apt-get install -y -q chromium chromium-driver" in script  # the browser tests need both
+    assert (ROOT / "scripts" / "test").stat().st_mode & 0o111, "scripts/test must be executable"
 
 
 def test_ci_runs_exactly_the_readme_test_command():

@@ -84,8 +84,9 @@ def main(verbose: bool) -> None:
     logger.propagate = False
 
 
-from promptgen.cli import datasets, describe, differentiate, evaluate, heads, sets, synonyms, transfer  # noqa: E402
+from promptgen.cli import (audit, datasets, describe, differentiate, evaluate, heads, sets, synonyms,  # noqa: E402
+                           transfer)
 
-for module in (datasets, describe, differentiate, synonyms, sets, transfer, heads, evaluate):
+for module in (datasets, describe, differentiate, synonyms, sets, transfer, heads, evaluate, audit):
     for command in module.COMMANDS:
         main.add_command(command)

@@ -50,11 +50,12 @@ def versions_command(dataset: str, set_name: str | None, root: Path | None, as_j
 @click.command("show")
 @click.argument("ref")
 @click.option("--class", "class_name", help="Only this class (exact name).")
+@click.option("--id", "record_ids", multiple=True, help="Only the record with this id (as audit reports show); repeatable.")
 @click.option("--manifest", is_flag=True, help="Print the manifest instead of the records.")
 @click.option("--limit", type=int, default=0, help="At most this many texts per class (0: all).")
 @root_option
 @json_option
-def show_command(ref: str, class_name: str | None, manifest: bool, limit: int, root: Path | None,
+def show_command(ref: str, class_name: str | None, record_ids: tuple[str, ...], manifest: bool, limit: int, root: Path | None,
                  as_json: bool) -> None:
     """Show a prompt set: REF is DATASET/SET[@vN] (latest complete version without @vN)."""
     store = store_from(root)
@@ -80,6 +81,14 @@ def show_command(ref: str, class_name: str | None, manifest: bool, limit: int, r
                                  f"see the class names with `promptgen show {info.ref} --json`")
         # a differential set shows whole pairs: the class's sentences and what they were contrasted with
         records = [r for r in records if r["class_name"] == class_name or r.get("other_class_name") == class_name]
+    if record_ids:
+        known = {r["id"] for r in records}
+        unknown = [i for i in record_ids if i not in known]
+        if unknown:
+            raise PromptgenError(f"{info.ref} has no record {', '.join(map(repr, unknown))}",
+                                 "copy the id from the audit report or `promptgen show --json`; ids belong to one "
+                                 "set version")
+        records = [r for r in records if r["id"] in set(record_ids)]
     if limit:
         shown: dict[int, int] = {}
         kept = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 import torch.nn.functional as F
 
@@ -13,7 +15,7 @@ __all__ = ["evaluate_heads", "format_table"]
 
 def evaluate_heads(features: torch.Tensor, labels: torch.Tensor, heads: list[Head], num_classes: int,
                    *, chunk: int = 4096) -> list[dict]:
-    """Top-1, top-5, mean per-class recall and per-class accuracy of each head. All heads run in one
+    """Top-1, top-5, mean per-class recall, per-class accuracy and the confused class pairs of each head. All heads run in one
     matrix product per chunk of images, so the features are read once whatever the head count."""
     if not heads:
         raise PromptgenError("no head to evaluate", "give --head FILE or --build BUILDER[:SOURCE]")
@@ -39,6 +41,7 @@ def evaluate_heads(features: torch.Tensor, labels: torch.Tensor, heads: list[Hea
     top1 = torch.zeros(len(heads), dtype=torch.long)
     top5 = torch.zeros(len(heads), dtype=torch.long)
     correct_per_class = torch.zeros(len(heads), num_classes, dtype=torch.long)
+    confusions: list[Counter] = [Counter() for _ in heads]
     with torch.inference_mode():
         for start in range(0, len(features), chunk):
             batch = features[start:start + chunk]
@@ -54,6 +57,9 @@ def evaluate_heads(features: torch.Tensor, labels: torch.Tensor, heads: list[Hea
                 top1[h] += int(hit1.sum())
                 top5[h] += int((best == target[:, None]).any(dim=1).sum())
                 correct_per_class[h] += torch.bincount(target[hit1], minlength=num_classes)
+                missed = target[~hit1] * num_classes + best[~hit1, 0]
+                cells, cell_counts = missed.unique(return_counts=True)
+                confusions[h].update(dict(zip(cells.tolist(), cell_counts.tolist())))
     support = torch.bincount(labels, minlength=num_classes)
     present = support > 0
     results = []
@@ -65,6 +71,9 @@ def evaluate_heads(features: torch.Tensor, labels: torch.Tensor, heads: list[Hea
                         "mean_per_class_recall": float(per_class[present].mean()),
                         "per_class_accuracy": [None if torch.isnan(a) else round(float(a), 6) for a in per_class],
                         "support": support.tolist(),
+                        # off-diagonal confusion matrix cells [true, predicted, images], most images first
+                        "confusions": [[cell // num_classes, cell % num_classes, n]
+                                       for cell, n in sorted(confusions[h].items(), key=lambda x: (-x[1], x[0]))],
                         **({"rerank": head.scorer.report()} if head.scorer is not None else {})})
     return results
 

@@ -145,6 +145,12 @@ def _run(job: DescribeJob, client: LLMClient, writer: VersionWriter, requests: l
     if job.template.text_kind == "synonym":
         kept = with_source_ids(kept)
     collected.dropped["duplicate"] += duplicates
+    if duplicates:
+        repeated = Counter(r["class_index"] for r in records)
+        repeated.subtract(Counter(r["class_index"] for r in kept))
+        for class_index, n in repeated.items():
+            if n:
+                collected.dropped_per_class.setdefault(class_index, Counter())["duplicate"] += n
     # a synonyms set always holds the official names: count what the model added
     per_class = Counter(r["class_index"] for r in kept if r.get("source") != "official")
     empty_classes = [i for i in range(len(job.classes)) if per_class[i] == 0]
@@ -161,6 +167,8 @@ def _run(job: DescribeJob, client: LLMClient, writer: VersionWriter, requests: l
                    "failed_requests": len(transport_failures),
                    "unusable_answers": len(collected.failures) - len(transport_failures)},
         "dropped": {reason: collected.dropped.get(reason, 0) for reason in DROP_REASONS},
+        "dropped_per_class": {str(c): {reason: n for reason, n in sorted(counts.items()) if n}
+                              for c, counts in sorted(collected.dropped_per_class.items()) if sum(counts.values())},
         "tokens": {"prompt": collected.prompt_tokens, "completion": collected.completion_tokens},
         "cost_usd": collected.cost_usd,
         "cost_usd_this_run": stats.cost_usd if stats.sent else 0.0,
@@ -189,6 +197,7 @@ class _Collector:
         self.job, self.client, self.answers, self.failed_requests = job, client, answers, failures
         self.records: list[dict] = []
         self.dropped: Counter = Counter()
+        self.dropped_per_class: dict[int, Counter] = {}
         self.failures: list[dict] = []
         self.prompt_tokens = self.completion_tokens = 0
         self.cost_usd: float | None = 0.0
@@ -205,7 +214,7 @@ class _Collector:
         final, current = None, request
         while current.key in self.answers:
             final = self.answers[current.key]
-            self._account(final[1], final[2])
+            self._account(final[1], final[2], request.tag[0])
             if any(p.texts for p in final[2]) or current.attempt >= self.job.answer_retries:
                 break
             current = self.client.retry(current)
@@ -235,9 +244,10 @@ class _Collector:
                     source="llm" if self.job.template.text_kind == "synonym" else None))
         return final
 
-    def _account(self, response: LLMResponse, parsed: list[Parsed]) -> None:
+    def _account(self, response: LLMResponse, parsed: list[Parsed], class_index: int) -> None:
         for p in parsed:
             self.dropped.update(p.dropped)
+            self.dropped_per_class.setdefault(class_index, Counter()).update(p.dropped)
         self.prompt_tokens += response.usage.get("prompt_tokens", 0)
         self.completion_tokens += response.usage.get("completion_tokens", 0)
         self.cost_usd = None if self.cost_usd is None or response.cost_usd is None else self.cost_usd + response.cost_usd

@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from promptgen.classes import ClassList
+from promptgen.classes import ClassList, class_name_matcher
 from promptgen.clip.pairs import PairPlan, load_pair_plan, pair_key, save_pair_plan
 from promptgen.errors import PromptgenError
 from promptgen.fileio import canonical_json
@@ -125,38 +125,6 @@ def plan_requests(job: DifferentiateJob, client: LLMClient) -> list[LLMRequest]:
         messages = job.template.render_pair(question, job.classes.names[i], job.classes.names[j])
         requests += client.plan(messages, sampling, draw=job.draw + job.pair_draws.get(pair_key(i, j), 0), tag=(i, j))
     return requests
-
-
-def class_name_matcher(classes: ClassList, exclude: tuple[int, ...] = ()) -> Callable[[str], set[int]]:
-    """A function giving the classes a text names: whole phrases ('-', '_' and spaces alike), the
-    longest name winning where names overlap ("a wild cat" names "wild cat", not "cat"). Word
-    n-grams are looked up in a table, so the cost does not grow with the number of classes."""
-    table: dict[str, set[int]] = {}
-    longest = 1
-    for index, name in enumerate(classes.names):
-        words = _words(name)
-        if words:
-            table.setdefault(" ".join(words), set()).add(index)
-            longest = max(longest, len(words))
-
-    def named(text: str) -> set[int]:
-        words = _words(text)
-        covered = [False] * len(words)
-        found: set[int] = set()
-        for length in range(min(longest, len(words)), 0, -1):
-            for start in range(len(words) - length + 1):
-                if any(covered[start:start + length]):
-                    continue
-                hit = table.get(" ".join(words[start:start + length]))
-                if hit:
-                    found |= hit
-                    covered[start:start + length] = [True] * length
-        return found - set(exclude)
-    return named
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"[^\W_]+(?:'[^\W_]+)*", text.casefold())
 
 
 def run_differentiate(job: DifferentiateJob, client: LLMClient, store: Store, *, resume: bool = False,
