@@ -186,4 +186,5 @@ def class_name_matcher(classes: ClassList, exclude: tuple[int, ...] = (), plural
 
 
 def _words(text: str) -> list[str]:
-    return re.findall(r"[^\W_]+(?:'[^\W_]+)*", text.casefold())
+    """Lower-cased words, a possessive 's dropped ("a dog's tail" names "dog")."""
+    return [w[:-2] if w.endswith("'s") else w for w in re.findall(r"[^\W_]+(?:'[^\W_]+)*", text.casefold())]

@@ -201,6 +201,15 @@ def basis(i: int, dim: int = 32) -> torch.Tensor:
     return v
 
 
+def one_text_each(store: Store, name: str, overrides: dict[str, list[str]]) -> tuple[checks.AuditSet, Planted]:
+    """A set with one text per class (its own basis vector, naming no class) except `overrides`."""
+    texts = {c: [f"{c[::-1]} alone"] for c in CIFAR} | overrides
+    encode = Planted()
+    for c, class_name in enumerate(CIFAR):
+        encode.set(f"{class_name[::-1]} alone", basis(c))
+    return audit_set(store, write_set(store, name, texts)), encode
+
+
 def test_near_duplicates_closer_to_other_name_diversity_and_similar_pairs(store):
     classes = store.classes("cifar10")
     texts = {c: [f"{c[::-1]} text one", f"{c[::-1]} text two"] for c in CIFAR}
@@ -238,14 +247,8 @@ def test_near_duplicates_closer_to_other_name_diversity_and_similar_pairs(store)
 
 def test_near_duplicates_ignore_texts_of_one_class_and_the_threshold_is_inclusive(store):
     classes = store.classes("cifar10")
-    texts = {c: [f"{c} alpha"] for c in CIFAR}
-    texts["cat"] = ["same thing", "same thing again"]
-    texts["dog"] = ["other thing"]
-    aset = audit_set(store, write_set(store, "one-class", texts))
-    encode = Planted()
-    for c, name in enumerate(CIFAR):
-        encode.set(f"{name} alpha", basis(c))
-        encode.set("object alpha", basis(0))  # masked texts of all classes: exact collisions, not near ones
+    aset, encode = one_text_each(store, "one-class", {"cat": ["same thing", "same thing again"],
+                                                      "dog": ["other thing"]})
     encode.set("same thing", basis(10))
     encode.set("same thing again", basis(10))
     encode.set("other thing", basis(10) + 0.5 * basis(11))
@@ -412,3 +415,87 @@ def test_run_audit_builds_one_document_whose_totals_add_up(store):
     json.dumps(audit)  # the document is plain JSON
     with pytest.raises(PromptgenError, match="named twice"):
         run_audit(store, classes, [SetRef.parse(ref), SetRef.parse(ref)], lambda: pytest.fail("loaded a model"))
+
+
+# -- review findings -----------------------------------------------------------------------------
+
+def test_a_near_duplicate_pair_shows_texts_of_two_different_classes(store):
+    """A text cat and dog share is near cat's own variant: the pair shown must be dog's text against
+    cat's variant, not cat's copy against cat's variant."""
+    classes = store.classes("cifar10")
+    aset, encode = one_text_each(store, "shared-near", {"cat": ["has soft fur", "has soft furs"],
+                                                        "dog": ["has soft fur"]})
+    encode.set("has soft fur", basis(12))
+    encode.set("has soft furs", basis(12) + 0.01 * basis(13))
+    result = checks.embedding_checks(aset, classes, encode, threshold=0.99, top=10)
+    assert result["near_duplicate_count"] == 1
+    (pair,) = result["near_duplicates"]
+    assert pair["a"]["class_name"] != pair["b"]["class_name"]
+    assert {(pair["a"]["class_name"], pair["a"]["text"]), (pair["b"]["class_name"], pair["b"]["text"])} == \
+        {("dog", "has soft fur"), ("cat", "has soft furs")}
+
+
+def test_possessives_name_the_class():
+    from promptgen.classes import class_name_matcher, load_dataset
+
+    named = class_name_matcher(load_dataset("cifar10"), plurals=True)
+    assert named("a cat with a dog's tail") == {3, 5}
+    assert named("two dogs' ears on a cat") == {3, 5}
+    assert named("a cat's whiskers") == {3}
+
+
+def test_synonym_counts_agree_between_the_statistics_and_the_names_section(store):
+    classes = store.classes("cifar10")
+    texts = {c: [c, c.upper()] for c in CIFAR}  # only the official name, in two spellings
+    texts["cat"] = ["cat", "kitty", "Kitty", "puss"]
+    aset = audit_set(store, write_set(store, "names", texts, kind="synonym", extra={"source": "llm"}))
+    stats = checks.set_statistics(aset, classes, 1)
+    summary = checks.synonym_summary(aset, classes, 10)
+    assert stats["per_class_counts"][3] == 2 and sum(stats["per_class_counts"]) == 2
+    assert len(stats["too_few"]) == summary["classes_without_other_names_count"] == 9
+
+
+def test_failed_pairs_count_as_failures_and_show_their_classes(store):
+    classes = store.classes("cifar10")
+    records = []
+    for c, other, attribute in ((3, 5, "ears"), (5, 3, "ears")):
+        records.append(make_record(class_index=c, class_name=CIFAR[c], stage="differentiate", kind="sentence",
+                                   text=f"a {CIFAR[c]} with some ears", template="fudd", sample_index=0,
+                                   request_key=None, model=None, pair="3_5", pair_classes=[3, 5],
+                                   other_class_index=other, other_class_name=CIFAR[other], attribute=attribute))
+    store.write_version("cifar10", "differential", records, {
+        "stage": "differentiate", "text_kind": "sentence", "classes": {"count": 10, "hash": classes.hash},
+        "failed_pairs": [{"pair": "0_2", "classes": [0, 2], "reason": "no usable attribute"}]}, classes)
+    aset = audit_set(store, "cifar10/differential@v1")
+    assert aset.is_differential
+    assert checks.set_statistics(aset, classes, 1)["failures"] == 1
+    summary = checks.differential_summary(aset, classes, 10)
+    assert summary["pairs_answered"] == 1 and summary["pairs_failed"] == 1
+    assert summary["failed_pairs"] == [{"pair": "0_2", "reason": "no usable attribute", "classes": [
+        {"class_index": 0, "class_name": "airplane"}, {"class_index": 2, "class_name": "bird"}]}]
+
+
+def test_against_the_audited_version_names_the_other_versions(store):
+    ref = write_set(store, "versions", plain())
+    write_set(store, "versions", plain(4))
+    classes = store.classes("cifar10")
+    with pytest.raises(PromptgenError) as error:
+        run_audit(store, classes, [SetRef.parse(ref)], lambda: pytest.fail("loaded a model"),
+                  against=[SetRef.parse(ref)])
+    assert "version under audit" in error.value.message and "versions: v2" in error.value.hint
+
+
+def test_manifest_diff_keeps_non_ascii_and_escapes_markup(store):
+    from promptgen.audit.report import render_html, render_markdown
+
+    write_set(store, "m", plain(), manifest={"model": {"model": "café & <x>"}})
+    write_set(store, "m", plain(), manifest={"model": {"model": "naïve"}})
+    classes = store.classes("cifar10")
+    import open_clip
+
+    audit = run_audit(store, classes, [SetRef.parse("cifar10/m@v2")],
+                      TextModel(None, checks.token_counter(open_clip.get_tokenizer("ViT-B-32")), 77),
+                      against=[SetRef.parse("cifar10/m@v1")])
+    html, markdown = render_html(audit), render_markdown(audit)
+    assert "&#34;café &amp; &lt;x&gt;&#34;" in html and "&#34;naïve&#34;" in html and "\\u00e9" not in html
+    assert "café &amp; &lt;x&gt;" in markdown and "<x>" not in markdown

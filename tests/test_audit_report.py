@@ -435,7 +435,7 @@ def test_markdown_report_escapes_markup_and_table_pipes(mixed) -> None:
     cells = md_cells(summary[2])
     assert cells[0] == r"cifar10/mixed@v1" and cells[1:10] == ["32", "9", "3", "1", "3", "1", "3", "2", "1"]
     assert cells[-1] == "$0.0123"
-    assert (mixed.out / "diversity.png").is_file() and "![diversity](diversity.png)" in text
+    assert (mixed.out / "diversity.png").is_file() and "![diversity of each set's texts](diversity.png)" in text
 
 
 def test_printed_summary_lists_the_set_and_the_files(mixed) -> None:
@@ -660,7 +660,14 @@ def bad_world(evaluated):
     other["classes"] = {"count": len(NAMES), "hash": "0" * 64, "names": NAMES[::-1]}
     other_file = evaluated.base / "other-classes.json"
     other_file.write_text(json.dumps(other), encoding="utf-8")
-    return SimpleNamespace(root=evaluated.root, results=evaluated.results_file, other=other_file)
+    partial = json.loads(evaluated.results_file.read_text(encoding="utf-8"))
+    partial["heads"][0]["per_class_accuracy"] = partial["heads"][0]["per_class_accuracy"][:3]
+    partial_file = evaluated.base / "partial.json"
+    partial_file.write_text(json.dumps(partial), encoding="utf-8")
+    not_json = evaluated.base / "not-json.json"
+    not_json.write_text("{\"format\": ", encoding="utf-8")
+    return SimpleNamespace(root=evaluated.root, results=evaluated.results_file, other=other_file,
+                           partial=partial_file, not_json=not_json)
 
 
 BAD_INPUT = {
@@ -670,6 +677,10 @@ BAD_INPUT = {
     "against the audited version": (lambda w: ["--sets", "desc", "--against", "desc@v1"], "version under audit"),
     "an unknown baseline": (lambda w: ["--sets", "desc", "--eval", w.results, "--baseline", "nope"],
                             "no head 'nope'"),
+    "a baseline without results": (lambda w: ["--sets", "desc", "--baseline", "photo"], "no --eval was given"),
+    "a results file cut short": (lambda w: ["--sets", "desc", "--eval", w.partial],
+                                 "has no per_class_accuracy for the 10 classes"),
+    "a results file that is not JSON": (lambda w: ["--sets", "desc", "--eval", w.not_json], "is not JSON"),
 }
 
 
@@ -745,3 +756,36 @@ def test_no_embed_loads_no_model_and_says_so(mixed, browser, tmp_path: Path, mon
     assert printed["files"] == {name: str(out / name) for name in ("audit.json", "report.html", "report.md")}
     assert printed["sets"] == [{"ref": "cifar10/mixed@v1", **s["summary"]}]
     assert printed["totals"]["leaks"] == 3 and printed["totals"]["records"] == 32
+
+
+def test_an_unwritable_output_folder_is_a_clean_error_before_any_work(mixed, tmp_path: Path, monkeypatch) -> None:
+    import promptgen.clip.models
+
+    monkeypatch.setattr(promptgen.clip.models, "load_clip", lambda *a, **k: pytest.fail("loaded a model"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_cli("audit", DATASET, "--sets", "mixed", "-o", blocker / "sub", *TINY_ARGS, root=mixed.root)
+    assert result.exit_code == 2, result.output
+    assert "error: cannot write the reports to" in result.stderr and "fix: give -o a folder" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_default_audit_skips_sets_it_cannot_audit_and_says_so(bad_world, tmp_path: Path) -> None:
+    """Without --sets, one empty set must not block the others: it is listed as not audited."""
+    out = tmp_path / "report"
+    result = run_cli("audit", DATASET, "--no-embed", "-o", out, root=bad_world.root)
+    assert result.exit_code == 0, result.output
+    audit = json.loads((out / "audit.json").read_text(encoding="utf-8"))
+    assert "cifar10/empty@v1" not in [s["ref"] for s in audit["sets"]] and audit["sets"]
+    assert [k["ref"] for k in audit["skipped_sets"]] == ["cifar10/empty"]
+    assert "is empty" in audit["skipped_sets"][0]["reason"]
+    assert "not audited: cifar10/empty" in result.stdout
+    assert "Not audited: cifar10/empty" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_show_id_finds_a_record_of_another_class_only_with_that_class(mixed) -> None:
+    record = next(r for r in mixed.records if r["text"] == CAT_LEAK)
+    result = run_cli("show", f"{DATASET}/mixed@v1", "--id", record["id"], "--class", "dog", "--json", root=mixed.root)
+    assert result.exit_code == 0 and json.loads(result.stdout) == []  # it exists, but is cat's
+    result = run_cli("show", f"{DATASET}/mixed@v1", "--id", record["id"], "--class", "cat", "--json", root=mixed.root)
+    assert [r["id"] for r in json.loads(result.stdout)] == [record["id"]]

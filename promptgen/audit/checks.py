@@ -102,13 +102,18 @@ def set_statistics(aset: AuditSet, classes: ClassList, min_texts: int) -> dict:
     """Counts kept and dropped (by reason), failures, tokens and cost, texts per class, and the
     classes with fewer than `min_texts` texts."""
     manifest = aset.info.manifest
-    per_class = Counter(r["class_index"] for r in aset.records if r.get("source") != "official")
+    if aset.is_synonyms:  # names besides the official one, each spelling once
+        other = {(r["class_index"], loose_name(r["text"])) for r in aset.records
+                 if loose_name(r["text"]) != loose_name(classes.names[r["class_index"]])}
+        per_class = Counter(c for c, _ in other)
+    else:
+        per_class = Counter(r["class_index"] for r in aset.records)
     counts = [per_class.get(c, 0) for c in range(len(classes))]
     dropped = {k: int(v) for k, v in (manifest.get("dropped") or {}).items()}
     dropped_per_class = manifest.get("dropped_per_class")
     rejected = {k: int(v) for k, v in (manifest.get("rejected") or {}).items()}
     tokens = manifest.get("tokens") or {}
-    failures = manifest.get("failures") or []
+    failures = list(manifest.get("failures") or []) + [{"reason": "pair failed"} for _ in manifest.get("failed_pairs") or []]
     too_few = [{"class_index": c, "class_name": classes.names[c], "texts": n}
                for c, n in enumerate(counts) if n < min_texts]
     template = manifest.get("template") or {}
@@ -331,22 +336,33 @@ def _near_duplicates(aset: AuditSet, patterns: dict[int, re.Pattern], encode: Ca
     best_values, best_pairs, count = torch.empty(0), torch.empty(0, 2, dtype=torch.long), 0
     chunk = chunk or max(16, (1 << 23) // len(keys))  # a block of at most ~8M cosines
     for start in range(0, len(keys), chunk):
-        block = vectors[start:start + chunk] @ vectors.T
+        block = vectors[start:start + chunk] @ vectors[start:].T  # the upper triangle and its diagonal block
         rows = torch.arange(start, start + block.shape[0])
-        keep = (block >= threshold) & (torch.arange(len(keys))[None, :] > rows[:, None]) \
-            & (owner[rows][:, None] != owner[None, :])
+        columns = torch.arange(start, len(keys))
+        keep = (block >= threshold) & (columns[None, :] > rows[:, None]) & (owner[rows][:, None] != owner[columns][None, :])
         hits = keep.nonzero()
         count += len(hits)
         values = block[keep]
         best_values = torch.cat([best_values, values])
-        best_pairs = torch.cat([best_pairs, torch.stack([hits[:, 0] + start, hits[:, 1]], dim=1)])
+        best_pairs = torch.cat([best_pairs, torch.stack([hits[:, 0] + start, hits[:, 1] + start], dim=1)])
         if len(best_values) > top:
             order = best_values.topk(top).indices
             best_values, best_pairs = best_values[order], best_pairs[order]
     order = best_values.argsort(descending=True)[:top]
     found = [(float(best_values[o]), int(best_pairs[o, 0]), int(best_pairs[o, 1])) for o in order]
-    return {"count": count, "pairs": [{"cosine": round(v, 6), "a": record_ref(aset, unique[keys[i]][0]),
-                                        "b": record_ref(aset, unique[keys[j]][0])} for v, i, j in found]}
+    def cross_class(i: int, j: int) -> tuple[int, int]:
+        """A record of each text, of two different classes (a shared text has several to choose from)."""
+        for a in unique[keys[i]]:
+            for b in unique[keys[j]]:
+                if aset.records[a]["class_index"] != aset.records[b]["class_index"]:
+                    return a, b
+        raise AssertionError("a near-duplicate pair within one class")
+
+    pairs = []
+    for value, i, j in found:
+        a, b = cross_class(i, j)
+        pairs.append({"cosine": round(value, 6), "a": record_ref(aset, a), "b": record_ref(aset, b)})
+    return {"count": count, "pairs": pairs}
 
 
 # -- sections for the other stages ---------------------------------------------------------------
@@ -368,8 +384,9 @@ def differential_summary(aset: AuditSet, classes: ClassList, top: int) -> dict:
     pair_stats = manifest.get("pairs") or {}
     failed = manifest.get("failed_pairs") or []
     return {"pairs_answered": len(pairs), "pairs_salvaged": len(salvaged), "pairs_failed": len(failed),
-            "failed_pairs": [{"pair": f.get("pair"), "classes": f.get("classes"), "reason": f.get("reason")}
-                             for f in failed],
+            "failed_pairs": [{"pair": f.get("pair"), "reason": f.get("reason") or f.get("error"),
+                              "classes": [{"class_index": c, "class_name": classes.names[c]}
+                                          for c in _pair_classes(f) if 0 <= c < len(classes)]} for f in failed],
             "attributes_per_pair": {"min": min(len(a) for a in pairs.values()),
                                     "max": max(len(a) for a in pairs.values())} if pairs else None,
             "classes_in_pairs": len(per_class), "classes_without_pairs": len(classes) - len(per_class),
@@ -377,6 +394,14 @@ def differential_summary(aset: AuditSet, classes: ClassList, top: int) -> dict:
                             for c, n in per_class.most_common(top)],
             "method": pair_stats.get("method"), "topk_recall": pair_stats.get("topk_recall"),
             "rejected": manifest.get("rejected") or {}}
+
+
+def _pair_classes(failed: dict) -> list[int]:
+    classes = failed.get("classes")
+    if isinstance(classes, list) and all(isinstance(c, int) for c in classes):
+        return classes
+    pair = str(failed.get("pair") or "")
+    return [int(c) for c in pair.split("_") if c.isdigit()]
 
 
 def synonym_summary(aset: AuditSet, classes: ClassList, top: int) -> dict:
@@ -412,6 +437,11 @@ def evaluation_summary(results: dict, classes: ClassList, baseline: str | None, 
     heads = results["heads"]
     if not heads:
         raise PromptgenError(f"{source} holds no head", "evaluate at least one head")
+    for head in heads:
+        problem = _head_problem(head, len(classes))
+        if problem:
+            raise PromptgenError(f"{source}: head {head.get('head', '?')!r} {problem}",
+                                 f"give the file `promptgen eval {classes.dataset} ... -o FILE` wrote, unedited")
     names = [h["head"] for h in heads]
     if baseline is None:
         base = heads[0]
@@ -453,6 +483,26 @@ def evaluation_summary(results: dict, classes: ClassList, baseline: str | None, 
     return {"source": source, "images": heads[0].get("images"), "baseline": base["head"], "support": support,
             "baseline_accuracy": base.get("per_class_accuracy") or [],
             "model": results.get("model"), "heads": summaries}
+
+
+def _head_problem(head: object, num_classes: int) -> str | None:
+    if not isinstance(head, dict) or not isinstance(head.get("head"), str):
+        return "has no name"
+    for key in ("top1", "top5", "mean_per_class_recall", "images"):
+        if not isinstance(head.get(key), (int, float)):
+            return f"has no number {key!r}"
+    accuracy = head.get("per_class_accuracy")
+    if not isinstance(accuracy, list) or len(accuracy) != num_classes or \
+            not all(a is None or isinstance(a, (int, float)) for a in accuracy):
+        return f"has no per_class_accuracy for the {num_classes} classes"
+    support = head.get("support")
+    if support is not None and (not isinstance(support, list) or len(support) != num_classes):
+        return f"has no support count for each of the {num_classes} classes"
+    confusions = head.get("confusions")
+    if confusions is not None and not all(isinstance(c, list) and len(c) == 3 and all(isinstance(x, int) for x in c)
+                                          and 0 <= c[0] < num_classes and 0 <= c[1] < num_classes for c in confusions):
+        return "has malformed confusions (want [true, predicted, images] with class indices)"
+    return None
 
 
 # -- 5. version diff ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from promptgen.audit.plots import histogram_png
+from promptgen.errors import PromptgenError
 from promptgen.fileio import atomic_write_text
 
 __all__ = ["write_reports", "render_html", "render_markdown", "summary_text", "make_plots"]
@@ -51,6 +52,11 @@ def _md(value: object) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
+def _json(value: object) -> str:
+    """A manifest value as JSON, non-ASCII kept; the template's escaping makes it safe."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
 def _sort_by_total(items: object) -> list:
     return sorted(items, key=lambda kv: (-sum(kv[1].values()), int(kv[0])))
 
@@ -60,7 +66,7 @@ def _environment(autoescape: bool):
 
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=autoescape,
                                      undefined=jinja2.StrictUndefined, trim_blocks=False, keep_trailing_newline=True)
-    environment.filters.update(num=_num, f3=_f3, pct=_pct, signed_pct=_signed_pct, usd=_usd, md=_md,
+    environment.filters.update(num=_num, f3=_f3, pct=_pct, signed_pct=_signed_pct, usd=_usd, md=_md, json=_json,
                                sort_by_total=_sort_by_total)
     return environment
 
@@ -109,16 +115,20 @@ def write_reports(audit: dict, directory: Path) -> dict[str, Path]:
     audit = {**audit, "plots": {"diversity": plots["diversity"]["file"] if plots["diversity"] else None,
                                 "deltas": [p["file"] for p in plots["deltas"]]}}
     written = {}
-    for plot in ([plots["diversity"]] if plots["diversity"] else []) + plots["deltas"]:
-        path = directory / plot["file"]
-        temp = path.with_name(f".{path.name}.tmp")
-        temp.write_bytes(plot["png"])
-        temp.replace(path)
-        written[plot["file"]] = path
-    for name, text in (("audit.json", json.dumps(audit, ensure_ascii=False, indent=1) + "\n"),
-                       ("report.html", render_html(audit, plots)), ("report.md", render_markdown(audit, plots))):
-        atomic_write_text(directory / name, text)
-        written[name] = directory / name
+    try:
+        for plot in ([plots["diversity"]] if plots["diversity"] else []) + plots["deltas"]:
+            path = directory / plot["file"]
+            temp = path.with_name(f".{path.name}.tmp")
+            temp.write_bytes(plot["png"])
+            temp.replace(path)
+            written[plot["file"]] = path
+        for name, text in (("audit.json", json.dumps(audit, ensure_ascii=False, indent=1) + "\n"),
+                           ("report.html", render_html(audit, plots)), ("report.md", render_markdown(audit, plots))):
+            atomic_write_text(directory / name, text)
+            written[name] = directory / name
+    except OSError as exc:
+        raise PromptgenError(f"cannot write the reports to {directory}: {exc.strerror or exc}",
+                             "free some space or give -o another folder") from None
     return written
 
 
@@ -127,8 +137,7 @@ def summary_text(audit: dict, written: dict[str, Path] | None = None, examples: 
     lines = [f"{audit['dataset']}: {audit['classes']['count']:,} classes, {len(audit['sets'])} set(s)"
              + (f"; embeddings from {audit['model']['arch']} ({audit['model']['weights']})" if audit.get("model")
                 else "; embedding checks skipped")]
-    columns = [("texts", "records"), ("dropped", "dropped"), ("failed", "failures"),
-               (f"<{audit['settings']['min_texts']} texts", "too_few"),
+    columns = [("texts", "records"), ("dropped", "dropped"), ("failed", "failures"), ("too few", "too_few"),
                (f">{audit['settings']['context_length']} tok", "over_length"), ("leaks", "leaks"),
                ("shared", "shared_texts"), ("near-dup", "near_duplicates"), ("closer-other", "closer_to_other_name"),
                ("diversity", "diversity_median")]
@@ -141,14 +150,16 @@ def summary_text(audit: dict, written: dict[str, Path] | None = None, examples: 
         lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
+    for skipped in audit.get("skipped_sets") or []:
+        lines.append(f"not audited: {skipped['ref']}: {_clip(skipped['reason'], 100)}")
     for s in audit["sets"]:
         shown = []
         firsts: dict[int, dict] = {}
         for r in s["leaks"]:  # one example per class named, so one common word does not fill the list
             firsts.setdefault(r["names"][0]["class_index"], r)
         for r in list(firsts.values())[:examples]:
-            shown.append(f"  leak      {r['id']}  [{r['class_index']}] {r['class_name']}: {_clip(r['text'])} "
-                         f"-> names {', '.join(c['class_name'] for c in r['names'])}")
+            shown.append(f"  leak      {r['id']}  [{r['class_index']}] {_clip(r['class_name'], 40)}: {_clip(r['text'])} "
+                         f"-> names {_clip(', '.join(c['class_name'] for c in r['names']), 60)}")
         for r in s["over_length"][:examples]:
             shown.append(f"  too long  {r['id']}  [{r['class_index']}] {r['class_name']}: {r['tokens']} tokens")
         for g in s["collisions"][:examples]:
@@ -174,6 +185,10 @@ def summary_text(audit: dict, written: dict[str, Path] | None = None, examples: 
     return "\n".join(lines)
 
 
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 def _clip(text: str, width: int = 70) -> str:
-    text = " ".join(text.split())
+    """One line for the terminal: no control or direction-changing characters, at most `width`."""
+    text = " ".join(_UNPRINTABLE.sub(" ", text).split())
     return text if len(text) <= width else text[:width - 1] + "…"

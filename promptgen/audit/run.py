@@ -56,12 +56,30 @@ class TextModel:
     description: dict | None = None
 
 
-def run_audit(store: Store, classes: ClassList, refs: Sequence[SetRef], text_model: TextModel | Callable[[], TextModel],
-              *, evaluations: Sequence[tuple[str, dict]] = (), against: Sequence[SetRef] = (),
-              options: AuditOptions = AuditOptions()) -> dict:
-    """The audit document. `text_model` may be a function that loads one: it is called only once
-    every input has been checked. `evaluations` are (file name, `promptgen eval -o` JSON) pairs."""
-    asets = [checks.load_audit_set(store, ref, classes) for ref in refs]
+def run_audit(store: Store, classes: ClassList, refs: Sequence[SetRef] | None,
+              text_model: TextModel | Callable[[], TextModel], *, evaluations: Sequence[tuple[str, dict]] = (),
+              against: Sequence[SetRef] = (), options: AuditOptions = AuditOptions()) -> dict:
+    """The audit document. `refs` None audits every set of the dataset, skipping (and listing) those
+    that cannot be audited; named sets must all be auditable. `text_model` may be a function that
+    loads one: it is called only once every input has been checked. `evaluations` are (file name,
+    `promptgen eval -o` JSON) pairs."""
+    skipped = []
+    if refs is None:
+        asets = []
+        for ref in default_refs(store, classes.dataset):
+            try:
+                asets.append(checks.load_audit_set(store, ref, classes))
+            except PromptgenError as exc:
+                skipped.append({"ref": str(ref), "reason": exc.message})
+        if not asets:
+            raise PromptgenError(f"no set of {classes.dataset} can be audited: "
+                                 + "; ".join(f"{s['ref']}: {s['reason']}" for s in skipped),
+                                 f"make one with `promptgen describe {classes.dataset}`")
+    else:
+        asets = [checks.load_audit_set(store, ref, classes) for ref in refs]
+    if options.baseline is not None and not evaluations:
+        raise PromptgenError("--baseline names a head of --eval results, and no --eval was given",
+                             "add --eval results.json (from `promptgen eval ... -o results.json`)")
     seen: set[str] = set()
     for aset in asets:
         if aset.ref in seen:
@@ -71,7 +89,7 @@ def run_audit(store: Store, classes: ClassList, refs: Sequence[SetRef], text_mod
                   for name, data in evaluations]
     merged_eval = _merge_evaluations(evaluation)
     olds = [checks.load_audit_set(store, ref, classes) for ref in against]
-    partners = [_diff_partner(old, asets) for old in olds]
+    partners = [_diff_partner(store, old, asets) for old in olds]
     if callable(text_model) and not isinstance(text_model, TextModel):
         text_model = text_model()
     encode, count_tokens, context_length, model = (text_model.encode, text_model.count_tokens,
@@ -86,7 +104,7 @@ def run_audit(store: Store, classes: ClassList, refs: Sequence[SetRef], text_mod
         "model": model, "embedding_checks": encode is not None,
         "settings": {"min_texts": options.min_texts, "near_duplicate_cosine": options.near_duplicate_cosine,
                      "context_length": context_length, "top": options.top, "baseline": options.baseline},
-        "sets": sets, "evaluation": evaluation, "diffs": diffs,
+        "sets": sets, "skipped_sets": skipped, "evaluation": evaluation, "diffs": diffs,
         "totals": _totals(sets),
     }
 
@@ -138,7 +156,7 @@ def _totals(sets: list[dict]) -> dict:
     return totals
 
 
-def _diff_partner(old: checks.AuditSet, asets: list[checks.AuditSet]) -> checks.AuditSet:
+def _diff_partner(store: Store, old: checks.AuditSet, asets: list[checks.AuditSet]) -> checks.AuditSet:
     """The audited version `--against SET@vM` is compared with: the other audited version of the
     same set, else the only audited set."""
     same = [a for a in asets if a.info.set == old.info.set and a.ref != old.ref]
@@ -147,10 +165,12 @@ def _diff_partner(old: checks.AuditSet, asets: list[checks.AuditSet]) -> checks.
     if len(same) > 1:
         raise PromptgenError(f"--against {old.ref}: several versions of {old.info.set} are audited "
                              f"({', '.join(a.ref for a in same)})", "audit one version of the set with --against")
-    if any(a.ref == old.ref for a in asets) or (len(asets) == 1 and asets[0].ref == old.ref):
+    if any(a.ref == old.ref for a in asets):
+        others = [f"v{v.version}" for v in store.list_versions(old.info.dataset, old.info.set)
+                  if v.version != old.info.version]
         raise PromptgenError(f"--against {old.ref} is the version under audit",
-                             f"compare with another version, e.g. --sets {old.info.set} --against "
-                             f"{old.info.set}@v{max(1, old.info.version - 1)}")
+                             f"audit another version of {old.info.set} against it (versions: {', '.join(others)})"
+                             if others else f"{old.info.set} has no other version to compare with")
     if len(asets) == 1:
         return asets[0]
     raise PromptgenError(f"--against {old.ref}: no audited set is {old.info.set}, so it is unclear what to compare it with",

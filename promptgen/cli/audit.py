@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -16,6 +17,20 @@ def _refs(texts: tuple[str, ...], dataset: str) -> list:
     from promptgen.store import SetRef
 
     return [SetRef.parse(part.strip(), dataset) for text in texts for part in text.split(",") if part.strip()]
+
+
+def check_writable(directory: Path) -> None:
+    """The report folder, made and tried before any work, so a bad -o fails at once."""
+    from promptgen.errors import PromptgenError
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".audit-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise PromptgenError(f"cannot write the reports to {directory}: {exc.strerror or exc}",
+                             "give -o a folder you can write to") from None
 
 
 @click.command("audit")
@@ -49,18 +64,19 @@ def audit_command(dataset: str, set_specs: tuple[str, ...], eval_files: tuple[Pa
                   classes_file: Path | None, root: Path | None, as_json: bool) -> None:
     """Audit DATASET's prompt sets: texts kept and dropped, leaks of other class names, texts shared
     by classes, over-long texts, diversity, confusion and, with --eval, accuracy per class."""
-    from promptgen.audit import AuditOptions, TextModel, default_refs, load_results, run_audit, summary_text, \
-        write_reports
+    from promptgen.audit import AuditOptions, TextModel, load_results, run_audit, summary_text, write_reports
     from promptgen.audit.checks import token_counter
     from promptgen.paths import cache_dir
 
     store = store_from(root)
     classes = store.classes(dataset, classes_file)
-    refs = _refs(set_specs, dataset) or default_refs(store, dataset)
+    refs = _refs(set_specs, dataset) or None  # None: every set, skipping those that cannot be audited
     against = _refs(against_specs, dataset)
     evaluations = [load_results(path) for path in eval_files]
+    directory = output or store.root / "reports" / dataset
 
     def load_text_model() -> TextModel:  # called by run_audit once every input has been checked
+        check_writable(directory)
         if no_embed:
             import open_clip
 
@@ -74,7 +90,6 @@ def audit_command(dataset: str, set_specs: tuple[str, ...], eval_files: tuple[Pa
     audit = run_audit(store, classes, refs, load_text_model, evaluations=evaluations, against=against,
                       options=AuditOptions(min_texts=min_texts, near_duplicate_cosine=near_duplicate, top=top,
                                            baseline=baseline))
-    directory = output or store.root / "reports" / dataset
     written = write_reports(audit, directory)
     if as_json:
         emit_json({"files": {name: str(path) for name, path in written.items()}, "totals": audit["totals"],

@@ -72,6 +72,14 @@ def show_command(ref: str, class_name: str | None, record_ids: tuple[str, ...], 
         emit_json(info.manifest)
         return
     records = store.read_records(info)
+    if record_ids:
+        known = {r["id"] for r in records}
+        unknown = [i for i in record_ids if i not in known]
+        if unknown:
+            raise PromptgenError(f"{info.ref} has no record {', '.join(map(repr, unknown))}",
+                                 "copy the id from the audit report or `promptgen show --json`; ids belong to one "
+                                 "set version")
+        records = [r for r in records if r["id"] in set(record_ids)]
     if class_name is not None:
         names = sorted({r["class_name"] for r in records} | set(store.classes(info.dataset).names))
         if class_name not in names:
@@ -81,14 +89,6 @@ def show_command(ref: str, class_name: str | None, record_ids: tuple[str, ...], 
                                  f"see the class names with `promptgen show {info.ref} --json`")
         # a differential set shows whole pairs: the class's sentences and what they were contrasted with
         records = [r for r in records if r["class_name"] == class_name or r.get("other_class_name") == class_name]
-    if record_ids:
-        known = {r["id"] for r in records}
-        unknown = [i for i in record_ids if i not in known]
-        if unknown:
-            raise PromptgenError(f"{info.ref} has no record {', '.join(map(repr, unknown))}",
-                                 "copy the id from the audit report or `promptgen show --json`; ids belong to one "
-                                 "set version")
-        records = [r for r in records if r["id"] in set(record_ids)]
     if limit:
         shown: dict[int, int] = {}
         kept = []
