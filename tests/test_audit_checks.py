@@ -499,3 +499,20 @@ def test_manifest_diff_keeps_non_ascii_and_escapes_markup(store):
     html, markdown = render_html(audit), render_markdown(audit)
     assert "&#34;café &amp; &lt;x&gt;&#34;" in html and "&#34;naïve&#34;" in html and "\\u00e9" not in html
     assert "café &amp; &lt;x&gt;" in markdown and "<x>" not in markdown
+
+
+def test_per_class_tokens_and_cost_come_from_the_request_journal(store):
+    ref = write_set(store, "journalled", plain())
+    aset = audit_set(store, ref)
+    assert checks.per_class_usage(aset, 10) is None  # an import has no journal
+    lines = [{"key": "a", "class_index": 3, "response": {"usage": {"prompt_tokens": 10, "completion_tokens": 5},
+                                                         "cost_usd": 0.5}},
+             {"key": "b", "class_index": 3, "response": {"usage": {"prompt_tokens": 1, "completion_tokens": 2},
+                                                         "cost_usd": 0.25}},
+             {"key": "c", "class_index": 4, "response": None, "error": "timeout"},
+             {"key": "d", "class_index": 6, "response": {"usage": {"prompt_tokens": 7}, "cost_usd": None}}]
+    aset.info.journal_path.write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"torn', encoding="utf-8")
+    usage = checks.per_class_usage(aset, 10)
+    assert usage["prompt_tokens"][3] == 11 and usage["completion_tokens"][3] == 7 and usage["cost_usd"][3] == 0.75
+    assert usage["prompt_tokens"][4] == 0 and usage["cost_usd"][4] == 0.0
+    assert usage["prompt_tokens"][6] == 7 and usage["cost_usd"][6] is None  # unknown price stays unknown

@@ -642,7 +642,8 @@ def test_top_limits_the_diff_rows_but_audit_json_keeps_them(diffed) -> None:
     assert result.exit_code == 0, result.output
     (diff,) = json.loads((out / "audit.json").read_text(encoding="utf-8"))["diffs"]
     html = (out / "report.html").read_text(encoding="utf-8")
-    assert len(re.findall(r"<tr><td>\[\d\] \w+</td><td class=\"num\">", html)) == 1     # one row in the report
+    diff_table = html.split('<table class="class-diff">', 1)[1].split("</table>", 1)[0]
+    assert len(re.findall(r"<tr><td>\[\d\] \w+</td><td class=\"num\">", diff_table)) == 1  # one row in the report
     assert "1 of 2 shown; all are in audit.json." in html
     assert diff["per_class_count"] == 2
     assert [c["class_name"] for c in diff["per_class"]] == ["bird", "ship"]      # ... and both in audit.json
@@ -789,3 +790,22 @@ def test_show_id_finds_a_record_of_another_class_only_with_that_class(mixed) -> 
     assert result.exit_code == 0 and json.loads(result.stdout) == []  # it exists, but is cat's
     result = run_cli("show", f"{DATASET}/mixed@v1", "--id", record["id"], "--class", "cat", "--json", root=mixed.root)
     assert [r["id"] for r in json.loads(result.stdout)] == [record["id"]]
+
+
+def test_an_llm_set_shows_tokens_and_cost_per_class_adding_up_to_the_manifest(cli, fake_llm, root: Path,
+                                                                               tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_KEY_FOR_TESTS", "not-a-real-key")  # a priced model name, so costs are known
+    result = cli("describe", DATASET, "--style", "dclip", "--model", "openai/gpt-4o-mini", "--api-base", fake_llm.url,
+                 "--api-key-env", "FAKE_KEY_FOR_TESTS")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "report"
+    result = cli("audit", DATASET, "--sets", "dclip", "--no-embed", "-o", out)
+    assert result.exit_code == 0, result.output
+    (s,) = json.loads((out / "audit.json").read_text(encoding="utf-8"))["sets"]
+    usage, stats = s["stats"]["per_class_usage"], s["stats"]
+    assert sum(usage["prompt_tokens"]) == stats["tokens"]["prompt"] > 0
+    assert sum(usage["completion_tokens"]) == stats["tokens"]["completion"] > 0
+    assert sum(usage["cost_usd"]) == pytest.approx(stats["cost_usd"]) and stats["cost_usd"] > 0
+    assert all(n > 0 for n in usage["prompt_tokens"])  # one question per class
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert html.count('<table class="per-class-stats">') == 1 and f"{_usd(usage['cost_usd'][0])}</td>" in html

@@ -6,6 +6,7 @@ text) so the report can send the reader to `promptgen show ... --id ID`. Nothing
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 from collections import Counter, defaultdict
@@ -139,7 +140,38 @@ def set_statistics(aset: AuditSet, classes: ClassList, min_texts: int) -> dict:
         "created": manifest.get("created"),
         "min_texts": min_texts,
         "too_few": too_few,
+        "per_class_usage": per_class_usage(aset, len(classes)),
     }
+
+
+def per_class_usage(aset: AuditSet, num_classes: int) -> dict | None:
+    """Tokens and cost per class from the version's request journal (every answer, re-asks
+    included, as the manifest counts them); None for versions without one (imports, offline sources)."""
+    path = aset.info.journal_path
+    if not path.exists():
+        return None
+    prompt, completion = [0] * num_classes, [0] * num_classes
+    cost: list[float | None] = [0.0] * num_classes
+    answered = 0
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # a torn last line from an interrupted run
+            response, c = entry.get("response"), entry.get("class_index")
+            if not isinstance(response, dict) or not isinstance(c, int) or not 0 <= c < num_classes:
+                continue
+            answered += 1
+            usage = response.get("usage") or {}
+            prompt[c] += int(usage.get("prompt_tokens") or 0)
+            completion[c] += int(usage.get("completion_tokens") or 0)
+            value = response.get("cost_usd")
+            cost[c] = None if cost[c] is None or value is None else cost[c] + value
+    if not answered:
+        return None
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "cost_usd": [None if v is None else round(v, 8) for v in cost]}
 
 
 def _model_name(model: object) -> str | None:
