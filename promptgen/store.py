@@ -17,6 +17,8 @@ import json
 import logging
 import os
 import re
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -27,7 +29,7 @@ from promptgen.errors import PromptgenError
 from promptgen.fileio import atomic_write_text, canonical_json, sha256_file
 from promptgen.paths import BUILTIN_PROMPTS_DIR, prompts_dir
 
-__all__ = ["SetRef", "VersionInfo", "Store", "VersionWriter", "make_record", "record_id", "now_iso",
+__all__ = ["SetRef", "VersionInfo", "Store", "VersionWriter", "SetLock", "make_record", "record_id", "now_iso",
            "MANIFEST_FORMAT"]
 
 log = logging.getLogger(__name__)
@@ -160,9 +162,12 @@ def dedupe_records(records: Iterable[dict], ignore_case: bool = False) -> tuple[
 
 
 class Store:
-    def __init__(self, root: Path) -> None:
+    """`wait_for_writers`: a second run writing the same set waits for the first instead of stopping."""
+
+    def __init__(self, root: Path, wait_for_writers: bool = False) -> None:
         self.root = root
         self.prompts = prompts_dir(root)
+        self.wait_for_writers = wait_for_writers
 
     # -- where sets live ----------------------------------------------------------------------
 
@@ -295,6 +300,15 @@ class Store:
         writer took vN first. Nobody ever sees a reserved version without a status."""
         directory = self._writable_dir(dataset, set_name)
         directory.mkdir(parents=True, exist_ok=True)
+        set_lock = SetLock.acquire(directory, f"{dataset}/{set_name}", self.wait_for_writers)
+        try:
+            return self._reserve(dataset, set_name, directory, manifest, classes, set_lock)
+        except BaseException:
+            set_lock.release()
+            raise
+
+    def _reserve(self, dataset: str, set_name: str, directory: Path, manifest: dict, classes: ClassList | None,
+                 set_lock: "SetLock") -> "VersionWriter":
         if classes is not None:
             self.remember_classes(classes)
         existing = self.list_versions(dataset, set_name)
@@ -314,23 +328,24 @@ class Store:
                 continue
             finally:
                 staged.unlink(missing_ok=True)
-            return VersionWriter(VersionInfo(dataset, set_name, number, directory, full))
+            return VersionWriter(VersionInfo(dataset, set_name, number, directory, full), set_lock)
 
     def resume_version(self, dataset: str, set_name: str, version: int | None = None,
                        fingerprint: dict | None = None) -> "VersionWriter":
         """The unfinished version to continue; with `fingerprint`, its recorded job settings must match."""
-        writer = self._resumable(dataset, set_name, version)
+        info = self.resumable_info(dataset, set_name, version)
         if fingerprint is not None:
-            recorded = writer.info.manifest.get("job", {})
+            recorded = info.manifest.get("job", {})
             changed = sorted(k for k in fingerprint if recorded.get(k) != fingerprint[k])
             if changed:
                 raise PromptgenError(
-                    f"{writer.info.ref} was started with different settings ({', '.join(changed)}): "
+                    f"{info.ref} was started with different settings ({', '.join(changed)}): "
                     + "; ".join(f"{k} was {recorded.get(k)!r}, now {fingerprint[k]!r}" for k in changed),
                     "rerun with the original settings, or drop --resume to make a new version")
-        return writer
+        return VersionWriter(info, SetLock.acquire(info.directory, f"{dataset}/{set_name}", self.wait_for_writers))
 
-    def _resumable(self, dataset: str, set_name: str, version: int | None) -> "VersionWriter":
+    def resumable_info(self, dataset: str, set_name: str, version: int | None = None) -> VersionInfo:
+        """The version `--resume` would continue (the latest unfinished one, or `version`)."""
         versions = self.list_versions(dataset, set_name)
         candidates = [v for v in versions if version is None or v.version == version]
         if version is None:
@@ -342,7 +357,7 @@ class Store:
         info = candidates[-1]
         if info.status == "complete":
             raise PromptgenError(f"{info.ref} is complete and immutable", "run without --resume to make a new version")
-        return VersionWriter(info)
+        return info
 
     def write_version(self, dataset: str, set_name: str, records: list[dict], manifest: dict,
                       classes: ClassList | None = None) -> VersionInfo:
@@ -377,11 +392,82 @@ def _read_manifest(path: Path) -> dict:
     return data if isinstance(data, dict) else {"status": "unreadable"}
 
 
-class VersionWriter:
-    """Owns one version while it is written: holds its lock, appends to its journal, finishes it."""
+class SetLock:
+    """One writing run per set at a time: `.writing.lock` in the set's folder, held with flock for
+    the whole run and holding the writer's pid, start time and command. The kernel drops the lock
+    when its process dies, so a lock file with contents that nobody holds was left by a killed run:
+    it is taken over, with a warning."""
 
-    def __init__(self, info: VersionInfo) -> None:
+    FILE = ".writing.lock"
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    @classmethod
+    def acquire(cls, directory: Path, label: str, wait: bool) -> "SetLock":
+        handle = open(directory / cls.FILE, "a+", encoding="utf-8")
+        announced = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                holder = _lock_holder(handle)
+                if not wait:
+                    handle.close()
+                    raise PromptgenError(f"{label} is being written by another promptgen run ({holder})",
+                                         "wait for it to finish, or rerun with --wait to start when it does") from None
+                if not announced:
+                    log.warning("%s is being written by another promptgen run (%s); waiting for it to finish",
+                                label, holder)
+                    announced = True
+                time.sleep(0.2)
+        left = _lock_holder(handle)
+        if left != "unknown":
+            log.warning("%s: taking over a lock left by a run that ended without releasing it (%s)", label, left)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "started": now_iso(), "command": _command_line()}) + "\n")
+        handle.flush()
+        return cls(handle)
+
+    def release(self) -> None:
+        if self._handle is None:
+            return
+        try:
+            self._handle.seek(0)
+            self._handle.truncate()  # an empty file: released cleanly
+            self._handle.flush()
+        finally:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
+def _lock_holder(handle: Any) -> str:
+    handle.seek(0)
+    try:
+        holder = json.loads(handle.read() or "null")
+    except ValueError:
+        holder = None
+    if not isinstance(holder, dict):
+        return "unknown"
+    return f"pid {holder.get('pid')}, started {holder.get('started')}: {holder.get('command')}"
+
+
+def _command_line() -> str:
+    from promptgen.redact import redact
+
+    return redact(" ".join(["promptgen" if i == 0 else arg for i, arg in enumerate(sys.argv)]))[:300]
+
+
+class VersionWriter:
+    """Owns one version while it is written: holds its lock (and its set's), appends to its journal,
+    finishes it."""
+
+    def __init__(self, info: VersionInfo, set_lock: SetLock | None = None) -> None:
         self.info = info
+        self._set_lock = set_lock
         self._lock_handle: Any = None
         self._journal: Any = None
 
@@ -404,6 +490,9 @@ class VersionWriter:
             fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
             self._lock_handle.close()
             self._lock_handle = None
+        if self._set_lock is not None:
+            self._set_lock.release()
+            self._set_lock = None
 
     def write_manifest(self, manifest: dict) -> None:
         atomic_write_text(self.info.manifest_path, json.dumps(manifest, ensure_ascii=False, indent=2) + "\n",
@@ -444,6 +533,9 @@ class VersionWriter:
         manifest = {**manifest, "finished": now_iso(), "records_file": self.info.records_path.name,
                     "records_sha256": sha256_file(self.info.records_path)}
         self.write_manifest(manifest)
+        from promptgen.runlog import note_version
+
+        note_version(self.info)
         if manifest.get("status") == "complete":
             for path in (self.info.records_path, self.info.manifest_path):
                 path.chmod(0o444)

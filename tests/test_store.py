@@ -218,10 +218,9 @@ def test_second_writer_is_refused_while_locked(root: Path) -> None:
         with pytest.raises(PromptgenError, match="another promptgen process"):
             with other:
                 pass
-        resumed = store.resume_version("ds", "set")
-        with pytest.raises(PromptgenError, match="another promptgen process"):
-            with resumed:
-                pass
+        # resuming the version being written is refused at the set's lock, before the version's
+        with pytest.raises(PromptgenError, match="ds/set is being written by another promptgen run"):
+            store.resume_version("ds", "set")
     # once released, another writer may take it
     with VersionWriter(writer.info):
         pass
@@ -292,6 +291,6 @@ def test_reserving_a_version_leaves_no_staging_files(root: Path) -> None:
     store = Store(root)
     writer = store.new_version("ds", "set", {"stage": "import"})
     directory = root / "prompts" / "ds" / "set"
-    assert sorted(p.name for p in directory.iterdir()) == ["v1.manifest.json"]
+    assert sorted(p.name for p in directory.iterdir()) == [".writing.lock", "v1.manifest.json"]
     assert json.loads((directory / "v1.manifest.json").read_text())["status"] == "running"
     assert writer.info.version == 1

@@ -15,7 +15,7 @@ from promptgen.errors import ExitCode, PromptgenError
 from promptgen.paths import resolve_root
 from promptgen.redact import redact
 
-__all__ = ["main", "root_option", "json_option", "emit_json", "store_from", "write_json_file"]
+__all__ = ["main", "root_option", "json_option", "wait_option", "emit_json", "store_from", "write_json_file"]
 
 
 class _RedactingFilter(logging.Filter):
@@ -63,10 +63,16 @@ def write_json_file(path: Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, ensure_ascii=False, indent=1) + "\n")
 
 
-def store_from(root: Path | None):
+def store_from(root: Path | None, wait: bool = False):
     from promptgen.store import Store
 
-    return Store(resolve_root(root))
+    return Store(resolve_root(root), wait_for_writers=wait)
+
+
+def wait_option(function: Callable) -> Callable:
+    return click.option("--wait", is_flag=True,
+                        help="If another run is writing the same set, wait for it (then reuse its answers) "
+                             "instead of stopping.")(function)
 
 
 @click.group(cls=PromptgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,9 +90,9 @@ def main(verbose: bool) -> None:
     logger.propagate = False
 
 
-from promptgen.cli import (audit, datasets, describe, differentiate, evaluate, heads, sets, synonyms,  # noqa: E402
-                           transfer)
+from promptgen.cli import (audit, datasets, describe, differentiate, evaluate, heads, runs, sets,  # noqa: E402
+                           synonyms, transfer)
 
-for module in (datasets, describe, differentiate, synonyms, sets, transfer, heads, evaluate, audit):
+for module in (datasets, describe, differentiate, synonyms, sets, transfer, heads, evaluate, audit, runs):
     for command in module.COMMANDS:
         main.add_command(command)

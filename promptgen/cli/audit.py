@@ -9,6 +9,7 @@ import click
 
 from promptgen.cli import emit_json, json_option, root_option, store_from
 from promptgen.cli.heads import clip_options, open_clip_model
+from promptgen.runlog import logged
 
 COMMANDS = []
 
@@ -58,6 +59,7 @@ def check_writable(directory: Path) -> None:
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path))
 @root_option
 @json_option
+@logged("audit")
 def audit_command(dataset: str, set_specs: tuple[str, ...], eval_files: tuple[Path, ...], baseline: str | None,
                   against_specs: tuple[str, ...], output: Path | None, clip_model: str, pretrained: str, seed: int,
                   device: str, no_embed: bool, min_texts: int, near_duplicate: float, top: int,

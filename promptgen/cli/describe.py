@@ -10,6 +10,7 @@ import click
 from promptgen.cli import emit_json, json_option, root_option, store_from
 from promptgen.cli.llm_options import llm_options, make_client
 from promptgen.errors import ExitCode, PromptgenError
+from promptgen.runlog import logged
 
 COMMANDS = []
 
@@ -27,12 +28,13 @@ COMMANDS = []
 @llm_options
 @root_option
 @json_option
+@logged("describe")
 def describe_command(dataset: str, classes_file: Path | None, source: str, style: str, set_name: str | None,
                      split_samples: bool, root: Path | None, as_json: bool, **values: Any) -> None:
     """Write descriptions of every class of DATASET as a new prompt-set version."""
     from promptgen.stages.describe import DescribeJob, describe_wordnet, plan_requests, run_describe
 
-    store = store_from(root)
+    store = store_from(root, wait=values["wait"])
     classes = store.classes(dataset, classes_file)
     model, dry_run = values["model"], values["dry_run"]
     if source == "wordnet":

@@ -11,6 +11,7 @@ from promptgen.cli import emit_json, json_option, root_option, store_from
 from promptgen.cli.heads import clip_options, open_clip_model
 from promptgen.cli.llm_options import llm_options, make_client
 from promptgen.errors import ExitCode, PromptgenError
+from promptgen.runlog import logged
 
 COMMANDS = []
 
@@ -94,6 +95,7 @@ def find_pairs(store, classes, *, pairs_from: str, images_spec: str | None, feat
 @llm_options
 @root_option
 @json_option
+@logged("differentiate")
 def differentiate_command(dataset: str, classes_file: Path | None, pairs_from: str | None, images_spec: str | None,
                           features_file: Path | None, head_file: Path | None, initial: str, k: int | None,
                           partners: int | None, min_count: int | None, max_pairs: int | None, limit: int | None,
@@ -104,7 +106,7 @@ def differentiate_command(dataset: str, classes_file: Path | None, pairs_from: s
     from promptgen.stages.differentiate import DifferentiateJob, plan_requests, resume_plan, run_differentiate
     from promptgen.templates import load_template
 
-    store = store_from(root)
+    store = store_from(root, wait=values["wait"])
     classes = store.classes(dataset, classes_file)
     if not values["model"]:
         raise PromptgenError("no --model given", "name a litellm model (e.g. --model openai/gpt-4o-mini), or "

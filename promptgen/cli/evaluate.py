@@ -12,6 +12,7 @@ import click
 
 from promptgen.cli import emit_json, json_option, root_option, store_from, write_json_file
 from promptgen.cli.heads import clip_options, open_clip_model
+from promptgen.runlog import logged
 
 COMMANDS = []
 
@@ -93,6 +94,7 @@ def _split_sources(store, classes, names: list[str]) -> tuple[list[str], list[st
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path))
 @root_option
 @json_option
+@logged("eval")
 def eval_command(dataset: str, images_spec: str | None, features_file: Path | None, head_files: tuple[Path, ...],
                  build_specs: tuple[str, ...], clip_model: str, pretrained: str, seed: int, device: str,
                  limit: int | None, batch_size: int, allow_empty: bool, zpe_pool: Path | None, output: Path | None,
@@ -197,6 +199,7 @@ def eval_command(dataset: str, images_spec: str | None, features_file: Path | No
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path))
 @root_option
 @json_option
+@logged("features")
 def features_command(dataset: str, images_spec: str, clip_model: str, pretrained: str, seed: int, device: str,
                      limit: int | None, batch_size: int, output: Path, classes_file: Path | None, root: Path | None,
                      as_json: bool) -> None:

@@ -8,6 +8,7 @@ from typing import Any, Callable
 import click
 
 from promptgen.cli import emit_json, json_option, root_option, store_from
+from promptgen.runlog import logged
 
 COMMANDS = []
 
@@ -85,6 +86,7 @@ def open_clip_model(root_path: Path, clip_model: str, pretrained: str, seed: int
               help="Your own class list, for a dataset promptgen does not know yet.")
 @root_option
 @json_option
+@logged("head")
 def head_command(dataset: str, builder: str, sets: tuple[str, ...], templates: tuple[str, ...], allow_empty: bool,
                  zpe_features: Path | None, zpe_pool: Path | None, clip_model: str, pretrained: str, seed: int,
                  device: str, output: Path, classes_file: Path | None, root: Path | None, as_json: bool,

@@ -42,6 +42,8 @@ def llm_options(function: Callable) -> Callable:
         click.option("--resume", is_flag=True, help="Continue the latest unfinished version of the set."),
         click.option("--resume-version", type=int, help="With --resume: the version number to continue."),
         click.option("--no-progress", is_flag=True, help="No progress bar."),
+        click.option("--wait", is_flag=True, help="If another run is writing the same set, wait for it (then reuse "
+                                                  "its answers) instead of stopping."),
     ]
     for option in reversed(options):
         function = option(function)

@@ -12,6 +12,7 @@ from promptgen.cli.describe import _report
 from promptgen.cli.heads import clip_options, open_clip_model
 from promptgen.cli.llm_options import llm_options, make_client
 from promptgen.errors import ExitCode, PromptgenError
+from promptgen.runlog import logged
 
 COMMANDS = []
 
@@ -27,6 +28,7 @@ COMMANDS = []
 @llm_options
 @root_option
 @json_option
+@logged("synonyms")
 def synonyms_command(dataset: str, classes_file: Path | None, source: str, style: str, set_name: str,
                      root: Path | None, as_json: bool, **values: Any) -> None:
     """Write the names each class of DATASET goes by (official name always included) as a new version."""
@@ -34,7 +36,7 @@ def synonyms_command(dataset: str, classes_file: Path | None, source: str, style
     from promptgen.stages.synonyms import synonyms_job, synonyms_wordnet
     from promptgen.templates import load_template
 
-    store = store_from(root)
+    store = store_from(root, wait=values["wait"])
     classes = store.classes(dataset, classes_file)
     if source == "wordnet":
         if values["dry_run"]:
@@ -90,6 +92,7 @@ def synonyms_command(dataset: str, classes_file: Path | None, source: str, style
 @llm_options
 @root_option
 @json_option
+@logged("rename")
 def rename_command(dataset: str, set_refs: tuple[str, ...], scorer: str, filters: str, margin: float, limit: int,
                    output: Path | None, classes_file: Path | None, clip_model: str, pretrained: str, seed: int,
                    device: str, root: Path | None, as_json: bool, **values: Any) -> None:
@@ -97,7 +100,7 @@ def rename_command(dataset: str, set_refs: tuple[str, ...], scorer: str, filters
     from promptgen.rename import FILTERS, SCORERS, choose_names
     from promptgen.stages.synonyms import load_candidates, merge_candidates
 
-    store = store_from(root)
+    store = store_from(root, wait=values["wait"])
     classes = store.classes(dataset, classes_file)
     if scorer not in SCORERS:
         raise PromptgenError(f"unknown scorer {scorer!r}", f"scorers: {', '.join(sorted(SCORERS))}")

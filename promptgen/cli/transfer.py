@@ -6,9 +6,10 @@ from pathlib import Path
 
 import click
 
-from promptgen.cli import emit_json, json_option, root_option, store_from
+from promptgen.cli import emit_json, json_option, root_option, store_from, wait_option
 from promptgen.formats import EXPORT_FORMATS, IMPORT_FORMATS, export_version, import_fudd_file, import_prompt_file
 from promptgen.store import SetRef
+from promptgen.runlog import logged
 
 COMMANDS = []
 
@@ -27,12 +28,14 @@ COMMANDS = []
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Your own class list, for a dataset promptgen does not know yet.")
 @click.option("--notice", help="Licence or provenance note to keep in the manifest.")
+@wait_option
 @root_option
 @json_option
+@logged("import")
 def import_command(dataset: str, file: Path, fmt: str, set_name: str | None, match: str, strict: bool,
-                   classes_file: Path | None, notice: str | None, root: Path | None, as_json: bool) -> None:
+                   classes_file: Path | None, notice: str | None, wait: bool, root: Path | None, as_json: bool) -> None:
     """Import a CuPL, DCLIP or FuDD JSON FILE as a new prompt-set version of DATASET."""
-    store = store_from(root)
+    store = store_from(root, wait=wait)
     classes = store.classes(dataset, classes_file)
     if fmt == "fudd":
         info, report = import_fudd_file(store, classes, file, set_name or "differential", strict=strict, notice=notice)

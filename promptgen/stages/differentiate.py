@@ -156,7 +156,7 @@ def run_differentiate(job: DifferentiateJob, client: LLMClient, store: Store, *,
 def resume_plan(store: Store, dataset: str, set_name: str, version: int | None = None
                 ) -> tuple[PairPlan, dict[str, int]]:
     """The pair list and per-pair draws of the version `--resume` would continue (no images needed)."""
-    info = store.resume_version(dataset, set_name, version).info
+    info = store.resumable_info(dataset, set_name, version)
     name = info.manifest.get("pairs_file") or f"v{info.version}.pairs.json"
     return load_pair_plan(info.directory / name), dict((info.manifest.get("job") or {}).get("pair_draws") or {})
 

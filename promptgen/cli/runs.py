@@ -1,0 +1,68 @@
+"""`promptgen runs`: the run log -- what ran, what it wrote, what it cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from promptgen.cli import emit_json, json_option, root_option
+from promptgen.paths import resolve_root
+
+COMMANDS = []
+
+
+@click.command("runs")
+@click.option("--dataset", help="Only runs that wrote a set of this dataset.")
+@click.option("--command", "command_name", help="Only this command (describe, differentiate, import, eval, ...).")
+@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True, help="Latest N runs (0: all).")
+@root_option
+@json_option
+def runs_command(dataset: str | None, command_name: str | None, limit: int, root: Path | None, as_json: bool) -> None:
+    """List logged runs (newest last) with what they wrote and cost, then totals per command and per dataset."""
+    from promptgen.runlog import log_path, read_runs, summarise
+
+    root_path = resolve_root(root)
+    runs = read_runs(root_path)
+    if dataset:
+        runs = [r for r in runs if any(o["dataset"] == dataset for o in r.get("outputs") or [])]
+    if command_name:
+        runs = [r for r in runs if r.get("command") == command_name]
+    totals = summarise(runs)
+    if dataset:
+        totals["by_dataset"] = {k: v for k, v in totals["by_dataset"].items() if k == dataset}
+    shown = runs[-limit:] if limit else runs
+    if as_json:
+        emit_json({"log": str(log_path(root_path)), "runs": shown, "totals": totals})
+        return
+    if not runs:
+        click.echo(f"no runs logged in {log_path(root_path)}")
+        return
+    for run in shown:
+        wrote = ", ".join(f"{o['ref']} ({o['records']} texts)" for o in run.get("outputs") or []) or "-"
+        click.echo(f"{run.get('run')}  {run.get('started', '?')}  {_seconds(run.get('seconds')):>7}  "
+                   f"{run.get('status', '?'):<11} {run.get('command', '?'):<13} {run.get('requests_sent') or 0:>6} req  "
+                   f"{_usd(run.get('cost_usd')):>10}  {wrote}")
+        if run.get("error"):
+            click.echo(f"    error: {run['error']}")
+    click.echo("totals per command: " + "; ".join(
+        f"{name} {t['runs']} runs, {t['requests_sent']:,} requests, {_usd(t['cost_usd'])}"
+        + (f" (+{t['unknown_cost']} unpriced)" if t["unknown_cost"] else "") for name, t in sorted(totals["by_command"].items())))
+    if totals["by_dataset"]:
+        click.echo("totals per dataset: " + "; ".join(
+            f"{name} {t['versions']} versions, {t['requests_sent']:,} requests, {_usd(t['cost_usd'])}"
+            + (f" (+{t['unknown_cost']} unpriced)" if t["unknown_cost"] else "") for name, t in sorted(totals["by_dataset"].items())))
+    total = totals["total"]
+    click.echo(f"total: {total['runs']} runs, {total['requests_sent']:,} requests, {_usd(total['cost_usd'])}"
+               + (f" (+{total['unknown_cost']} runs unpriced)" if total["unknown_cost"] else ""))
+
+
+def _usd(value: float | None) -> str:
+    return "unpriced" if value is None else f"${value:,.4f}"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}s"
+
+
+COMMANDS.append(runs_command)

@@ -1,0 +1,168 @@
+"""The run log: every command that writes or spends appends a start and an end line to
+`ROOT/logs/runs.jsonl`, with the set versions it wrote (records, requests sent, cost of this run).
+`promptgen runs` reads it back; a start with no end is a run still going or one that was killed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from promptgen.errors import ExitCode, PromptgenError
+from promptgen.redact import redact
+
+__all__ = ["logged", "note_version", "read_runs", "log_path", "summarise"]
+
+_outputs: list[dict] = []   # versions finished by the command now running (one command per process)
+
+
+def log_path(root: Path) -> Path:
+    return root / "logs" / "runs.jsonl"
+
+
+def note_version(info: Any) -> None:
+    """Called by the store for every version it finishes."""
+    manifest, counts = info.manifest, info.manifest.get("counts") or {}
+    _outputs.append({
+        "dataset": info.dataset, "set": info.set, "version": info.version, "ref": str(info.ref),
+        "stage": manifest.get("stage"), "status": manifest.get("status"), "records": counts.get("records"),
+        "requests_sent": counts.get("requests_sent_this_run", (manifest.get("pairs") or {}).get("queried", 0)),
+        "cache_hits": counts.get("cache_hits_this_run", 0),
+        "cost_usd": manifest.get("cost_usd_this_run", 0.0 if not manifest.get("network") else manifest.get("cost_usd")),
+        "failures": len(manifest.get("failures") or []) + len(manifest.get("failed_pairs") or [])})
+
+
+def _append(path: Path, entry: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(entry, ensure_ascii=False) + "\n").encode()
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(descriptor, line)  # one write per line: concurrent runs do not interleave lines
+    finally:
+        os.close(descriptor)
+
+
+def logged(command: str) -> Callable:
+    """Wrap a click callback so that its run is logged under the root it was given."""
+    def decorator(function: Callable) -> Callable:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from promptgen.paths import resolve_root
+
+            try:
+                path = log_path(resolve_root(kwargs.get("root")))
+            except PromptgenError:
+                return function(*args, **kwargs)
+            run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+            started = time.time()
+            arguments = redact(" ".join(sys.argv[1:]))[:500]
+            _outputs.clear()
+            try:
+                _append(path, {"event": "start", "run": run_id, "time": _iso(started), "command": command,
+                               "args": arguments, "pid": os.getpid()})
+            except OSError:
+                return function(*args, **kwargs)  # a read-only root: the command's own error says more
+            status, exit_code, error = "ok", 0, None
+            try:
+                return function(*args, **kwargs)
+            except PromptgenError as exc:
+                status, exit_code, error = "error", ExitCode.USAGE, exc.message
+                raise
+            except SystemExit as exc:
+                exit_code = exc.code if isinstance(exc.code, int) else 1
+                status = "ok" if exit_code == 0 else "partial" if exit_code == ExitCode.PARTIAL else "error"
+                raise
+            except KeyboardInterrupt:
+                status, exit_code = "interrupted", ExitCode.INTERRUPTED
+                raise
+            except BaseException as exc:
+                status, exit_code, error = "failed", 1, f"{type(exc).__name__}: {exc}"
+                raise
+            finally:
+                outputs = list(_outputs)
+                _outputs.clear()
+                costs = [o["cost_usd"] for o in outputs]
+                try:
+                    _append(path, {"event": "end", "run": run_id, "time": _iso(time.time()), "command": command,
+                                   "seconds": round(time.time() - started, 3), "status": status,
+                                   "exit_code": exit_code, "error": redact(error)[:500] if error else None,
+                                   "outputs": outputs,
+                                   "requests_sent": sum(o["requests_sent"] or 0 for o in outputs),
+                                   "cost_usd": None if any(c is None for c in costs) else round(sum(costs), 8)})
+                except OSError:
+                    pass
+        return wrapper
+    return decorator
+
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_runs(root: Path) -> list[dict]:
+    """Runs in start order, each its start line merged with its end line; a run with no end is
+    `running` while its process lives, else `killed`."""
+    path = log_path(root)
+    if not path.exists():
+        return []
+    runs: dict[str, dict] = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # a line torn by a crash mid-write
+            run = runs.setdefault(entry.get("run", "?"), {"run": entry.get("run")})
+            if entry.get("event") == "start":
+                run.update({k: v for k, v in entry.items() if k != "event"}, started=entry.get("time"))
+            elif entry.get("event") == "end":
+                run.update({k: v for k, v in entry.items() if k not in ("event", "time")}, ended=entry.get("time"))
+    for run in runs.values():
+        if "status" not in run:
+            run.update(status="running" if _alive(run.get("pid")) else "killed", outputs=[], requests_sent=0,
+                       cost_usd=0.0)
+    return list(runs.values())
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Requests and cost added up per command (stage) and per dataset; unknown prices are counted apart."""
+    def empty(unit: str = "runs") -> dict:
+        return {unit: 0, "requests_sent": 0, "cost_usd": 0.0, "unknown_cost": 0}
+
+    by_command: dict[str, dict] = {}
+    by_dataset: dict[str, dict] = {}
+    total = empty()
+    for run in runs:
+        for bucket in (by_command.setdefault(run.get("command", "?"), empty()), total):
+            _add(bucket, "runs", run.get("requests_sent") or 0, run.get("cost_usd"))
+        for output in run.get("outputs") or []:
+            _add(by_dataset.setdefault(output["dataset"], empty("versions")), "versions",
+                 output.get("requests_sent") or 0, output.get("cost_usd"))
+    return {"by_command": by_command, "by_dataset": by_dataset, "total": total}
+
+
+def _add(bucket: dict, unit: str, requests: int, cost: float | None) -> None:
+    bucket[unit] += 1
+    bucket["requests_sent"] += requests
+    if cost is None:
+        bucket["unknown_cost"] += 1
+    else:
+        bucket["cost_usd"] = round(bucket["cost_usd"] + cost, 8)
