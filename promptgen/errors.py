@@ -9,6 +9,7 @@ class ExitCode:
     OK = 0
     USAGE = 2          # bad input: nothing was sent or written
     PARTIAL = 3        # the run finished but some requests failed; see the manifest
+    NOT_WRITTEN = 4    # the disk refused a write (full, read-only, no permission); earlier versions are intact
     INTERRUPTED = 130  # Ctrl-C; resume with --resume
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -25,6 +26,9 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
+_DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
 class PromptgenGroup(click.Group):
     """Prints user errors as `error: ...` + `fix: ...` (no traceback) and maps them to exit codes."""
 
@@ -36,6 +40,15 @@ class PromptgenGroup(click.Group):
             if exc.hint:
                 click.echo(f"  fix: {redact(exc.hint)}", err=True)
             ctx.exit(ExitCode.USAGE)
+        except OSError as exc:
+            if exc.errno not in _DISK_ERRORS:
+                raise
+            where = f" {exc.filename}" if exc.filename else ""
+            click.echo(f"error: could not write{where}: {exc.strerror or exc}", err=True)
+            click.echo("  fix: free some space or make the folder writable (or give --root another folder), then "
+                       "rerun with --resume: answers received so far are journalled, and complete versions are "
+                       "untouched", err=True)
+            ctx.exit(ExitCode.NOT_WRITTEN)
         except KeyboardInterrupt:
             click.echo("\ninterrupted: answers received so far are kept; rerun the same command with --resume "
                        "to finish without asking them again", err=True)

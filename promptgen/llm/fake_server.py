@@ -4,7 +4,10 @@ It speaks real HTTP so that the real openai/litellm clients are exercised end to
 are a pure function of (messages, sample index), so two runs of the same job get the same text.
 Latency and faults (429 with Retry-After, 500, timeouts, empty, refusal, garbage, malformed
 bodies) are configured per server and, optionally, only for requests whose last user message
-contains a given substring.
+contains a given substring. `Chaos` injects faults into a random fraction of all requests
+(429 with Retry-After, 500, dropped connections, answers slower than the client's timeout,
+truncated bodies), and the server counts the answers it actually delivered, per request, so a
+test can prove that nothing was paid twice.
 
 Run it by hand:  python -m promptgen.llm.fake_server --port 8765 --latency 0.2
 """
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-__all__ = ["Fault", "FakeLLMServer", "default_answer", "pair_answer"]
+__all__ = ["Fault", "Chaos", "FakeLLMServer", "default_answer", "pair_answer", "CHAOS_KINDS"]
 
 FAULT_KINDS = ("429", "500", "401", "timeout", "empty", "refusal", "garbage", "malformed", "echo_auth", "one_bullet",
                "text", "truncated")
@@ -53,6 +56,37 @@ class Fault:
 
     def applies(self, prompt: str) -> bool:
         return (self.times < 0 or self.hits < self.times) and self.match in prompt
+
+
+CHAOS_KINDS = ("429", "500", "drop", "slow", "malformed")
+
+
+@dataclass
+class Chaos:
+    """Faults in a `rate` fraction of all requests, the kind drawn from `kinds` by a seeded
+    generator: "429" (with Retry-After `retry_after`), "500", "drop" (the connection closes with no
+    answer), "slow" (a good answer after `slow_delay` s, meant to exceed the client's timeout; not
+    counted as delivered) and "malformed" (a 200 whose JSON body is cut off)."""
+
+    rate: float = 0.3
+    kinds: tuple[str, ...] = CHAOS_KINDS
+    seed: int = 0
+    retry_after: float = 0.05
+    slow_delay: float = 3.0
+
+    def __post_init__(self) -> None:
+        import random
+
+        unknown = [k for k in self.kinds if k not in CHAOS_KINDS]
+        if unknown or not 0 <= self.rate <= 1:
+            raise ValueError(f"chaos: rate in [0, 1] and kinds from {', '.join(CHAOS_KINDS)} (got {unknown})")
+        self.kinds = tuple(self.kinds)
+        self._random = random.Random(self.seed)
+
+    def draw(self) -> str | None:
+        if self._random.random() >= self.rate:
+            return None
+        return self._random.choice(self.kinds)
 
 
 def _digest(*parts: Any) -> str:
@@ -134,6 +168,9 @@ class ServerState:
     auth_tokens: set = field(default_factory=set)  # what clients sent, so tests can see which key travelled
     in_flight: int = 0
     max_in_flight: int = 0
+    chaos: Chaos | None = None
+    outcomes: Counter = field(default_factory=Counter)    # chaos kind (or "ok") per request
+    delivered: Counter = field(default_factory=Counter)   # good answers sent, per distinct request
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -169,7 +206,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, {"requests": len(state.requests),
                                  "distinct_prompts": len(state.prompt_counts),
                                  "max_repeats": max(state.prompt_counts.values(), default=0),
-                                 "max_in_flight": state.max_in_flight})
+                                 "max_in_flight": state.max_in_flight, "outcomes": dict(state.outcomes),
+                                 "delivered": sum(state.delivered.values()),
+                                 "delivered_distinct": len(state.delivered),
+                                 "delivered_max": max(state.delivered.values(), default=0)})
         else:
             self._send(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -200,7 +240,10 @@ class _Handler(BaseHTTPRequestHandler):
         with self.server.lock:
             n = 1 if state.ignores_n else int(body.get("n") or 1)
             state.requests.append(body)
-            state.prompt_counts[_digest(messages, {k: v for k, v in body.items() if k != "messages"})] += 1
+            request_digest = _digest(messages, {k: v for k, v in body.items() if k != "messages"})
+            state.prompt_counts[request_digest] += 1
+            chaos = state.chaos.draw() if state.chaos else None
+            state.outcomes[chaos or "ok"] += 1
             if self.headers.get("Authorization"):
                 state.saw_auth_header += 1
                 state.auth_tokens.add(self.headers["Authorization"].split(" ", 1)[-1])
@@ -210,6 +253,21 @@ class _Handler(BaseHTTPRequestHandler):
             latency = state.latency
         if latency:
             time.sleep(latency)
+        if chaos == "429":
+            self._send(429, {"error": {"message": "rate limited", "type": "rate_limit_error"}},
+                       {"Retry-After": f"{state.chaos.retry_after:g}"})
+            return
+        if chaos == "500":
+            self._send(500, {"error": {"message": "internal error", "type": "server_error"}})
+            return
+        if chaos == "drop":
+            self.close_connection = True  # no status line at all: the client sees the connection drop
+            return
+        if chaos == "malformed":
+            self._send(200, b'{"id": "x", "choices": [{"message": {"content": "cut off mid')
+            return
+        if chaos == "slow":
+            time.sleep(state.chaos.slow_delay)
         if fault and fault.kind == "429":
             headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
             self._send(429, {"error": {"message": "rate limited", "type": "rate_limit_error"}}, headers)
@@ -266,6 +324,9 @@ class _Handler(BaseHTTPRequestHandler):
             choices.append({"index": i, "finish_reason": finish,
                             "message": {"role": "assistant", "content": text}})
         prompt_tokens = max(1, sum(len(str(m.get("content", ""))) for m in messages) // 4)
+        if not fault and chaos != "slow":  # an answer the client waited for: this one is paid
+            with self.server.lock:
+                state.delivered[request_digest] += 1
         self._send(200, {
             "id": "chatcmpl-" + _digest(messages, n)[:12], "object": "chat.completion",
             "created": 1700000000, "model": body.get("model", "test"), "choices": choices,
@@ -324,8 +385,10 @@ class FakeLLMServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def configure(self, latency: float | None = None, faults: list[Fault | dict] | None = None,
-                  supports_n: bool | None = None) -> None:
+                  supports_n: bool | None = None, chaos: Chaos | dict | None = None) -> None:
         with self._httpd.lock:
+            if chaos is not None:
+                self.state.chaos = chaos if isinstance(chaos, Chaos) else Chaos(**chaos) if chaos else None
             if latency is not None:
                 self.state.latency = float(latency)
             if faults is not None:
@@ -347,6 +410,8 @@ class FakeLLMServer:
             self.state.requests.clear()
             self.state.prompt_counts.clear()
             self.state.max_in_flight = 0
+            self.state.outcomes.clear()
+            self.state.delivered.clear()
 
     def start(self) -> "FakeLLMServer":
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -369,8 +434,15 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port (printed on the first line)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    parser.add_argument("--chaos", type=float, default=0.0, help="fraction of requests given a random fault")
+    parser.add_argument("--chaos-kinds", default=",".join(CHAOS_KINDS), help="faults to draw from")
+    parser.add_argument("--chaos-seed", type=int, default=0)
+    parser.add_argument("--slow-delay", type=float, default=3.0, help="seconds a 'slow' fault stalls")
     args = parser.parse_args()
     server = FakeLLMServer(args.host, args.port, latency=args.latency)
+    if args.chaos:
+        server.configure(chaos=Chaos(args.chaos, tuple(args.chaos_kinds.split(",")), args.chaos_seed,
+                                     slow_delay=args.slow_delay))
     print(f"fake LLM server on {server.url} (model name: anything, e.g. openai/test)", flush=True)
     try:
         server._httpd.serve_forever()
