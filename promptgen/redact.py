@@ -11,7 +11,7 @@ import os
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["redact", "redact_url", "secret_values", "register_secret"]
+__all__ = ["redact", "redact_url", "secret_values", "register_secret", "redacted_command"]
 
 _SECRET_NAME = re.compile(r"(API_?KEY|_KEY|TOKEN|SECRET|PASSWORD)$", re.IGNORECASE)
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
@@ -52,3 +52,35 @@ def redact_url(url: str | None) -> str | None:
     query = urlencode([(k, MARK if re.search(r"key|token|secret|sig", k, re.I) else v)
                        for k, v in parse_qsl(parts.query, keep_blank_values=True)])
     return redact(urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment)))
+
+
+def redacted_command() -> str:
+    """The running command as the user would retype it, with credentials removed: from click's
+    context when a promptgen command runs (so in-process calls are not confused with the host
+    program's argv), else from sys.argv. URLs lose user:password@ and key-like parameters."""
+    import sys
+
+    try:
+        import click
+
+        ctx = click.get_current_context(silent=True)
+    except ImportError:  # pragma: no cover - click is a dependency
+        ctx = None
+    if ctx is None or ctx.parent is None:
+        words = [os.path.basename(sys.argv[0] or "python")] + sys.argv[1:]
+    else:
+        words = ["promptgen", ctx.info_name or ""]
+        for param in ctx.command.params:
+            value = ctx.params.get(param.name)
+            if value is None or value is False or value == () or (not isinstance(param, click.Argument)
+                                                                  and value == param.default):
+                continue
+            values = value if isinstance(value, (tuple, list)) else [value]
+            if isinstance(param, click.Argument):
+                words += [str(v) for v in values]
+            elif value is True:
+                words.append(param.opts[0])
+            else:
+                for v in values:
+                    words += [param.opts[0], str(v)]
+    return redact(" ".join(redact_url(w) if "://" in w else w for w in words))

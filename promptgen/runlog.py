@@ -8,18 +8,19 @@ from __future__ import annotations
 import functools
 import json
 import os
+import errno
 import secrets
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from promptgen.errors import ExitCode, PromptgenError
-from promptgen.redact import redact
+from promptgen.redact import redact, redacted_command
 
 __all__ = ["logged", "note_version", "read_runs", "log_path", "summarise"]
 
 _outputs: list[dict] = []   # versions finished by the command now running (one command per process)
+_spend: dict = {}           # what the command's LLM calls sent and cost, finished or not
 
 
 def log_path(root: Path) -> Path:
@@ -36,6 +37,13 @@ def note_version(info: Any) -> None:
         "cache_hits": counts.get("cache_hits_this_run", 0),
         "cost_usd": manifest.get("cost_usd_this_run", 0.0 if not manifest.get("network") else manifest.get("cost_usd")),
         "failures": len(manifest.get("failures") or []) + len(manifest.get("failed_pairs") or [])})
+
+
+def note_spend(sent: int, cost_usd: float | None) -> None:
+    """Called by the LLM client when a batch of requests ends, interrupted or not."""
+    _spend["requests_sent"] = _spend.get("requests_sent", 0) + sent
+    known = _spend.get("cost_usd", 0.0)
+    _spend["cost_usd"] = None if known is None or cost_usd is None else known + cost_usd
 
 
 def _append(path: Path, entry: dict) -> None:
@@ -61,8 +69,9 @@ def logged(command: str) -> Callable:
                 return function(*args, **kwargs)
             run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
             started = time.time()
-            arguments = redact(" ".join(sys.argv[1:]))[:500]
+            arguments = redacted_command()[:500]
             _outputs.clear()
+            _spend.clear()
             try:
                 _append(path, {"event": "start", "run": run_id, "time": _iso(started), "command": command,
                                "args": arguments, "pid": os.getpid()})
@@ -81,20 +90,30 @@ def logged(command: str) -> Callable:
             except KeyboardInterrupt:
                 status, exit_code = "interrupted", ExitCode.INTERRUPTED
                 raise
+            except OSError as exc:
+                disk = exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT)
+                status, exit_code = ("not written", ExitCode.NOT_WRITTEN) if disk else ("failed", 1)
+                error = f"{type(exc).__name__}: {exc}"
+                raise
             except BaseException as exc:
                 status, exit_code, error = "failed", 1, f"{type(exc).__name__}: {exc}"
                 raise
             finally:
-                outputs = list(_outputs)
+                outputs, spend = list(_outputs), dict(_spend)
                 _outputs.clear()
-                costs = [o["cost_usd"] for o in outputs]
+                _spend.clear()
+                if spend:  # the LLM client's own count: it includes runs that stopped before writing
+                    sent, cost = spend["requests_sent"], spend["cost_usd"]
+                else:
+                    costs = [o["cost_usd"] for o in outputs]
+                    sent = sum(o["requests_sent"] or 0 for o in outputs)
+                    cost = None if any(c is None for c in costs) else sum(costs)
                 try:
                     _append(path, {"event": "end", "run": run_id, "time": _iso(time.time()), "command": command,
-                                   "seconds": round(time.time() - started, 3), "status": status,
-                                   "exit_code": exit_code, "error": redact(error)[:500] if error else None,
-                                   "outputs": outputs,
-                                   "requests_sent": sum(o["requests_sent"] or 0 for o in outputs),
-                                   "cost_usd": None if any(c is None for c in costs) else round(sum(costs), 8)})
+                                   "dataset": kwargs.get("dataset"), "seconds": round(time.time() - started, 3),
+                                   "status": status, "exit_code": exit_code,
+                                   "error": redact(error)[:500] if error else None, "outputs": outputs,
+                                   "requests_sent": sent, "cost_usd": None if cost is None else round(cost, 8)})
                 except OSError:
                     pass
         return wrapper
@@ -130,6 +149,8 @@ def read_runs(root: Path) -> list[dict]:
                 entry = json.loads(line)
             except ValueError:
                 continue  # a line torn by a crash mid-write
+            if not isinstance(entry, dict):
+                continue
             run = runs.setdefault(entry.get("run", "?"), {"run": entry.get("run")})
             if entry.get("event") == "start":
                 run.update({k: v for k, v in entry.items() if k != "event"}, started=entry.get("time"))
@@ -153,9 +174,9 @@ def summarise(runs: list[dict]) -> dict:
     for run in runs:
         for bucket in (by_command.setdefault(run.get("command", "?"), empty()), total):
             _add(bucket, "runs", run.get("requests_sent") or 0, run.get("cost_usd"))
-        for output in run.get("outputs") or []:
-            _add(by_dataset.setdefault(output["dataset"], empty("versions")), "versions",
-                 output.get("requests_sent") or 0, output.get("cost_usd"))
+        if run.get("dataset"):
+            _add(by_dataset.setdefault(run["dataset"], empty()), "runs", run.get("requests_sent") or 0,
+                 run.get("cost_usd"))
     return {"by_command": by_command, "by_dataset": by_dataset, "total": total}
 
 

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -333,16 +332,26 @@ class Store:
     def resume_version(self, dataset: str, set_name: str, version: int | None = None,
                        fingerprint: dict | None = None) -> "VersionWriter":
         """The unfinished version to continue; with `fingerprint`, its recorded job settings must match."""
-        info = self.resumable_info(dataset, set_name, version)
-        if fingerprint is not None:
-            recorded = info.manifest.get("job", {})
-            changed = sorted(k for k in fingerprint if recorded.get(k) != fingerprint[k])
-            if changed:
-                raise PromptgenError(
-                    f"{info.ref} was started with different settings ({', '.join(changed)}): "
-                    + "; ".join(f"{k} was {recorded.get(k)!r}, now {fingerprint[k]!r}" for k in changed),
-                    "rerun with the original settings, or drop --resume to make a new version")
-        return VersionWriter(info, SetLock.acquire(info.directory, f"{dataset}/{set_name}", self.wait_for_writers))
+        # the set is locked before the version is chosen: a run that waited (--wait) must see what
+        # the run it waited for finished, not continue a version that is complete by now
+        directory = self._writable_dir(dataset, set_name)
+        if not directory.is_dir():
+            self.resumable_info(dataset, set_name, version)  # raises: nothing to resume
+        set_lock = SetLock.acquire(directory, f"{dataset}/{set_name}", self.wait_for_writers)
+        try:
+            info = self.resumable_info(dataset, set_name, version)
+            if fingerprint is not None:
+                recorded = info.manifest.get("job", {})
+                changed = sorted(k for k in fingerprint if recorded.get(k) != fingerprint[k])
+                if changed:
+                    raise PromptgenError(
+                        f"{info.ref} was started with different settings ({', '.join(changed)}): "
+                        + "; ".join(f"{k} was {recorded.get(k)!r}, now {fingerprint[k]!r}" for k in changed),
+                        "rerun with the original settings, or drop --resume to make a new version")
+        except BaseException:
+            set_lock.release()
+            raise
+        return VersionWriter(info, set_lock)
 
     def resumable_info(self, dataset: str, set_name: str, version: int | None = None) -> VersionInfo:
         """The version `--resume` would continue (the latest unfinished one, or `version`)."""
@@ -422,26 +431,35 @@ class SetLock:
                                 label, holder)
                     announced = True
                 time.sleep(0.2)
-        left = _lock_holder(handle)
-        if left != "unknown":
-            log.warning("%s: taking over a lock left by a run that ended without releasing it (%s)", label, left)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "started": now_iso(), "command": _command_line()}) + "\n")
-        handle.flush()
-        return cls(handle)
+        lock = cls(handle)
+        try:
+            left = _lock_holder(handle)
+            if left != "unknown":
+                log.warning("%s: taking over a lock left by a run that ended without releasing it (%s)", label, left)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"pid": os.getpid(), "started": now_iso(), "command": _command_line()}) + "\n")
+            handle.flush()
+        except BaseException:
+            lock.release()
+            raise
+        return lock
 
     def release(self) -> None:
         if self._handle is None:
             return
+        handle, self._handle = self._handle, None
         try:
-            self._handle.seek(0)
-            self._handle.truncate()  # an empty file: released cleanly
-            self._handle.flush()
+            handle.seek(0)
+            handle.truncate()  # an empty file: released cleanly
+            handle.flush()
+        except OSError:
+            pass  # the kernel still drops the lock below; the next run only warns about the note
         finally:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
+            try:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+            finally:
+                handle.close()
 
 
 def _lock_holder(handle: Any) -> str:
@@ -456,9 +474,9 @@ def _lock_holder(handle: Any) -> str:
 
 
 def _command_line() -> str:
-    from promptgen.redact import redact
+    from promptgen.redact import redacted_command
 
-    return redact(" ".join(["promptgen" if i == 0 else arg for i, arg in enumerate(sys.argv)]))[:300]
+    return redacted_command()[:300]
 
 
 class VersionWriter:
@@ -478,21 +496,34 @@ class VersionWriter:
             fcntl.flock(self._lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self._lock_handle.close()
+            self._lock_handle = None
+            self.release_set()
             raise PromptgenError(f"{self.info.ref} is being written by another promptgen process",
                                  "wait for it to finish, or stop it and rerun with --resume") from None
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
-        if self._lock_handle is not None:
-            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
-            self._lock_handle.close()
-            self._lock_handle = None
+        """Releases both locks whatever fails on the way (a journal that cannot flush on a full disk)."""
+        try:
+            if self._journal is not None:
+                journal, self._journal = self._journal, None
+                journal.close()
+        finally:
+            try:
+                if self._lock_handle is not None:
+                    handle, self._lock_handle = self._lock_handle, None
+                    try:
+                        fcntl.flock(handle, fcntl.LOCK_UN)
+                    finally:
+                        handle.close()
+            finally:
+                self.release_set()
+
+    def release_set(self) -> None:
+        """Let the next writer of the set in (also for a writer that was made but never entered)."""
         if self._set_lock is not None:
-            self._set_lock.release()
-            self._set_lock = None
+            set_lock, self._set_lock = self._set_lock, None
+            set_lock.release()
 
     def write_manifest(self, manifest: dict) -> None:
         atomic_write_text(self.info.manifest_path, json.dumps(manifest, ensure_ascii=False, indent=2) + "\n",

@@ -37,6 +37,9 @@ def test_a_refused_write_is_a_clear_error_and_leaves_earlier_versions_intact(cli
     assert "fix: free some space or make the folder writable" in result.stderr
     assert "Traceback" not in result.output
     assert snapshot(root) == before, "the complete version was touched"
+    from promptgen.runlog import read_runs
+
+    assert read_runs(root)[-1]["status"] == "not written" and read_runs(root)[-1]["exit_code"] == 4
     monkeypatch.setattr(promptgen.store, "atomic_write_text", real)
     assert cli("describe", "cifar10", "--source", "wordnet").exit_code == 0  # and the next run works
     versions = promptgen.store.Store(root).list_versions("cifar10", "wordnet")

@@ -15,9 +15,9 @@ def test_every_request_is_stored_or_recorded_as_failed_and_none_is_paid_twice(cl
     names = [f"widget model {i:04d}" for i in range(300)]
     class_file = tmp_path / "widgets.txt"
     class_file.write_text("\n".join(names) + "\n")
-    fake_llm.configure(chaos=Chaos(rate=0.3, seed=7, retry_after=0.01, slow_delay=2.0))
+    fake_llm.configure(chaos=Chaos(rate=0.3, seed=7, retry_after=0.01, slow_delay=4.0))
     result = cli("describe", "widgets", "--classes", class_file, "--style", "dclip", "--model", "openai/test",
-                 "--api-base", fake_llm.url, "--concurrency", "16", "--timeout", "1.0", "--backoff", "0.01",
+                 "--api-base", fake_llm.url, "--concurrency", "16", "--timeout", "2.0", "--backoff", "0.01",
                  "--max-attempts", "8", "--no-progress")
     assert result.exit_code in (0, 3), result.output
     outcomes = fake_llm.state.outcomes

@@ -51,14 +51,14 @@ def test_runs_log_outputs_requests_and_cost_and_add_up_per_command_and_dataset(c
     totals = log["totals"]
     assert totals["by_command"]["describe"] == {"runs": 5, "requests_sent": sent_priced + sent_unpriced,
                                                 "cost_usd": pytest.approx(runs[1]["cost_usd"]), "unknown_cost": 1}
-    assert totals["by_dataset"]["cifar10"]["versions"] == 3 and totals["by_dataset"]["cifar100"]["unknown_cost"] == 1
+    assert totals["by_dataset"]["cifar10"]["runs"] == 4 and totals["by_dataset"]["cifar100"]["unknown_cost"] == 1
     assert totals["by_dataset"]["cifar10"]["requests_sent"] == sent_priced
     assert secret not in log_path(root).read_text()
     # filters and the table
     assert [r["run"] for r in json.loads(cli("runs", "--json", "--dataset", "cifar100").stdout)["runs"]] == [runs[2]["run"]]
     table = cli("runs").stdout
     assert "cifar100/dclip@v1" in table and "unpriced" in table and "error: unknown template" in table
-    assert "totals per dataset: cifar10 3 versions" in table
+    assert "totals per dataset: cifar10 4 runs" in table
 
 
 def test_a_partial_run_is_logged_as_partial_with_its_failures(cli, fake_llm):
@@ -92,3 +92,46 @@ def test_a_run_log_that_cannot_be_written_does_not_stop_the_command(cli, root):
     result = cli("describe", "cifar10", "--source", "wordnet")
     assert result.exit_code == 0, result.output
     assert (root / "prompts" / "cifar10" / "wordnet" / "v1.jsonl").exists()
+
+
+def test_credentials_in_arguments_never_reach_the_log_or_the_lock(cli, root, fake_llm):
+    base = fake_llm.url.replace("http://", "http://alice:hunter2pass@") + "?api-key=abcdef123456"
+    result = cli("describe", "cifar10", "--style", "dclip", "--model", "openai/test", "--api-base", base, "--dry-run")
+    assert result.exit_code == 0, result.output
+    (run,) = runs_json(cli)["runs"]
+    assert run["args"].startswith("promptgen describe cifar10 --style dclip --model openai/test --api-base http://")
+    text = log_path(root).read_text()
+    assert "hunter2pass" not in text and "abcdef123456" not in text and "alice" not in text
+    assert "test_runlog.py" not in run["args"] and "-q" not in run["args"].split()  # not the host program's argv
+
+
+def test_a_run_that_fails_after_paying_logs_what_it_spent(cli, fake_llm, root, monkeypatch):
+    import promptgen.stages.describe as describe_stage
+
+    def broken(self, request):
+        raise RuntimeError("a bug after the answers arrived")
+
+    monkeypatch.setattr(describe_stage._Collector, "add", broken)
+    with pytest.raises(RuntimeError):
+        cli("describe", "cifar10", "--style", "dclip", "--model", "openai/test", "--api-base", fake_llm.url,
+            "--no-progress")
+    (run,) = runs_json(cli)["runs"]
+    assert run["status"] == "failed" and run["outputs"] == []
+    assert run["requests_sent"] == fake_llm.request_count == 10 and run["dataset"] == "cifar10"
+
+
+def test_a_cache_that_cannot_be_written_loses_no_paid_answer(cli, fake_llm, root, monkeypatch):
+    import errno
+
+    from promptgen.llm.cache import LLMCache
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(LLMCache, "put", full)
+    result = cli("describe", "cifar10", "--style", "dclip", "--model", "openai/test", "--api-base", fake_llm.url,
+                 "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "could not cache an answer" in result.stderr
+    journal = (root / "prompts" / "cifar10" / "dclip" / "v1.requests.jsonl").read_text().splitlines()
+    assert len(journal) == 10 == fake_llm.request_count

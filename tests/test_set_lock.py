@@ -111,3 +111,52 @@ def test_the_set_lock_is_released_when_the_run_fails(root):
             Store(root).new_version("cifar10", "wordnet", {"stage": "test"})
         writer.finish([], {**writer.info.manifest, "status": "complete"})
     assert lock.read_text() == ""
+
+
+def test_resume_with_wait_sees_what_the_run_it_waited_for_finished(root):
+    """--resume --wait must not continue (and rewrite) a version the first run completed meanwhile."""
+    import threading
+
+    store = Store(root)
+    writer = store.new_version("cifar10", "wordnet", {"stage": "test"}, store.classes("cifar10"))
+    with writer:
+        writer.finish([], {**writer.info.manifest, "status": "partial"})
+    first = store.resume_version("cifar10", "wordnet")
+    outcome = {}
+
+    def second() -> None:
+        try:
+            Store(root, wait_for_writers=True).resume_version("cifar10", "wordnet")
+        except PromptgenError as exc:
+            outcome["error"] = exc.message
+
+    thread = threading.Thread(target=second)
+    with first:
+        thread.start()
+        time.sleep(0.5)
+        assert thread.is_alive(), "the second run did not wait"
+        first.finish([], {**first.info.manifest, "status": "complete"})
+    thread.join(timeout=30)
+    assert "nothing to resume in cifar10/wordnet: latest is v1 (complete)" in outcome["error"]
+
+
+def test_a_journal_that_cannot_flush_still_releases_both_locks(root):
+    store = Store(root)
+    writer = store.new_version("cifar10", "wordnet", {"stage": "test"}, store.classes("cifar10"))
+
+    class FullDisk:
+        def write(self, text):
+            return len(text)
+
+        def flush(self):
+            pass
+
+        def close(self):
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        with writer:
+            writer._journal = FullDisk()
+    again = Store(root).new_version("cifar10", "wordnet", {"stage": "test"})  # neither lock is held any more
+    with again:
+        assert again.info.version == 2

@@ -44,7 +44,8 @@ class PromptgenGroup(click.Group):
             if exc.errno not in _DISK_ERRORS:
                 raise
             where = f" {exc.filename}" if exc.filename else ""
-            click.echo(f"error: could not write{where}: {exc.strerror or exc}", err=True)
+            action = "could not read or write" if exc.errno in (errno.EACCES, errno.EPERM) else "could not write"
+            click.echo(f"error: {action}{where}: {exc.strerror or exc}", err=True)
             click.echo("  fix: free some space or make the folder writable (or give --root another folder), then "
                        "rerun with --resume: answers received so far are journalled, and complete versions are "
                        "untouched", err=True)

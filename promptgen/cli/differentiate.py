@@ -127,8 +127,9 @@ def differentiate_command(dataset: str, classes_file: Path | None, pairs_from: s
     if values["resume"]:
         if reask_failed:
             raise PromptgenError("--reask-failed makes a new version", "drop --resume")
-        plan, pair_draws = resume_plan(store, dataset, set_name, values["resume_version"])
+        plan, pair_draws, resume_version = resume_plan(store, dataset, set_name, values["resume_version"])
     else:
+        resume_version = None
         plan = find_pairs(store, classes, pairs_from=route, images_spec=images_spec, features_file=features_file,
                           head_file=head_file, initial=initial, k=k, partners=partners or 5, min_count=min_count or 1,
                           max_pairs=max_pairs, limit=limit, batch_size=batch_size,
@@ -141,7 +142,7 @@ def differentiate_command(dataset: str, classes_file: Path | None, pairs_from: s
     if values["dry_run"]:
         _dry_run(job, client, plan_requests(job, client), as_json)
         return
-    result = run_differentiate(job, client, store, resume=values["resume"], resume_version=values["resume_version"])
+    result = run_differentiate(job, client, store, resume=values["resume"], resume_version=resume_version)
     _report(result, as_json)
     if result.failed_pairs:
         click.echo(f"warning: {len(result.failed_pairs)} pair(s) got no usable answer; they are listed under "

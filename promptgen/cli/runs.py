@@ -13,7 +13,7 @@ COMMANDS = []
 
 
 @click.command("runs")
-@click.option("--dataset", help="Only runs that wrote a set of this dataset.")
+@click.option("--dataset", help="Only runs on this dataset.")
 @click.option("--command", "command_name", help="Only this command (describe, differentiate, import, eval, ...).")
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True, help="Latest N runs (0: all).")
 @root_option
@@ -25,7 +25,7 @@ def runs_command(dataset: str | None, command_name: str | None, limit: int, root
     root_path = resolve_root(root)
     runs = read_runs(root_path)
     if dataset:
-        runs = [r for r in runs if any(o["dataset"] == dataset for o in r.get("outputs") or [])]
+        runs = [r for r in runs if r.get("dataset") == dataset]
     if command_name:
         runs = [r for r in runs if r.get("command") == command_name]
     totals = summarise(runs)
@@ -46,11 +46,11 @@ def runs_command(dataset: str | None, command_name: str | None, limit: int, root
         if run.get("error"):
             click.echo(f"    error: {run['error']}")
     click.echo("totals per command: " + "; ".join(
-        f"{name} {t['runs']} runs, {t['requests_sent']:,} requests, {_usd(t['cost_usd'])}"
+        f"{name} {t['runs']} run{'s' if t['runs'] != 1 else ''}, {t['requests_sent']:,} requests, {_usd(t['cost_usd'])}"
         + (f" (+{t['unknown_cost']} unpriced)" if t["unknown_cost"] else "") for name, t in sorted(totals["by_command"].items())))
     if totals["by_dataset"]:
         click.echo("totals per dataset: " + "; ".join(
-            f"{name} {t['versions']} versions, {t['requests_sent']:,} requests, {_usd(t['cost_usd'])}"
+            f"{name} {t['runs']} run{'s' if t['runs'] != 1 else ''}, {t['requests_sent']:,} requests, {_usd(t['cost_usd'])}"
             + (f" (+{t['unknown_cost']} unpriced)" if t["unknown_cost"] else "") for name, t in sorted(totals["by_dataset"].items())))
     total = totals["total"]
     click.echo(f"total: {total['runs']} runs, {total['requests_sent']:,} requests, {_usd(total['cost_usd'])}"

@@ -533,7 +533,10 @@ class LLMClient:
         stats.add_cost(response.cost_usd)
         if self.cache is not None:
             # off the event loop: the write's syscalls then overlap with other requests' network waits
-            await asyncio.to_thread(self.cache.put, key, self.key_payload(request), response.to_json())
+            try:
+                await asyncio.to_thread(self.cache.put, key, self.key_payload(request), response.to_json())
+            except OSError as exc:  # a full disk must not lose a paid answer: the stage's journal still gets it
+                log.warning("could not cache an answer (%s); it is kept in the run's journal", exc.strerror or exc)
         return response
 
     def run(self, requests: list[LLMRequest],
@@ -565,6 +568,9 @@ class LLMClient:
                                  "so far are kept, rerun with --resume to continue") from None
         finally:
             stats.seconds = time.perf_counter() - started
+            from promptgen.runlog import note_spend
+
+            note_spend(stats.sent, stats.cost_usd)  # also when interrupted: what was paid is logged
         return stats
 
     async def _run(self, requests: list[LLMRequest], on_answer: Callable, on_failure: Callable | None,

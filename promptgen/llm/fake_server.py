@@ -78,7 +78,7 @@ class Chaos:
         import random
 
         unknown = [k for k in self.kinds if k not in CHAOS_KINDS]
-        if unknown or not 0 <= self.rate <= 1:
+        if unknown or not 0 <= self.rate <= 1 or (self.rate > 0 and not self.kinds):
             raise ValueError(f"chaos: rate in [0, 1] and kinds from {', '.join(CHAOS_KINDS)} (got {unknown})")
         self.kinds = tuple(self.kinds)
         self._random = random.Random(self.seed)

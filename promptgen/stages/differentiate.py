@@ -145,20 +145,23 @@ def run_differentiate(job: DifferentiateJob, client: LLMClient, store: Store, *,
             "text_kind": job.template.text_kind, "answer_retries": job.answer_retries, "repair": job.repair,
             "pairs": job.plan.summary(), "pairs_file": None, "requests_planned": requests_planned},
             classes=job.classes)
-        pairs_path = writer.info.directory / f"v{writer.info.version}.pairs.json"
-        save_pair_plan(job.plan, pairs_path)
-        writer.write_manifest({**writer.info.manifest, "pairs_file": pairs_path.name})
-        _restore_paid_answers(store, writer.info, client)
-    with writer:
+    with writer:  # entered at once: whatever fails below, the set's lock is released
+        if not resume:
+            pairs_path = writer.info.directory / f"v{writer.info.version}.pairs.json"
+            save_pair_plan(job.plan, pairs_path)
+            writer.write_manifest({**writer.info.manifest, "pairs_file": pairs_path.name})
+            _restore_paid_answers(store, writer.info, client)
         return _run(job, client, writer, plan_requests(job, client))
 
 
 def resume_plan(store: Store, dataset: str, set_name: str, version: int | None = None
-                ) -> tuple[PairPlan, dict[str, int]]:
-    """The pair list and per-pair draws of the version `--resume` would continue (no images needed)."""
+                ) -> tuple[PairPlan, dict[str, int], int]:
+    """The pair list, per-pair draws and number of the version `--resume` would continue (no images
+    needed). Pass the number on to `run_differentiate`, so that both read the same version."""
     info = store.resumable_info(dataset, set_name, version)
     name = info.manifest.get("pairs_file") or f"v{info.version}.pairs.json"
-    return load_pair_plan(info.directory / name), dict((info.manifest.get("job") or {}).get("pair_draws") or {})
+    return (load_pair_plan(info.directory / name), dict((info.manifest.get("job") or {}).get("pair_draws") or {}),
+            info.version)
 
 
 def _restore_paid_answers(store: Store, info: VersionInfo, client: LLMClient) -> None:
