@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["PromptgenError", "ExitCode"]
+import errno
+
+__all__ = ["PromptgenError", "ExitCode", "DISK_ERRNOS"]
+
+# a write the disk or the file system refused: full, over quota, read-only, no permission
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 class ExitCode:

@@ -8,13 +8,12 @@ from __future__ import annotations
 import functools
 import json
 import os
-import errno
 import secrets
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from promptgen.errors import ExitCode, PromptgenError
+from promptgen.errors import DISK_ERRNOS, ExitCode, PromptgenError
 from promptgen.redact import redact, redacted_command
 
 __all__ = ["logged", "note_version", "read_runs", "log_path", "summarise"]
@@ -91,8 +90,8 @@ def logged(command: str) -> Callable:
                 status, exit_code = "interrupted", ExitCode.INTERRUPTED
                 raise
             except OSError as exc:
-                disk = exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT)
-                status, exit_code = ("not written", ExitCode.NOT_WRITTEN) if disk else ("failed", 1)
+                status, exit_code = ("not written", ExitCode.NOT_WRITTEN) if exc.errno in DISK_ERRNOS \
+                    else ("failed", 1)
                 error = f"{type(exc).__name__}: {exc}"
                 raise
             except BaseException as exc:

@@ -486,9 +486,6 @@ def evaluation_summary(results: dict, classes: ClassList, baseline: str | None, 
     summaries = []
     for head in heads:
         accuracy = head.get("per_class_accuracy") or []
-        deltas = [None if a is None or b is None else round(a - b, 6)
-                  for a, b in zip(accuracy, base.get("per_class_accuracy") or [])]
-        ranked = sorted((d, c) for c, d in enumerate(deltas) if d is not None)
         confusions = head.get("confusions")
         confused = None
         if confusions is not None:
@@ -505,16 +502,25 @@ def evaluation_summary(results: dict, classes: ClassList, baseline: str | None, 
             "top1": head.get("top1"), "top5": head.get("top5"),
             "mean_per_class_recall": head.get("mean_per_class_recall"),
             "delta_top1": None if head.get("top1") is None else round(head["top1"] - base["top1"], 6),
-            "per_class_accuracy": accuracy, "per_class_delta": deltas,
-            "improved": sum(1 for d, _ in ranked if d > 0), "worsened": sum(1 for d, _ in ranked if d < 0),
-            "most_worsened": [{"class_index": c, "class_name": classes.names[c], "delta": d} for d, c in ranked[:top]
-                              if d < 0],
-            "most_improved": [{"class_index": c, "class_name": classes.names[c], "delta": d}
-                              for d, c in reversed(ranked[-top:]) if d > 0],
+            "per_class_accuracy": accuracy,
+            **class_deltas(accuracy, base.get("per_class_accuracy") or [], classes, top),
             "most_confused": confused})
     return {"source": source, "images": heads[0].get("images"), "baseline": base["head"], "support": support,
             "baseline_accuracy": base.get("per_class_accuracy") or [],
             "model": results.get("model"), "heads": summaries}
+
+
+def class_deltas(accuracy: list, baseline: list, classes: ClassList, top: int) -> dict:
+    """Per-class accuracy change against a baseline (None where either is missing), the number of
+    classes better and worse, and the `top` classes that lost and gained most."""
+    deltas = [None if a is None or b is None else round(a - b, 6) for a, b in zip(accuracy, baseline)]
+    ranked = sorted((d, c) for c, d in enumerate(deltas) if d is not None)
+    return {"per_class_delta": deltas,
+            "improved": sum(1 for d, _ in ranked if d > 0), "worsened": sum(1 for d, _ in ranked if d < 0),
+            "most_worsened": [{"class_index": c, "class_name": classes.names[c], "delta": d}
+                              for d, c in ranked[:top] if d < 0],
+            "most_improved": [{"class_index": c, "class_name": classes.names[c], "delta": d}
+                              for d, c in reversed(ranked[-top:]) if d > 0]}
 
 
 def _head_problem(head: object, num_classes: int) -> str | None:
@@ -576,17 +582,11 @@ def version_diff(new: AuditSet, old: AuditSet, classes: ClassList, top: int,
             for head_old in by_set.get(old.ref, []):
                 if head_new["builder"] != head_old["builder"]:
                     continue
-                deltas = [None if a is None or b is None else round(a - b, 6)
-                          for a, b in zip(head_new["per_class_accuracy"], head_old["per_class_accuracy"])]
-                ranked = sorted((d, c) for c, d in enumerate(deltas) if d is not None)
+                deltas = class_deltas(head_new["per_class_accuracy"], head_old["per_class_accuracy"], classes, top)
                 accuracy.append({"builder": head_new["builder"], "new_head": head_new["head"],
                                  "old_head": head_old["head"], "top1_new": head_new["top1"],
                                  "top1_old": head_old["top1"], "delta_top1": round(head_new["top1"] - head_old["top1"], 6),
-                                 "per_class_delta": deltas,
-                                 "most_worsened": [{"class_index": c, "class_name": classes.names[c], "delta": d}
-                                                   for d, c in ranked[:top] if d < 0],
-                                 "most_improved": [{"class_index": c, "class_name": classes.names[c], "delta": d}
-                                                   for d, c in reversed(ranked[-top:]) if d > 0]})
+                                 **{k: deltas[k] for k in ("per_class_delta", "most_worsened", "most_improved")}})
     return {"new": new.ref, "old": old.ref,
             "classes_added": [{"class_index": c, "class_name": classes.names[c]} for c in sorted(set(after) - set(before))],
             "classes_removed": [{"class_index": c, "class_name": classes.names[c]}

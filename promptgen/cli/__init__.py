@@ -12,7 +12,7 @@ from typing import Any, Callable
 import click
 
 from promptgen import __version__
-from promptgen.errors import ExitCode, PromptgenError
+from promptgen.errors import DISK_ERRNOS, ExitCode, PromptgenError
 from promptgen.paths import resolve_root
 from promptgen.redact import redact
 
@@ -24,9 +24,6 @@ class _RedactingFilter(logging.Filter):
         record.msg = redact(record.getMessage())
         record.args = ()
         return True
-
-
-_DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
 
 
 class PromptgenGroup(click.Group):
@@ -41,7 +38,7 @@ class PromptgenGroup(click.Group):
                 click.echo(f"  fix: {redact(exc.hint)}", err=True)
             ctx.exit(ExitCode.USAGE)
         except OSError as exc:
-            if exc.errno not in _DISK_ERRORS:
+            if exc.errno not in DISK_ERRNOS:
                 raise
             where = f" {exc.filename}" if exc.filename else ""
             action = "could not read or write" if exc.errno in (errno.EACCES, errno.EPERM) else "could not write"
