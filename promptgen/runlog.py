@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -16,10 +17,13 @@ from typing import Any, Callable
 from promptgen.errors import DISK_ERRNOS, ExitCode, PromptgenError
 from promptgen.redact import redact, redacted_command
 
-__all__ = ["logged", "note_version", "read_runs", "log_path", "summarise"]
+__all__ = ["logged", "note_version", "note_spend", "listen", "read_runs", "log_path", "summarise"]
 
-_outputs: list[dict] = []   # versions finished by the command now running (one command per process)
-_spend: dict = {}           # what the command's LLM calls sent and cost, finished or not
+# One frame per command running in this process: a pipeline (`promptgen run`) runs the stage
+# commands inside itself, and each is logged as its own run with the pipeline run as parent.
+# A frame holds the versions its command finished and what its LLM calls sent and cost.
+_frames: list[dict] = []
+_listeners: list[Callable[[dict], None]] = []
 
 
 def log_path(root: Path) -> Path:
@@ -29,20 +33,39 @@ def log_path(root: Path) -> Path:
 def note_version(info: Any) -> None:
     """Called by the store for every version it finishes."""
     manifest, counts = info.manifest, info.manifest.get("counts") or {}
-    _outputs.append({
+    entry = {
         "dataset": info.dataset, "set": info.set, "version": info.version, "ref": str(info.ref),
         "stage": manifest.get("stage"), "status": manifest.get("status"), "records": counts.get("records"),
         "requests_sent": counts.get("requests_sent_this_run", (manifest.get("pairs") or {}).get("queried", 0)),
         "cache_hits": counts.get("cache_hits_this_run", 0),
         "cost_usd": manifest.get("cost_usd_this_run", 0.0 if not manifest.get("network") else manifest.get("cost_usd")),
-        "failures": len(manifest.get("failures") or []) + len(manifest.get("failed_pairs") or [])})
+        "failures": len(manifest.get("failures") or []) + len(manifest.get("failed_pairs") or []),
+        "records_sha256": manifest.get("records_sha256")}
+    if _frames:
+        _frames[-1]["outputs"].append(entry)
+    for listener in list(_listeners):
+        listener(entry)
 
 
 def note_spend(sent: int, cost_usd: float | None) -> None:
     """Called by the LLM client when a batch of requests ends, interrupted or not."""
-    _spend["requests_sent"] = _spend.get("requests_sent", 0) + sent
-    known = _spend.get("cost_usd", 0.0)
-    _spend["cost_usd"] = None if known is None or cost_usd is None else known + cost_usd
+    if not _frames:
+        return
+    spend = _frames[-1]["spend"]
+    spend["requests_sent"] = spend.get("requests_sent", 0) + sent
+    known = spend.get("cost_usd", 0.0)
+    spend["cost_usd"] = None if known is None or cost_usd is None else known + cost_usd
+
+
+@contextlib.contextmanager
+def listen(callback: Callable[[dict], None]):
+    """Call `callback` with every version finished inside the block (the pipeline learns what a
+    step wrote this way)."""
+    _listeners.append(callback)
+    try:
+        yield
+    finally:
+        _listeners.remove(callback)
 
 
 def _append(path: Path, entry: dict) -> None:
@@ -69,13 +92,15 @@ def logged(command: str) -> Callable:
             run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
             started = time.time()
             arguments = redacted_command()[:500]
-            _outputs.clear()
-            _spend.clear()
+            parent = _frames[-1]["run"] if _frames else None
+            start = {"event": "start", "run": run_id, "time": _iso(started), "command": command,
+                     "args": arguments, "pid": os.getpid()}
             try:
-                _append(path, {"event": "start", "run": run_id, "time": _iso(started), "command": command,
-                               "args": arguments, "pid": os.getpid()})
+                _append(path, {**start, "parent": parent} if parent else start)
             except OSError:
                 return function(*args, **kwargs)  # a read-only root: the command's own error says more
+            frame = {"run": run_id, "outputs": [], "spend": {}, "steps": 0, "steps_sent": 0, "steps_cost": 0.0}
+            _frames.append(frame)
             status, exit_code, error = "ok", 0, None
             try:
                 return function(*args, **kwargs)
@@ -98,21 +123,33 @@ def logged(command: str) -> Callable:
                 status, exit_code, error = "failed", 1, f"{type(exc).__name__}: {exc}"
                 raise
             finally:
-                outputs, spend = list(_outputs), dict(_spend)
-                _outputs.clear()
-                _spend.clear()
+                _frames.remove(frame)
+                outputs, spend = frame["outputs"], frame["spend"]
                 if spend:  # the LLM client's own count: it includes runs that stopped before writing
                     sent, cost = spend["requests_sent"], spend["cost_usd"]
                 else:
                     costs = [o["cost_usd"] for o in outputs]
                     sent = sum(o["requests_sent"] or 0 for o in outputs)
                     cost = None if any(c is None for c in costs) else sum(costs)
+                end = {"event": "end", "run": run_id, "time": _iso(time.time()), "command": command,
+                       "dataset": kwargs.get("dataset"), "seconds": round(time.time() - started, 3),
+                       "status": status, "exit_code": exit_code, "error": redact(error)[:500] if error else None,
+                       "outputs": outputs}
+                if frame["steps"]:  # a pipeline: its steps' runs are logged apart; this adds them up
+                    sent += frame["steps_sent"]
+                    cost = None if cost is None or frame["steps_cost"] is None else cost + frame["steps_cost"]
+                    end["steps"] = frame["steps"]
+                end.update(requests_sent=sent, cost_usd=None if cost is None else round(cost, 8))
+                if parent:
+                    end["parent"] = parent
+                    for outer in _frames:
+                        if outer["run"] == parent:
+                            outer["steps"] += 1
+                            outer["steps_sent"] += sent
+                            outer["steps_cost"] = None if cost is None or outer["steps_cost"] is None \
+                                else outer["steps_cost"] + cost
                 try:
-                    _append(path, {"event": "end", "run": run_id, "time": _iso(time.time()), "command": command,
-                                   "dataset": kwargs.get("dataset"), "seconds": round(time.time() - started, 3),
-                                   "status": status, "exit_code": exit_code,
-                                   "error": redact(error)[:500] if error else None, "outputs": outputs,
-                                   "requests_sent": sent, "cost_usd": None if cost is None else round(cost, 8)})
+                    _append(path, end)
                 except OSError:
                     pass
         return wrapper
@@ -171,6 +208,8 @@ def summarise(runs: list[dict]) -> dict:
     by_dataset: dict[str, dict] = {}
     total = empty()
     for run in runs:
+        if run.get("steps"):
+            continue  # a pipeline run: its steps are runs of their own, counted once there
         for bucket in (by_command.setdefault(run.get("command", "?"), empty()), total):
             _add(bucket, "runs", run.get("requests_sent") or 0, run.get("cost_usd"))
         if run.get("dataset"):

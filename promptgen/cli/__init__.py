@@ -101,9 +101,9 @@ def main(verbose: bool) -> None:
     logger.propagate = False
 
 
-from promptgen.cli import (audit, datasets, describe, differentiate, evaluate, heads, runs, sets,  # noqa: E402
-                           synonyms, transfer)
+from promptgen.cli import (audit, datasets, describe, differentiate, evaluate, heads, pipeline, runs,  # noqa: E402
+                           sets, synonyms, transfer)
 
-for module in (datasets, describe, differentiate, synonyms, sets, transfer, heads, evaluate, audit, runs):
+for module in (datasets, describe, differentiate, synonyms, sets, transfer, heads, evaluate, audit, pipeline, runs):
     for command in module.COMMANDS:
         main.add_command(command)

@@ -40,8 +40,11 @@ def runs_command(dataset: str | None, command_name: str | None, limit: int, root
         return
     for run in shown:
         wrote = ", ".join(f"{o['ref']} ({o['records']} texts)" for o in run.get("outputs") or []) or "-"
+        if run.get("steps"):
+            wrote = f"pipeline of {run['steps']} step run(s), listed after it"
+        command = ("  " if run.get("parent") else "") + run.get("command", "?")  # a pipeline's steps are indented
         click.echo(f"{run.get('run')}  {run.get('started', '?')}  {_seconds(run.get('seconds')):>7}  "
-                   f"{run.get('status', '?'):<11} {run.get('command', '?'):<13} {run.get('requests_sent') or 0:>6} req  "
+                   f"{run.get('status', '?'):<11} {command:<13} {run.get('requests_sent') or 0:>6} req  "
                    f"{_usd(run.get('cost_usd')):>10}  {wrote}")
         if run.get("error"):
             click.echo(f"    error: {run['error']}")

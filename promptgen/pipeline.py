@@ -1,0 +1,734 @@
+"""`promptgen run PIPELINE.toml`: the whole job, declared once, rerun cheaply.
+
+A pipeline is datasets × steps. Each step is one promptgen command (describe, differentiate,
+synonyms, import, rename, head, eval, audit, features) with its options written as they are on
+the command line (`style = "cupl"`, `clip-model = "ViT-B-32"`, flags as `true`, repeatable options
+as lists); `[defaults]` gives options to every step whose command takes them.
+
+Every (dataset, step) unit is addressed by a key: the sha256 of its command, its options, the
+dataset's class list, the content of what it reads (prompt-set versions by their records'
+sha256, files by theirs, query templates by theirs) and nothing else. The key and the output are
+kept in ROOT/pipelines/NAME.json; a rerun skips a unit whose key and output are unchanged, and a
+unit whose input changed runs again, which changes the key of what reads it in turn. A unit that
+was interrupted resumes its unfinished version (its paid answers are in the journal and cache).
+
+References: a step's set options (`set`, `sets`, `against`, the sources of `build`) name sets; a
+set another step writes is pinned to the version that step wrote. An option whose value is the
+name of a step that writes a file (head, eval, rename, features, audit) becomes that file's path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from promptgen.errors import ExitCode, PromptgenError
+from promptgen.fileio import atomic_write_text, canonical_json, sha256_file
+
+__all__ = ["Pipeline", "Step", "load_pipeline", "PipelineRunner", "UnitPlan", "STEP_COMMANDS"]
+
+# command -> what it writes: a prompt set ("set") or a file under ROOT/pipelines/NAME/DATASET/
+STEP_COMMANDS: dict[str, str] = {
+    "describe": "set", "differentiate": "set", "synonyms": "set", "import": "set",
+    "head": "file:.pt", "eval": "file:.json", "rename": "file:.json", "features": "file:.npz", "audit": "dir",
+}
+# options whose values name prompt sets (read, pinned to a version)
+SET_INPUTS: dict[str, tuple[str, ...]] = {"head": ("set",), "audit": ("sets", "against"), "rename": ("set",),
+                                          "eval": ("build",)}
+# options the pipeline sets itself
+MANAGED = {"root", "output", "resume", "resume-version", "json", "dry-run"}
+STATE_FORMAT = 1
+RESUMABLE = ("running", "interrupted", "partial")  # a unit in one of these continues its own version
+
+
+@dataclass
+class Step:
+    name: str
+    command: str
+    options: dict[str, Any]
+    datasets: list[str] | None = None
+
+
+@dataclass
+class Pipeline:
+    name: str
+    path: Path
+    datasets: list[str]
+    steps: list[Step]
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class UnitPlan:
+    """What the runner will do (or did) with one (dataset, step)."""
+
+    dataset: str
+    step: Step
+    action: str            # skip | run | resume | adopt | after | blocked
+    reason: str
+    key: str | None = None
+    output: dict | None = None
+    exit_code: int = 0
+
+    @property
+    def id(self) -> str:
+        return f"{self.dataset}/{self.step.name}"
+
+    def to_json(self) -> dict:
+        return {"unit": self.id, "dataset": self.dataset, "step": self.step.name, "command": self.step.command,
+                "action": self.action, "reason": self.reason, "key": self.key, "output": self.output,
+                "exit_code": self.exit_code}
+
+
+def _load_toml(path: Path) -> dict:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise PromptgenError(f"pipeline file {path} does not exist", "give the path of a .toml file "
+                             "(see examples/ in the promptgen repository)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PromptgenError(f"{path} is not valid TOML: {exc}", "fix the line it names") from None
+
+
+def _option_key(key: str) -> str:
+    return key.replace("_", "-")
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise PromptgenError(f"--override {text!r} is not KEY=VALUE",
+                             "e.g. --override defaults.clip-model=promptgen-tiny or --override steps.cupl.style=dclip")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_pipeline(path: Path, overrides: tuple[str, ...] = ()) -> Pipeline:
+    """Read and check a pipeline file (names, commands, options) before anything runs."""
+    from promptgen.classes import list_datasets
+
+    data = _load_toml(path)
+    for text in overrides:
+        keys, value = _parse_override(text)
+        _apply_override(data, keys, value, text)
+    unknown = sorted(set(data) - {"name", "datasets", "defaults", "steps"})
+    if unknown:
+        raise PromptgenError(f"{path}: unknown top-level key(s) {', '.join(unknown)}",
+                             "a pipeline has name, datasets, [defaults] and [[steps]]")
+    name = str(data.get("name") or path.stem)
+    from promptgen.store import check_name
+
+    check_name("pipeline", name)
+    datasets = data.get("datasets")
+    if datasets == "all":
+        datasets = list_datasets()
+    if isinstance(datasets, str):
+        datasets = [datasets]
+    if not datasets or not all(isinstance(d, str) for d in datasets):
+        raise PromptgenError(f"{path}: `datasets` must list dataset names (or be \"all\")",
+                             'e.g. datasets = ["cifar10", "cifar100"]')
+    defaults = {_option_key(k): v for k, v in (data.get("defaults") or {}).items()}
+    steps_data = data.get("steps")
+    if not isinstance(steps_data, list) or not steps_data:
+        raise PromptgenError(f"{path}: no [[steps]]", 'add at least one, e.g.\n[[steps]]\ncommand = "describe"\n'
+                             'source = "wordnet"')
+    steps: list[Step] = []
+    for number, raw in enumerate(steps_data, 1):
+        if not isinstance(raw, dict) or "command" not in raw:
+            raise PromptgenError(f"{path}: step {number} has no `command`",
+                                 f"give one of: {', '.join(STEP_COMMANDS)}")
+        command = raw["command"]
+        if command not in STEP_COMMANDS:
+            raise PromptgenError(f"{path}: step {number} has unknown command {command!r}",
+                                 f"use one of: {', '.join(STEP_COMMANDS)}")
+        step_name = str(raw.get("name") or command)
+        check_name("step", step_name)
+        if any(s.name == step_name for s in steps):
+            raise PromptgenError(f"{path}: two steps are named {step_name!r}", "give each step a unique `name`")
+        only = raw.get("datasets")
+        if isinstance(only, str):
+            only = [only]
+        if only is not None and not set(only) <= set(datasets):
+            raise PromptgenError(f"{path}: step {step_name!r} names datasets the pipeline lacks: "
+                                 f"{', '.join(sorted(set(only) - set(datasets)))}", "add them to the top-level `datasets`")
+        options = {_option_key(k): v for k, v in raw.items() if k not in ("name", "command", "datasets")}
+        managed = sorted(MANAGED & set(options))
+        if managed:
+            raise PromptgenError(f"{path}: step {step_name!r} sets {', '.join(managed)}, which the pipeline manages",
+                                 "drop them: outputs go under ROOT/pipelines/NAME/, interrupted steps resume by "
+                                 "themselves and --root is given to `promptgen run`")
+        steps.append(Step(step_name, command, options, only))
+    pipeline = Pipeline(name, path, list(datasets), steps, defaults)
+    file_steps = {s.name for s in steps if STEP_COMMANDS[s.command] != "set"}
+    for step in steps:  # unknown options and bad values are errors now, not after an hour of work
+        _check_parses(step, (step.datasets or pipeline.datasets)[0], _command_options(step, defaults), file_steps)
+    return pipeline
+
+
+def _check_parses(step: Step, dataset: str, options: dict[str, Any], file_steps: set[str]) -> None:
+    """Parse the step's command line as click will (types, choices, ranges), without running it.
+    Values naming other steps' files are left out: those files do not exist yet."""
+    def is_reference(value: Any) -> bool:
+        return any(v in file_steps for v in (value if isinstance(value, list) else [value]) if isinstance(v, str))
+
+    argv = _argv(step, dataset, {k: v for k, v in options.items() if not is_reference(v)})
+    if STEP_COMMANDS[step.command] != "set":
+        argv += ["--output", "placeholder"]
+    command = _click_command(step.command)
+    try:
+        command.make_context(step.command, argv[1:], resilient_parsing=False)
+    except click.ClickException as exc:
+        raise PromptgenError(f"step {step.name!r} ({step.command}): {exc.format_message()}",
+                             f"see `promptgen {step.command} --help`") from None
+
+
+def _apply_override(data: dict, keys: list[str], value: Any, text: str) -> None:
+    if keys[0] == "steps" and len(keys) == 3:
+        matches = [s for s in data.get("steps") or [] if str(s.get("name") or s.get("command")) == keys[1]]
+        if not matches:
+            raise PromptgenError(f"--override {text}: no step named {keys[1]!r}", "use steps.STEP.OPTION=VALUE")
+        matches[0][keys[2]] = value
+    elif keys[0] == "defaults" and len(keys) == 2:
+        data.setdefault("defaults", {})[keys[1]] = value
+    elif len(keys) == 1 and keys[0] in ("name", "datasets"):
+        data[keys[0]] = value.split(",") if keys[0] == "datasets" and isinstance(value, str) and value != "all" \
+            else value
+    else:
+        raise PromptgenError(f"--override {text}: cannot set {'.'.join(keys)}",
+                             "use name=..., datasets=a,b, defaults.OPTION=VALUE or steps.STEP.OPTION=VALUE")
+
+
+def _click_command(command: str) -> click.Command:
+    from promptgen.cli import main
+
+    return main.commands[command]
+
+
+def _params(command: str) -> dict[str, click.Parameter]:
+    """Options by their long flag without dashes (what a pipeline file writes), arguments by name."""
+    found: dict[str, click.Parameter] = {}
+    for param in _click_command(command).params:
+        if isinstance(param, click.Argument):
+            found[param.name] = param
+            continue
+        for opt in param.opts + param.secondary_opts:
+            if opt.startswith("--"):
+                found.setdefault(opt[2:], param)
+    return found
+
+
+def _command_options(step: Step, defaults: dict[str, Any]) -> dict[str, Any]:
+    """The step's options with the defaults its command takes; unknown options are an error."""
+    params = _params(step.command)
+    unknown = sorted(k for k in step.options if k not in params or k == "dataset")
+    if unknown:
+        valid = sorted(k for k in params if k not in MANAGED and k != "dataset" and k != "help")
+        raise PromptgenError(f"step {step.name!r} ({step.command}): unknown option(s) {', '.join(unknown)}",
+                             f"`promptgen {step.command}` takes: {', '.join(valid)}")
+    merged = {k: v for k, v in defaults.items() if k in params and k not in MANAGED and k != "dataset"}
+    merged.update(step.options)
+    return merged
+
+
+def _argv(step: Step, dataset: str, options: dict[str, Any]) -> list[str]:
+    params = _params(step.command)
+    arguments = [p for p in _click_command(step.command).params if isinstance(p, click.Argument)]
+    argv = [step.command]
+    for argument in arguments:
+        if argument.name == "dataset":
+            argv.append(dataset)
+        elif argument.name in options:
+            argv.append(str(options[argument.name]))
+        else:
+            raise PromptgenError(f"step {step.name!r} ({step.command}) needs `{argument.name}`",
+                                 f"add {argument.name} = ... to the step")
+    for key, value in options.items():
+        param = params[key]
+        if isinstance(param, click.Argument):
+            continue
+        if getattr(param, "is_flag", False):
+            if value is True:
+                argv.append("--" + key)
+            elif value is not False:
+                raise PromptgenError(f"step {step.name!r}: `{key}` is a flag and takes true or false, not {value!r}",
+                                     f"write {key} = true")
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            argv += ["--" + key, item if isinstance(item, str) else json.dumps(item)]
+    return argv
+
+
+# -- the state file --------------------------------------------------------------------------------
+
+class PipelineState:
+    """ROOT/pipelines/NAME.json, rewritten atomically after every change."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict = {"format": STATE_FORMAT, "units": {}}
+        if path.exists():
+            try:
+                loaded = json.loads(path.read_text(encoding="utf-8"))
+                if isinstance(loaded, dict) and isinstance(loaded.get("units"), dict):
+                    self.data = loaded
+            except ValueError:
+                pass  # a state file torn by hand: every unit is checked again (answers are cached)
+
+    def unit(self, unit_id: str) -> dict:
+        return self.data["units"].get(unit_id) or {}
+
+    def update(self, unit_id: str, **values: Any) -> None:
+        self.data["units"][unit_id] = {**self.unit(unit_id), **values}
+        self.save()
+
+    def replace(self, unit_id: str, values: dict) -> None:
+        self.data["units"][unit_id] = values
+        self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path, json.dumps(self.data, ensure_ascii=False, indent=1) + "\n", durable=True)
+
+
+# -- the runner ------------------------------------------------------------------------------------
+
+class PipelineRunner:
+    def __init__(self, pipeline: Pipeline, root: Path, *, force: bool = False,
+                 echo: Callable[[str], None] = click.echo) -> None:
+        from promptgen.store import Store
+
+        self.pipeline = pipeline
+        self.root = root
+        self.store = Store(root)
+        self.force = force
+        self.echo = echo
+        self.state = PipelineState(root / "pipelines" / f"{pipeline.name}.json")
+        self.out_dir = root / "pipelines" / pipeline.name
+        self.results: dict[str, UnitPlan] = {}
+
+    # which units, in order: datasets outer, steps inner (a dataset's steps read each other's output)
+    def units(self) -> list[tuple[str, Step]]:
+        return [(dataset, step) for dataset in self.pipeline.datasets for step in self.pipeline.steps
+                if step.datasets is None or dataset in step.datasets]
+
+    def produced_set(self, step: Step, options: dict[str, Any]) -> str | None:
+        """The set a set-writing step writes (as its command would name it)."""
+        if STEP_COMMANDS[step.command] != "set":
+            return None
+        if options.get("set"):
+            return str(options["set"])
+        if step.command == "describe":
+            if options.get("source") == "wordnet":
+                return "wordnet"
+            from promptgen.templates import load_template
+
+            return load_template(str(options.get("style") or "cupl"), self.root).name
+        if step.command == "import":
+            return "differential" if options.get("format") == "fudd" else str(options.get("format"))
+        return {"differentiate": "differential", "synonyms": "synonyms"}[step.command]
+
+    def output_path(self, dataset: str, step: Step) -> Path | None:
+        kind = STEP_COMMANDS[step.command]
+        if kind == "set":
+            return None
+        suffix = kind.split(":", 1)[1] if kind.startswith("file:") else ""
+        return self.out_dir / dataset / f"{step.name}{suffix}"
+
+    # -- keys ------------------------------------------------------------------------------------
+
+    def _resolve(self, dataset: str, step: Step) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+        """(options with references made concrete, what the key hashes, units this one reads).
+        Raises _Waiting when an input is a unit that has not finished."""
+        options = _command_options(step, self.pipeline.defaults)
+        identity: dict[str, Any] = {}
+        reads: list[str] = []
+        producers = {}
+        files = {}
+        for dataset_, other in self.units():
+            if dataset_ != dataset or other is step:
+                continue
+            if self.pipeline.steps.index(other) > self.pipeline.steps.index(step):
+                continue
+            produced = self.produced_set(other, _command_options(other, self.pipeline.defaults))
+            if produced:
+                producers[produced] = other
+            elif STEP_COMMANDS[other.command] != "set":
+                files[other.name] = other
+
+        def pin(name: str) -> str:
+            """A set name -> SET@vN of the version this pipeline (or the store) holds now."""
+            bare_set = name.partition("@")[0].split("/")[-1]
+            if bare_set in producers:
+                unit = f"{dataset}/{producers[bare_set].name}"
+                reads.append(unit)
+                output = self._upstream_output(unit)
+                identity[f"set:{bare_set}"] = output["records_sha256"]
+                return output["set"].split("/", 1)[1]
+            try:
+                from promptgen.store import SetRef
+
+                info = self.store.resolve(SetRef.parse(name, dataset))
+            except PromptgenError:
+                return name  # not a set (a template name, a file): the command judges it
+            identity[f"set:{bare_set}"] = info.manifest.get("records_sha256")
+            return f"{info.set}@v{info.version}"
+
+        def file_ref(value: Any) -> Any:
+            if isinstance(value, str) and value in files:
+                unit = f"{dataset}/{files[value].name}"
+                reads.append(unit)
+                output = self._upstream_output(unit)
+                identity[f"file:{value}"] = output["sha256"]
+                return output["path"]
+            return value
+
+        resolved: dict[str, Any] = {}
+        set_options = SET_INPUTS.get(step.command, ())
+        for key, value in options.items():
+            values = value if isinstance(value, list) else [value]
+            if key in set_options:
+                if key == "build":
+                    values = [_map_build_sources(str(v), pin, file_ref) for v in values]
+                else:
+                    values = [",".join(pin(part.strip()) for part in str(v).split(",")) for v in values]
+            else:
+                values = [file_ref(v) for v in values]
+            resolved[key] = values if isinstance(value, list) else values[0]
+        if step.command == "audit" and "sets" not in options:
+            # it audits every set of the dataset: each one's content is an input
+            for set_name in sorted(set(producers) | set(self._existing_sets(dataset))):
+                pin(set_name)
+        classes = self.store.classes(dataset, resolved.get("classes") or self._classes_file(dataset))
+        identity.update({"command": step.command, "dataset": dataset, "classes": classes.hash,
+                         "options": {k: _value_identity(k, v, set(files)) for k, v in sorted(options.items())}})
+        template = self._template_identity(step, resolved)
+        if template:
+            identity["template"] = template
+        return resolved, identity, reads
+
+    def _existing_sets(self, dataset: str) -> list[str]:
+        try:
+            return self.store.list_sets(dataset)
+        except PromptgenError:
+            return []
+
+    def _upstream_output(self, unit: str) -> dict:
+        """The output of a unit this one reads, once it has one in this run (or kept from before)."""
+        result = self.results.get(unit)
+        if result is None or result.exit_code or not result.output:
+            raise _Waiting(unit)
+        return result.output
+
+    def _classes_file(self, dataset: str) -> str | None:
+        """A class-list file some step gives for the dataset (later steps need not repeat it)."""
+        for step in self.pipeline.steps:
+            if step.datasets is None or dataset in step.datasets:
+                given = _command_options(step, self.pipeline.defaults).get("classes")
+                if given:
+                    return str(given)
+        return None
+
+    def _template_identity(self, step: Step, options: dict[str, Any]) -> str | None:
+        """The query template's sha256, so that editing a template reruns what asked it."""
+        if step.command not in ("describe", "differentiate", "synonyms") or options.get("source") == "wordnet":
+            return None
+        if step.command == "synonyms" and options.get("source", "wordnet") == "wordnet":
+            return None
+        from promptgen.templates import load_template
+
+        default = {"describe": "cupl", "differentiate": "fudd", "synonyms": "synonyms"}[step.command]
+        return load_template(str(options.get("style") or default), self.root).sha256
+
+    # -- planning --------------------------------------------------------------------------------
+
+    def plan_unit(self, dataset: str, step: Step) -> UnitPlan:
+        unit_id = f"{dataset}/{step.name}"
+        try:
+            _, identity, reads = self._resolve(dataset, step)
+        except _Waiting as waiting:
+            upstream = self.results.get(waiting.unit)
+            if upstream is not None and (upstream.action == "blocked" or upstream.exit_code):
+                return UnitPlan(dataset, step, "blocked", f"{waiting.unit} did not finish")
+            return UnitPlan(dataset, step, "after", f"runs if {waiting.unit} changes its output")
+        key = hashlib.sha256(canonical_json(identity).encode()).hexdigest()
+        saved = self.state.unit(unit_id)
+        if self.force:
+            return UnitPlan(dataset, step, "run", "--force", key)
+        if not saved:
+            return UnitPlan(dataset, step, "run", "new", key)
+        if saved.get("key") != key:
+            changed = _changed(saved.get("identity") or {}, identity)
+            return UnitPlan(dataset, step, "run", f"changed: {changed}", key)
+        if saved.get("status") == "done":
+            problem = self._output_problem(saved.get("output") or {})
+            if problem:
+                return UnitPlan(dataset, step, "run", problem, key)
+            return UnitPlan(dataset, step, "skip", "unchanged", key, saved["output"])
+        unfinished = self._unfinished(dataset, step, saved)
+        if unfinished is not None:
+            return UnitPlan(dataset, step, "resume", f"interrupted: continue v{unfinished}", key)
+        return UnitPlan(dataset, step, "run", f"last run {saved.get('status', 'unknown')}", key)
+
+    def _output_problem(self, output: dict) -> str | None:
+        if "set" in output:
+            from promptgen.store import SetRef
+
+            try:
+                info = self.store.resolve(SetRef.parse(output["set"]))
+            except PromptgenError:
+                return f"{output['set']} is gone"
+            if info.manifest.get("records_sha256") != output.get("records_sha256") or info.status != "complete":
+                return f"{output['set']} changed"
+            return None
+        path = Path(output.get("path", ""))
+        sha_path = path / "audit.json" if path.is_dir() else path
+        if not sha_path.is_file() or sha256_file(sha_path) != output.get("sha256"):
+            return f"{path} is missing or changed"
+        return None
+
+    def _set_versions(self, dataset: str, set_name: str) -> list:
+        try:
+            return self.store.list_versions(dataset, set_name)
+        except PromptgenError:
+            return []
+
+    def _unfinished(self, dataset: str, step: Step, saved: dict) -> int | None:
+        """An unfinished version this unit started (after `versions_before`), to resume."""
+        set_name = saved.get("set_name")
+        if not set_name:
+            return None
+        newer = [v for v in self._set_versions(dataset, set_name) if v.version > saved.get("versions_before", 0)]
+        unfinished = [v for v in newer if v.status in ("interrupted", "partial", "running")]
+        return unfinished[-1].version if unfinished else None
+
+    def plan(self) -> list[UnitPlan]:
+        """What `run` would do, without running anything."""
+        self.results = {}
+        for dataset in self.pipeline.datasets:
+            self.store.classes(dataset, self._classes_file(dataset))  # an unknown dataset fails here
+        plans = []
+        for dataset, step in self.units():
+            plan = self.plan_unit(dataset, step)
+            self.results[plan.id] = plan
+            plans.append(plan)
+        return plans
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def run(self) -> tuple[list[UnitPlan], int]:
+        """Run every unit that needs it, in order; a failed unit blocks what reads it, not the rest."""
+        lock = _PipelineLock(self.root / "pipelines" / f".{self.pipeline.name}.lock", self.pipeline.name)
+        with lock:
+            self.results = {}
+            for dataset in self.pipeline.datasets:
+                self.store.classes(dataset, self._classes_file(dataset))  # an unknown dataset fails here
+            done: list[UnitPlan] = []
+            exit_code = 0
+            for dataset, step in self.units():
+                plan = self.plan_unit(dataset, step)
+                if plan.action == "blocked":
+                    self.echo(f"   {plan.id}: blocked ({plan.reason})")
+                elif plan.action == "skip":
+                    self.echo(f"   {plan.id}: unchanged, skipped")
+                else:
+                    self.echo(f"== {plan.id}: {plan.reason}")
+                    plan = self._execute(dataset, step, plan)
+                    if plan.exit_code == ExitCode.INTERRUPTED:
+                        self.results[plan.id] = plan
+                        done.append(plan)
+                        return done, plan.exit_code
+                    exit_code = exit_code or plan.exit_code
+                self.results[plan.id] = plan
+                done.append(plan)
+            return done, exit_code
+
+    def _execute(self, dataset: str, step: Step, plan: UnitPlan) -> UnitPlan:
+        options, identity, _ = self._resolve(dataset, step)
+        unit_id = plan.id
+        saved = self.state.unit(unit_id)
+        set_name = self.produced_set(step, options)
+        output_path = self.output_path(dataset, step)
+        argv = _argv(step, dataset, options)
+        if set_name is not None:
+            resuming = saved.get("key") == plan.key and saved.get("status") in RESUMABLE
+            before = saved.get("versions_before", 0) if resuming else max(
+                (v.version for v in self._set_versions(dataset, set_name)), default=0)
+            adopted = self._adopt(dataset, set_name, before) if resuming else None
+            if adopted is not None:
+                self.echo(f"   {adopted['set']} was finished by the interrupted run")
+                return self._finish(plan, identity, adopted, 0)
+            unfinished = self._unfinished(dataset, step, {"set_name": set_name, "versions_before": before}) \
+                if resuming else None
+            if unfinished is not None and "resume" in _params(step.command):
+                argv += ["--resume", "--resume-version", str(unfinished)]
+            self.state.replace(unit_id, {"key": plan.key, "status": "running", "set_name": set_name,
+                                         "versions_before": before, "started": _now(), "identity": identity})
+        else:
+            output_path.parent.mkdir(parents=True, exist_ok=True)
+            argv += ["--output", str(output_path)]
+            self.state.replace(unit_id, {"key": plan.key, "status": "running", "started": _now(),
+                                         "identity": identity})
+        self.echo("   promptgen " + " ".join(_quote(a) for a in argv))
+        started = time.time()
+        code, written = _invoke(argv, self.root)
+        if code == ExitCode.INTERRUPTED:
+            self.state.update(unit_id, status="interrupted")
+            return UnitPlan(dataset, step, "run", "interrupted", plan.key, None, code)
+        if set_name is not None:
+            finished = [w for w in written if w["dataset"] == dataset and w["set"] == set_name]
+            if code == 0 and finished and finished[-1]["status"] == "complete":
+                info = finished[-1]
+                output = {"set": info["ref"], "records_sha256": info["records_sha256"]}
+                return self._finish(plan, identity, output, code, time.time() - started)
+        elif code == 0 and output_path.exists():
+            sha_path = output_path / "audit.json" if output_path.is_dir() else output_path
+            output = {"path": str(output_path), "sha256": sha256_file(sha_path)}
+            return self._finish(plan, identity, output, code, time.time() - started)
+        code = code or 1
+        status = "partial" if code == ExitCode.PARTIAL else "failed"
+        self.state.update(unit_id, status=status, exit_code=code, finished=_now())
+        self.echo(f"   {unit_id} {status} (exit {code}); rerun the pipeline to retry it")
+        return UnitPlan(dataset, step, "run", status, plan.key, None, code)
+
+    def _adopt(self, dataset: str, set_name: str, before: int) -> dict | None:
+        """A complete version written after `before` with nothing unfinished after it: the
+        interrupted run finished the step but not the state file."""
+        newer = [v for v in self._set_versions(dataset, set_name) if v.version > before]
+        if newer and newer[-1].status == "complete":
+            info = newer[-1]
+            return {"set": str(info.ref), "records_sha256": info.manifest.get("records_sha256")}
+        return None
+
+    def _finish(self, plan: UnitPlan, identity: dict, output: dict, code: int, seconds: float = 0.0) -> UnitPlan:
+        self.state.replace(plan.id, {"key": plan.key, "status": "done", "output": output, "finished": _now(),
+                                     "seconds": round(seconds, 3), "identity": identity})
+        return UnitPlan(plan.dataset, plan.step, plan.action, plan.reason, plan.key, output, code)
+
+
+class _Waiting(Exception):
+    def __init__(self, unit: str) -> None:
+        super().__init__(unit)
+        self.unit = unit
+
+
+def _map_build_sources(spec: str, pin: Callable[[str], str], file_ref: Callable[[Any], Any]) -> str:
+    """BUILDER[:SRC+SRC][,key=value...] with set sources pinned and step names made paths."""
+    head, *params = spec.split(",")
+    builder, _, sources = head.partition(":")
+    if sources:
+        head = builder + ":" + "+".join(pin(s) for s in sources.split("+"))
+    mapped = []
+    for param in params:
+        key, _, value = param.partition("=")
+        mapped.append(f"{key}={file_ref(value)}" if value else param)
+    return ",".join([head, *mapped])
+
+
+def _value_identity(key: str, value: Any, step_names: set[str]) -> Any:
+    """An option's value as the key sees it: paths to existing files count by content, folders by
+    their listing (names, sizes, times); set names and step names as written (their content is
+    keyed apart), so that a new version with the same records changes nothing downstream."""
+    if isinstance(value, list):
+        return [_value_identity(key, v, step_names) for v in value]
+    if not isinstance(value, str) or key in SET_INPUTS.get("audit", ()) + ("set", "build") or value in step_names:
+        return value
+    path = Path(value).expanduser()
+    try:
+        if path.is_file():
+            return {"file": value, "sha256": sha256_file(path)}
+        if path.is_dir():
+            entries = sorted((str(p.relative_to(path)), p.stat().st_size, int(p.stat().st_mtime))
+                             for p in path.rglob("*") if p.is_file())
+            return {"folder": value, "listing": hashlib.sha256(canonical_json(entries).encode()).hexdigest()}
+    except OSError:
+        pass
+    return value
+
+
+def _changed(old: dict, new: dict) -> str:
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        if key == "options":
+            keys += [f"option {k}" for k in sorted(set(old.get(key) or {}) | set(new.get(key) or {}))
+                     if (old.get(key) or {}).get(k) != (new.get(key) or {}).get(k)]
+        elif old.get(key) != new.get(key):
+            keys.append(key.replace("set:", "input set ").replace("file:", "input "))
+    return ", ".join(keys) or "settings"
+
+
+def _invoke(argv: list[str], root: Path) -> tuple[int, list[dict]]:
+    """Run one promptgen command in this process; (exit code, versions it finished)."""
+    from promptgen import runlog
+    from promptgen.cli import main
+
+    written: list[dict] = []
+    with runlog.listen(written.append):
+        try:
+            result = main.main(args=[*argv, "--root", str(root)], prog_name="promptgen", standalone_mode=False)
+            code = result if isinstance(result, int) else 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except click.ClickException as exc:
+            exc.show()
+            code = exc.exit_code
+        except click.exceptions.Abort:
+            code = ExitCode.INTERRUPTED
+    return int(code), written
+
+
+class _PipelineLock:
+    """One run of a pipeline at a time (its state file has one writer)."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.path, self.name = path, name
+        self.handle: Any = None
+
+    def __enter__(self) -> "_PipelineLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "another process"
+            self.handle.close()
+            raise PromptgenError(f"pipeline {self.name!r} is being run by {holder}",
+                                 "wait for it to finish (its finished steps will then be skipped), or stop it") from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"pid {os.getpid()}")
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)

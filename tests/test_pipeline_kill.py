@@ -1,0 +1,126 @@
+"""kill -9 at random points of a pipeline run (several seeds): a rerun completes, the final outputs
+are byte-identical to an uninterrupted run's, and no journalled answer is paid twice (only those in
+flight at the moment of the kill can be)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from promptgen.llm.fake_server import FakeLLMServer
+from tests.conftest import run_cli
+
+CLASSES = [f"widget model {i:03d}" for i in range(40)]
+
+
+def _pipeline(tmp_path: Path, url: str) -> Path:
+    classes = tmp_path / "widgets.txt"
+    classes.write_text("\n".join(CLASSES) + "\n")
+    rng = np.random.default_rng(0)
+    features = tmp_path / "features.npz"
+    np.savez(features, features=rng.normal(size=(80, 64)).astype("float32"), labels=np.arange(80) % 40)
+    path = tmp_path / "kill.toml"
+    path.write_text(f"""
+datasets = ["widgets"]
+[defaults]
+model = "openai/test"
+api-base = "{url}"
+concurrency = 4
+no-progress = true
+clip-model = "promptgen-tiny"
+pretrained = "random"
+[[steps]]
+name = "cupl"
+command = "describe"
+style = "cupl-base"
+classes = "{classes}"
+[[steps]]
+name = "head"
+command = "head"
+builder = "cupl"
+set = "cupl-base"
+[[steps]]
+name = "eval"
+command = "eval"
+features = "{features}"
+head = ["head"]
+build = ["template:photo", "cupl:cupl-base"]
+""")
+    return path
+
+
+def _start(pipeline: Path, root: Path) -> subprocess.Popen:
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "promptgen", "run", str(pipeline), "--root", str(root)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if k not in ("seconds", "created", "finished")}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def _outputs(root: Path) -> dict:
+    """What the pipeline's state points at, as bytes (eval results without their timings)."""
+    state = json.loads((root / "pipelines" / "kill.json").read_text())
+    found = {}
+    for unit, entry in state["units"].items():
+        assert entry["status"] == "done", (unit, entry)
+        output = entry["output"]
+        if "set" in output:
+            dataset, rest = output["set"].split("/", 1)
+            name, version = rest.split("@")
+            found[unit] = (output["set"], (root / "prompts" / dataset / name / f"{version}.jsonl").read_bytes())
+        elif output["path"].endswith(".json"):  # the same but for timings and the root's own path
+            text = Path(output["path"]).read_text().replace(str(root), "ROOT")
+            found[unit] = _without_timings(json.loads(text))
+        else:
+            found[unit] = Path(output["path"]).read_bytes()
+    return found
+
+
+def test_kill_9_anywhere_then_rerun_gives_the_uninterrupted_outputs(tmp_path):
+    with FakeLLMServer(latency=0.05) as server:
+        pipeline = _pipeline(tmp_path, server.url)
+        started = time.monotonic()
+        assert _start(pipeline, tmp_path / "baseline").wait(timeout=300) == 0
+        duration = time.monotonic() - started
+        expected = _outputs(tmp_path / "baseline")
+        assert set(expected) == {"widgets/cupl", "widgets/head", "widgets/eval"}
+        assert expected["widgets/cupl"][0] == "widgets/cupl-base@v1"
+
+        killed_during = []
+        for seed in (1, 2, 3, 4):
+            root = tmp_path / f"seed{seed}"
+            server.reset_counts()  # each seed has its own root and cache: count its answers alone
+            process = _start(pipeline, root)
+            time.sleep(random.Random(seed).uniform(0.15, 0.9) * duration)
+            finished_first = process.poll() is not None
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=60)
+            killed_during.append("after the end" if finished_first else f"after {server.request_count} requests")
+            result = run_cli("run", pipeline, root=root)
+            assert result.exit_code == 0, result.output
+            assert _outputs(root) == expected, f"seed {seed} (killed {killed_during[-1]})"
+            # only answers in flight at the kill (sent by the server, not yet journalled by the client:
+            # at most `concurrency` of them) can be asked again; every journalled answer is reused
+            delivered = server.state.delivered
+            assert max(delivered.values(), default=0) <= 2
+            assert sum(n > 1 for n in delivered.values()) <= 4, f"seed {seed}: answers were paid twice"
+            assert len(delivered) == len(CLASSES) * 3  # every question answered once, by one run or the other
+            # a further run has nothing left to do
+            again = run_cli("run", pipeline, "--json", root=root)
+            assert {u["action"] for u in json.loads(again.stdout)["units"]} == {"skip"}
+    # the kills landed at different points of the run (not all before or after the LLM stage)
+    assert len(set(killed_during)) >= 3, killed_during
