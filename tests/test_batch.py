@@ -224,6 +224,12 @@ def test_kill_minus_9_while_polling_then_resume_picks_the_batch_up_without_payin
     assert state["status"] == "in_progress" and not state["joined"]
     assert manifest(root)["status"] == "running"
 
+    # an online rerun would buy the batch's answers again: it is refused, naming the batch and the fix
+    online = run_cli("describe", "cifar10", "--model", "openai/test", "--api-base", server.url, *FAST, "--resume",
+                     root=root)
+    assert online.exit_code == 2 and state["batch_id"] in online.stderr and "--batch" in online.stderr
+    assert server.request_count == 0
+
     server.configure(batch_polls=1)  # the provider finishes the batch while nobody is watching
     result = run_cli("describe", "cifar10", "--model", "openai/test", "--api-base", server.url, *FAST, "--batch",
                      "--resume", root=root)

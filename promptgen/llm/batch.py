@@ -38,7 +38,7 @@ from promptgen.llm.client import FatalError, LLMClient, LLMRequest, LLMRequestFa
 from promptgen.redact import redact
 
 __all__ = ["MAX_BATCH_LINES", "MAX_BATCH_BYTES", "MAX_BATCH_ROUNDS", "BatchState", "BatchStore", "BatchRun",
-           "BatchJournal", "batch_line"]
+           "BatchJournal", "batch_line", "check_no_open_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,13 @@ class BatchStore:
             except (OSError, ValueError, TypeError) as exc:
                 log.warning("ignoring unreadable batch state %s (%s)", path, exc)
         return sorted(found, key=lambda state: state.submitted_at)
+
+    def open_states(self, client: LLMClient) -> list[BatchState]:
+        """Batches of the client's model and server that no run has joined yet."""
+        if not self.directory.is_dir():
+            return []
+        return [state for state in self.states() if not state.joined and state.model == client.model
+                and state.api_base == client.api_base_shown]
 
     def write(self, object_id: str, kind: str, text: str) -> None:
         atomic_write_text(self._path(object_id, f".{kind}.jsonl"), text, durable=True)
@@ -259,9 +266,7 @@ class BatchRun:
         """Batches an earlier run submitted and did not join that hold any needed key: their
         answers are paid for (or will be), so they are waited for rather than asked again."""
         found = []
-        for state in self.store.states():
-            if state.joined or state.model != self.client.model or state.api_base != self.client.api_base_shown:
-                continue
+        for state in self.store.open_states(self.client):
             if any(key in needed for key in state.custom_ids):
                 log.info("picking up batch %s (%s), submitted %s", state.batch_id, state.status, state.submitted)
                 found.append(state)
@@ -473,3 +478,26 @@ class BatchJournal:
     def manifest_entry(self, client: LLMClient) -> dict:
         """{"batches": [ids]} for a version made (partly) through the batch API, else nothing."""
         return {"batches": list(dict.fromkeys(self.ids))} if client.batch or self.ids else {}
+
+
+def check_no_open_batch(client: LLMClient, requests: list[LLMRequest]) -> None:
+    """An online run must not ask what a batch an earlier run submitted holds: that batch is paid
+    for (or will be), so its answers are picked up with --batch, not bought a second time."""
+    if client.cache is None:
+        return
+    states = BatchStore(client.cache.directory / "batches").open_states(client)
+    if not states:
+        return
+    needed = {client.key(request) for request in requests}
+    held: Counter = Counter()
+    for state in states:
+        for key in needed.intersection(state.custom_ids):
+            if client.cached(key) is None:
+                held[state.batch_id] += 1
+    if not held:
+        return
+    listed = ", ".join(f"{batch_id} ({count} of them)" for batch_id, count in held.items())
+    raise PromptgenError(
+        f"requests of this run are in batches an earlier --batch run submitted and did not fetch: {listed}",
+        "rerun with --batch (and --resume to continue the same version) to wait for those batches and use their "
+        f"answers; to ask online anyway and pay again, delete their states in {client.cache.directory / 'batches'}")

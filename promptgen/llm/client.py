@@ -690,11 +690,12 @@ class LLMClient:
         stats = RunStats()
         started = time.perf_counter()
         try:
-            if self.batch:
-                from promptgen.llm.batch import BatchRun
+            from promptgen.llm.batch import BatchRun, check_no_open_batch
 
+            if self.batch:
                 await BatchRun(self, stats, on_answer, on_failure, on_batch, description).run(requests)
             else:
+                check_no_open_batch(self, requests)
                 await self._run(requests, on_answer, on_failure, stats, description)
         except FatalError as exc:
             raise PromptgenError(f"the provider refused the request: {exc}",
