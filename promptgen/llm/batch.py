@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH_LINES = 50_000           # OpenAI's limit on requests per batch
 MAX_BATCH_BYTES = 190 * 1024 ** 2  # under OpenAI's 200 MB per input file
 MAX_BATCH_ROUNDS = 3               # batches one request may go through before it is asked online
+TRANSFER_TIMEOUT = 600.0           # seconds for an upload or download: files run to hundreds of MB
 ENDPOINT = "/v1/chat/completions"
 # "lost": the provider no longer knows the batch (another account or server); its lines are asked again
 ENDED = ("completed", "failed", "expired", "cancelled", "lost")
@@ -329,7 +330,8 @@ class BatchRun:
         openai_client = self.client.openai
         data = "".join(line for _, line in chunk).encode()
         upload = await self._api("upload the batch input file", lambda: openai_client.files.create(
-            file=("promptgen-batch.jsonl", data, "application/jsonl"), purpose="batch"))
+            file=("promptgen-batch.jsonl", data, "application/jsonl"), purpose="batch",
+            timeout=max(self.client.timeout, TRANSFER_TIMEOUT)))
         # before the batch exists: whoever joins its results caches them under these payloads
         self.store.write(upload.id, "requests", "".join(
             json.dumps({"custom_id": self.client.key(request), "request": self.client.key_payload(request)},
@@ -398,7 +400,8 @@ class BatchRun:
             text = self.store.read(state.batch_id, kind)
             if text is None:
                 content = await self._api(f"fetch the results of batch {state.batch_id}",
-                                          lambda file_id=file_id: self.client.openai.files.content(file_id))
+                                          lambda file_id=file_id: self.client.openai.files.content(
+                                              file_id, timeout=max(self.client.timeout, TRANSFER_TIMEOUT)))
                 text = content.content.decode("utf-8")
                 self.store.write(state.batch_id, kind, text)
             for line in text.splitlines():
