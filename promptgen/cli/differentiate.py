@@ -183,7 +183,8 @@ def _pair_lines(plan, names: tuple[str, ...], count: int = 8) -> list[str]:
 def _dry_run(job, client, requests, as_json: bool) -> None:
     plan = job.plan
     estimate = client.estimate(requests)
-    per_pair = estimate.cost_usd / estimate.requests if estimate.cost_usd is not None and estimate.requests else None
+    cost = estimate.headline_cost_usd  # the batch price with --batch
+    per_pair = cost / estimate.requests if cost is not None and estimate.requests else None
     all_pairs_cost = per_pair * plan.all_pairs if per_pair is not None else None
     summary = plan.summary()
     if as_json:
@@ -209,7 +210,8 @@ def _dry_run(job, client, requests, as_json: bool) -> None:
     for line in estimate.lines():
         click.echo("  " + line)
     if all_pairs_cost is not None:
-        click.echo(f"  all {plan.all_pairs:,} pairs would cost about ${all_pairs_cost:,.4f}")
+        click.echo(f"  all {plan.all_pairs:,} pairs would cost about ${all_pairs_cost:,.4f}"
+                   + (" through the batch API" if estimate.batch else ""))
     click.echo("  nothing was sent (--dry-run)")
 
 

@@ -5,6 +5,9 @@ litellm's `acompletion` reaches any provider (and local OpenAI-compatible server
 jitter on 429/5xx/timeouts/connection errors (a Retry-After header sets the least wait), a
 per-request timeout, the content-addressed cache, token and cost accounting, a progress bar on
 stderr, and a dry-run estimate. Nothing here ever writes or prints an API key.
+
+With `batch=True` the same `run` goes through the provider's batch API instead (promptgen.llm.batch):
+the same callbacks, cache and stored answers, at the batch price.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from promptgen.llm.cache import LLMCache, cache_key
 from promptgen.redact import redact, redact_url, register_secret
 
 __all__ = ["LLMRequest", "LLMResponse", "LLMRequestFailed", "LLMClient", "RunStats", "Estimate",
-           "import_litellm"]
+           "import_litellm", "FatalError"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,9 @@ NO_KEY_HINT = ("export {var}=... (promptgen never takes keys as arguments); or u
                "OpenAI-compatible server, or --source wordnet to run without an LLM")
 
 RETRY_TEMPERATURE = 0.7
+BATCH_RETRIES = ("online", "batch")
+# OpenAI's batch API costs half the online price; used where litellm lists no batch price
+BATCH_DISCOUNT = 0.5
 
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "stop", "n", "seed", "presence_penalty",
                  "frequency_penalty", "response_format")
@@ -134,6 +140,8 @@ class RunStats:
     cost_usd: float | None = 0.0
     seconds: float = 0.0
     errors: Counter = field(default_factory=Counter)
+    batches: list[str] = field(default_factory=list)  # batch ids this run submitted or picked up
+    batch_lines: int = 0                               # lines answered from batches (also counted in sent)
 
     def add_cost(self, cost: float | None) -> None:
         self.cost_usd = None if cost is None or self.cost_usd is None else self.cost_usd + cost
@@ -145,19 +153,34 @@ class Estimate:
     cached: int
     prompt_tokens: int
     max_completion_tokens: int
-    cost_usd: float | None
+    cost_usd: float | None              # asked online
     price_source: str
+    batch_cost_usd: float | None = None  # asked through the batch API (--batch)
+    batch_price_source: str = "no price known"
+    batch: bool = False                  # the run would use the batch API: its price is the headline
+
+    @property
+    def headline_cost_usd(self) -> float | None:
+        return self.batch_cost_usd if self.batch else self.cost_usd
 
     def lines(self) -> list[str]:
-        cost = f"${self.cost_usd:,.4f} at most" if self.cost_usd is not None else "unknown (no price for this model; give --price)"
-        return [f"requests to send: {self.requests:,} ({self.cached:,} more already cached, free)",
+        unknown = "unknown (no price for this model; give --price)"
+        online = f"${self.cost_usd:,.4f} at most" if self.cost_usd is not None else unknown
+        batch = f"${self.batch_cost_usd:,.4f} at most" if self.batch_cost_usd is not None else unknown
+        if self.batch_cost_usd is not None and self.cost_usd:
+            batch += f" ({1 - self.batch_cost_usd / self.cost_usd:.0%} batch discount)"
+        head = [f"requests to send: {self.requests:,} ({self.cached:,} more already cached, free)",
                 f"prompt tokens:     {self.prompt_tokens:,} (estimated)",
-                f"completion tokens: {self.max_completion_tokens:,} at most (max_tokens x n)",
-                f"cost:              {cost} [{self.price_source}]"]
+                f"completion tokens: {self.max_completion_tokens:,} at most (max_tokens x n)"]
+        if self.batch:
+            return head + [f"cost (--batch):    {batch} [{self.batch_price_source}]",
+                           f"online it'd cost:  {online} [{self.price_source}]"]
+        return head + [f"cost:              {online} [{self.price_source}]",
+                       f"with --batch:      {batch} [{self.batch_price_source}]"]
 
 
-class _FatalError(Exception):
-    pass
+class FatalError(Exception):
+    """Every request would fail the same way (a bad key, an unknown model): the run stops."""
 
 
 def _retry_after_seconds(exc: BaseException) -> float | None:
@@ -200,9 +223,14 @@ class LLMClient:
                  cache: LLMCache | None = None, concurrency: int = 16, timeout: float = 60.0,
                  max_attempts: int = 6, backoff: float = 1.0, max_backoff: float = 60.0,
                  max_retry_after: float = 300.0, price: tuple[float, float] | None = None,
-                 split_samples: bool | None = None, transport: str = "auto", progress: bool = True) -> None:
+                 split_samples: bool | None = None, transport: str = "auto", progress: bool = True,
+                 batch: bool = False, batch_poll: float = 30.0, batch_retry: str = "online") -> None:
         if concurrency < 1:
             raise PromptgenError(f"--concurrency must be at least 1, not {concurrency}", "use a positive number")
+        if batch_retry not in BATCH_RETRIES:
+            raise PromptgenError(f"unknown --batch-retry {batch_retry!r}", f"use one of: {', '.join(BATCH_RETRIES)}")
+        if batch_poll < 0:
+            raise PromptgenError(f"--batch-poll must be 0 or more seconds, not {batch_poll}", "e.g. --batch-poll 30")
         self.model = model
         self.api_base = api_base
         self.api_key_env = api_key_env
@@ -219,9 +247,13 @@ class LLMClient:
             raise PromptgenError(f"unknown transport {transport!r}", f"use one of: {', '.join(TRANSPORTS)}")
         self._transport = transport
         self.progress = progress
+        self.batch = batch
+        self.batch_poll = batch_poll
+        self.batch_retry = batch_retry
         self._litellm: Any = None
         self._provider_name: str | None | bool = False
         self._unit_prices: tuple[float, float] | None | bool = False
+        self._batch_unit_prices: tuple[tuple[float, float] | None, str] | None = None
         self._openai: Any = None
         self._api_base_shown = redact_url(api_base)  # computed once: it is part of every cache key
 
@@ -296,7 +328,8 @@ class LLMClient:
         return {"model": self.model, "api_base": self._api_base_shown, "provider": self._provider(),
                 "transport": self.transport,
                 "samples": "split into n requests" if self.split_samples else "one request with n",
-                "timeout_s": self.timeout, "max_attempts": self.max_attempts, "concurrency": self.concurrency}
+                "timeout_s": self.timeout, "max_attempts": self.max_attempts, "concurrency": self.concurrency,
+                **({"batch": {"poll_s": self.batch_poll, "retry": self.batch_retry}} if self.batch else {})}
 
     def plan(self, messages: list[dict], sampling: dict, *, draw: int = 0, tag: tuple = ()) -> list[LLMRequest]:
         """The requests that fetch `sampling["n"]` answers to one question."""
@@ -341,6 +374,11 @@ class LLMClient:
     def key(self, request: LLMRequest) -> str:
         return request.key or cache_key(self.key_payload(request))
 
+    @property
+    def api_base_shown(self) -> str | None:
+        """The API base as keys, manifests and batch states record it (credentials removed)."""
+        return self._api_base_shown
+
     # -- credentials and prices ---------------------------------------------------------------
 
     def _api_key(self) -> str | None:
@@ -361,8 +399,25 @@ class LLMClient:
             return "no-key" if self._provider() in OPENAI_COMPATIBLE else None
         return None
 
+    def check_batch(self) -> None:
+        """With --batch, fail before anything is sent when the provider has no batch API promptgen can use."""
+        if not self.batch:
+            return
+        provider = self._provider()
+        if provider not in OPENAI_COMPATIBLE:
+            raise PromptgenError(
+                f"--batch needs an OpenAI-compatible provider (the OpenAI files and batches API); {self.model!r} is "
+                f"{provider or 'unknown to litellm'}",
+                "drop --batch to ask online, or use an openai/... model (with --api-base for an OpenAI-compatible "
+                "server that has /v1/batches)")
+        if self.cache is None:
+            raise PromptgenError("batch mode keeps its batch states next to the LLM cache, and this client has none",
+                                 "give LLMClient a cache (the CLI always does)")
+
     def check_credentials(self) -> None:
-        """Fail before anything is sent when the provider's key is missing, naming the variable."""
+        """Fail before anything is sent when the provider's key is missing, naming the variable (and,
+        with --batch, when the provider has no batch API)."""
+        self.check_batch()
         if self.api_key_env or self.api_base:
             self._api_key()
             return
@@ -395,13 +450,44 @@ class LLMClient:
                 self._unit_prices = None
         return self._unit_prices
 
-    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
-        prices = self._prices()
+    def _batch_prices(self) -> tuple[tuple[float, float] | None, str]:
+        """USD per million (prompt, completion) tokens through the batch API, and where they come
+        from: litellm's batch prices for the model, else the online price with the usual discount."""
+        if self._batch_unit_prices is None:
+            online = self._prices()
+            prices, source = None, "no price known"
+            if self.price is not None:
+                prices, source = self._discounted(self.price), f"--price less the {BATCH_DISCOUNT:.0%} batch discount"
+            else:
+                try:
+                    info = self.litellm.get_model_info(self.model)
+                    listed = (info.get("input_cost_per_token_batches"), info.get("output_cost_per_token_batches"))
+                except Exception:
+                    listed = (None, None)
+                if None not in listed:
+                    prices, source = (float(listed[0]) * 1e6, float(listed[1]) * 1e6), "litellm's batch prices"
+                elif online is not None:
+                    prices = self._discounted(online)
+                    source = f"litellm's price table less the usual {BATCH_DISCOUNT:.0%} batch discount"
+            self._batch_unit_prices = (prices, source)
+        return self._batch_unit_prices
+
+    @staticmethod
+    def _discounted(prices: tuple[float, float]) -> tuple[float, float]:
+        return prices[0] * BATCH_DISCOUNT, prices[1] * BATCH_DISCOUNT
+
+    def unit_prices(self, *, batch: bool = False) -> tuple[float, float] | None:
+        """USD per million (prompt, completion) tokens, online or through the batch API."""
+        return self._batch_prices()[0] if batch else self._prices()
+
+    def _cost(self, prompt_tokens: int, completion_tokens: int, *, batch: bool = False) -> float | None:
+        prices = self.unit_prices(batch=batch)
         if prices is None:
             return None
         return (prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1e6
 
     def estimate(self, requests: Iterable[LLMRequest]) -> Estimate:
+        self.check_batch()
         to_send, cached, prompt_tokens, completion_tokens = 0, 0, 0, 0
         for request in requests:
             if self.cache is not None and self.key(request) in self.cache:
@@ -412,7 +498,8 @@ class LLMClient:
             completion_tokens += int(request.param_dict.get("max_tokens") or 256) * request.n
         cost = self._cost(prompt_tokens, completion_tokens)
         source = "--price" if self.price else ("litellm's price table" if cost is not None else "no price known")
-        return Estimate(to_send, cached, prompt_tokens, completion_tokens, cost, source)
+        return Estimate(to_send, cached, prompt_tokens, completion_tokens, cost, source,
+                        self._cost(prompt_tokens, completion_tokens, batch=True), self._batch_prices()[1], self.batch)
 
     def _count_tokens(self, messages: list[dict]) -> int:
         try:
@@ -422,18 +509,31 @@ class LLMClient:
 
     # -- asking -------------------------------------------------------------------------------
 
+    def openai_body(self, request: LLMRequest) -> dict:
+        """The /chat/completions body the openai transport sends (and a batch line carries)."""
+        return {"model": self._bare_model(), "messages": request.message_list, **request.param_dict}
+
+    @property
+    def openai(self) -> Any:
+        """The openai SDK client (made on first use; `run` closes it at the end)."""
+        if self._openai is None:
+            self._openai = self._make_openai_client()
+        return self._openai
+
+    async def aclose(self) -> None:
+        """Close the openai SDK client, if one was made (the next call makes a new one)."""
+        if self._openai is not None:
+            client, self._openai = self._openai, None
+            await client.close()
+
     async def _send(self, request: LLMRequest) -> Any:
-        params = request.param_dict
         if self.transport == "openai":
-            if self._openai is None:
-                self._openai = self._make_openai_client()
             # the SDK's documented raw call: same HTTP, errors and headers, without building typed
             # request and response models (a few ms of CPU per request)
-            body = {"model": self._bare_model(), "messages": request.message_list, **params}
-            return await self._openai.post("/chat/completions", body=body, cast_to=object,
-                                           options={"timeout": self.timeout})
+            return await self.openai.post("/chat/completions", body=self.openai_body(request), cast_to=object,
+                                          options={"timeout": self.timeout})
         kwargs: dict[str, Any] = dict(model=self.model, messages=request.message_list, timeout=self.timeout,
-                                      num_retries=0, max_retries=0, **params)
+                                      num_retries=0, max_retries=0, **request.param_dict)
         if self.api_base:
             kwargs["api_base"] = self.api_base
         api_key = self._api_key()
@@ -453,7 +553,7 @@ class LLMClient:
         return openai.AsyncOpenAI(base_url=self.api_base, api_key=self._api_key() or os.environ.get("OPENAI_API_KEY"),
                                   max_retries=0, timeout=self.timeout, http_client=http_client)
 
-    def _classify(self, exc: BaseException) -> str:
+    def classify(self, exc: BaseException) -> str:
         """'retry', 'fail' (this request only) or 'fatal' (every request would fail the same way).
         litellm's exceptions subclass openai's, so one table serves both transports."""
         import openai
@@ -481,30 +581,71 @@ class LLMClient:
         retry_after = _retry_after_seconds(exc)
         return backoff if retry_after is None else max(backoff, min(retry_after, self.max_retry_after))
 
+    def retrying(self, retry_on: Callable[[BaseException], bool] | None = None) -> Any:
+        """tenacity's retry loop for one call: `max_attempts` tries on retryable errors (or those
+        `retry_on` accepts), with backoff."""
+        from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=lambda state: self._wait(state.attempt_number, state.outcome.exception()),
+            retry=retry_if_exception(retry_on or (lambda exc: self.classify(exc) == "retry")),
+            before_sleep=lambda state: log.info("retrying after %s", redact(str(state.outcome.exception()))[:200]),
+            reraise=False)
+
+    def cached(self, key: str) -> LLMResponse | None:
+        """The cached answer for `key`, if any."""
+        hit = self.cache.get(key) if self.cache is not None else None
+        if hit is None:
+            return None
+        return LLMResponse(key, hit["choices"], hit.get("usage", {}), hit.get("cost_usd"), True, 0.0,
+                           hit.get("model", self.model))
+
+    def response_from(self, key: str, data: dict, latency_s: float, *, batch: bool = False) -> LLMResponse:
+        """An LLMResponse from a chat.completion body (online, or a batch output line's body), priced
+        online or at the batch price."""
+        choices = [{"text": (choice.get("message") or {}).get("content") or "",
+                    "finish_reason": choice.get("finish_reason")} for choice in data.get("choices") or []]
+        usage = data.get("usage") or {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        completion_tokens = int(usage.get("completion_tokens") or 0)
+        return LLMResponse(key, choices, {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+                           self._cost(prompt_tokens, completion_tokens, batch=batch), False, latency_s,
+                           data.get("model") or self.model)
+
+    def account(self, response: LLMResponse, stats: RunStats) -> None:
+        """Count a paid answer in the run's totals."""
+        stats.sent += 1
+        stats.prompt_tokens += response.usage["prompt_tokens"]
+        stats.completion_tokens += response.usage["completion_tokens"]
+        stats.add_cost(response.cost_usd)
+
+    def remember(self, payload: dict, response: LLMResponse) -> None:
+        """Cache a paid answer under its key payload; a full disk only warns (the stage's journal
+        still gets the answer)."""
+        if self.cache is None:
+            return
+        try:
+            self.cache.put(response.key, payload, response.to_json())
+        except OSError as exc:
+            log.warning("could not cache an answer (%s); it is kept in the run's journal", exc.strerror or exc)
+
     async def complete(self, request: LLMRequest, stats: RunStats | None = None) -> LLMResponse:
         """One answer: from the cache, else from the provider with retries (then cached)."""
-        from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_attempt
+        from tenacity import RetryError
 
         stats = stats if stats is not None else RunStats()
         key = self.key(request)
-        if self.cache is not None:
-            hit = self.cache.get(key)
-            if hit is not None:
-                stats.cache_hits += 1
-                return LLMResponse(key, hit["choices"], hit.get("usage", {}), hit.get("cost_usd"), True, 0.0,
-                                   hit.get("model", self.model))
+        hit = self.cached(key)
+        if hit is not None:
+            stats.cache_hits += 1
+            return hit
         # prices come from litellm (a slow first import): look them up before the first request is in
         # flight, and never on a run answered wholly from the cache
         self._prices()
         started = time.perf_counter()
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts),
-            wait=lambda state: self._wait(state.attempt_number, state.outcome.exception()),
-            retry=retry_if_exception(lambda exc: self._classify(exc) == "retry"),
-            before_sleep=lambda state: log.info("retrying after %s", redact(str(state.outcome.exception()))[:200]),
-            reraise=False)
         try:
-            async for attempt in retrying:
+            async for attempt in self.retrying():
                 with attempt:
                     stats.http_attempts += 1
                     raw = await self._send(request)
@@ -515,54 +656,48 @@ class LLMClient:
         except Exception as exc:
             stats.errors[type(exc).__name__] += 1
             message = redact(f"{type(exc).__name__}: {exc}")
-            if self._classify(exc) == "fatal":
-                raise _FatalError(message) from None
+            if self.classify(exc) == "fatal":
+                raise FatalError(message) from None
             raise LLMRequestFailed(key, message, 1) from None
-        stats.sent += 1
         data = raw if isinstance(raw, dict) else raw.model_dump()
-        choices = [{"text": (choice.get("message") or {}).get("content") or "",
-                    "finish_reason": choice.get("finish_reason")} for choice in data.get("choices") or []]
-        usage = data.get("usage") or {}
-        prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        completion_tokens = int(usage.get("completion_tokens") or 0)
-        response = LLMResponse(key, choices, {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
-                               self._cost(prompt_tokens, completion_tokens), False,
-                               time.perf_counter() - started, data.get("model") or self.model)
-        stats.prompt_tokens += prompt_tokens
-        stats.completion_tokens += completion_tokens
-        stats.add_cost(response.cost_usd)
-        if self.cache is not None:
-            # off the event loop: the write's syscalls then overlap with other requests' network waits
-            try:
-                await asyncio.to_thread(self.cache.put, key, self.key_payload(request), response.to_json())
-            except OSError as exc:  # a full disk must not lose a paid answer: the stage's journal still gets it
-                log.warning("could not cache an answer (%s); it is kept in the run's journal", exc.strerror or exc)
+        response = self.response_from(key, data, time.perf_counter() - started)
+        self.account(response, stats)
+        # off the event loop: the write's syscalls then overlap with other requests' network waits
+        await asyncio.to_thread(self.remember, self.key_payload(request), response)
         return response
 
     def run(self, requests: list[LLMRequest],
             on_answer: Callable[[LLMRequest, LLMResponse], Iterable[LLMRequest] | None],
             on_failure: Callable[[LLMRequest, LLMRequestFailed], Iterable[LLMRequest] | None] | None = None,
-            description: str = "asking") -> RunStats:
+            description: str = "asking", on_batch: Callable[[dict], None] | None = None) -> RunStats:
         """Answer all requests, `concurrency` at a time. `on_answer` (and `on_failure`) may return
         follow-up requests (e.g. a retry after an unusable answer); they join the queue. Callbacks run
-        on one thread."""
+        on one thread. With `batch` on, the requests go through the batch API in rounds (follow-ups
+        join the next round) and `on_batch` hears of each batch submitted or picked up again, so the
+        caller can journal its id."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.arun(requests, on_answer, on_failure, description))
+            return asyncio.run(self.arun(requests, on_answer, on_failure, description, on_batch))
         raise PromptgenError("LLMClient.run was called inside a running event loop (a notebook, an async app)",
                              "use `await client.arun(...)` there")
 
     async def arun(self, requests: list[LLMRequest],
                    on_answer: Callable[[LLMRequest, LLMResponse], Iterable[LLMRequest] | None],
                    on_failure: Callable[[LLMRequest, LLMRequestFailed], Iterable[LLMRequest] | None] | None = None,
-                   description: str = "asking") -> RunStats:
+                   description: str = "asking", on_batch: Callable[[dict], None] | None = None) -> RunStats:
         """`run` for callers that already have an event loop."""
         stats = RunStats()
         started = time.perf_counter()
         try:
-            await self._run(requests, on_answer, on_failure, stats, description)
-        except _FatalError as exc:
+            from promptgen.llm.batch import BatchRun, check_no_open_batch
+
+            if self.batch:
+                await BatchRun(self, stats, on_answer, on_failure, on_batch, description).run(requests)
+            else:
+                check_no_open_batch(self, requests)
+                await self._run(requests, on_answer, on_failure, stats, description)
+        except FatalError as exc:
             raise PromptgenError(f"the provider refused the request: {exc}",
                                  "check the model name, --api-base and the API key variable; answers received "
                                  "so far are kept, rerun with --resume to continue") from None
@@ -613,7 +748,7 @@ class LLMClient:
                     except LLMRequestFailed as exc:
                         outcome = exc
                     settle(request, outcome)  # before task_done, so follow-ups are queued before join can end
-                except Exception as exc:  # _FatalError, or a bug in a callback: stop everything, report it
+                except Exception as exc:  # FatalError, or a bug in a callback: stop everything, report it
                     fatal.append(exc)
                     stopped.set()
                     return
@@ -635,6 +770,4 @@ class LLMClient:
                 task.cancel()
             await asyncio.gather(*workers, watcher, return_exceptions=True)
             bar.close()
-            if self._openai is not None:
-                await self._openai.close()
-                self._openai = None
+            await self.aclose()

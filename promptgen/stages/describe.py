@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from promptgen.classes import ClassList
 from promptgen.errors import PromptgenError
+from promptgen.llm.batch import BatchJournal
 from promptgen.llm.cache import restore_from_journal
 from promptgen.llm.client import LLMClient, LLMRequest, LLMRequestFailed, LLMResponse, RunStats
 from promptgen.parsing import DROP_REASONS, Parsed, parse_answer
@@ -134,7 +135,9 @@ def _run(job: DescribeJob, client: LLMClient, writer: VersionWriter, requests: l
         failures[failure.key] = failure.error
         log_entry(request, failure.key, "failed", None, failure.error)
 
-    stats = client.run(requests, on_answer, on_failure, description=f"describe {job.classes.dataset}")
+    batches = BatchJournal(writer.append, journal)
+    stats = client.run(requests, on_answer, on_failure, description=f"describe {job.classes.dataset}",
+                       on_batch=batches)
     collected = _Collector(job, client, answers, failures)
     for request in requests:
         collected.add(request)
@@ -172,6 +175,7 @@ def _run(job: DescribeJob, client: LLMClient, writer: VersionWriter, requests: l
         "tokens": {"prompt": collected.prompt_tokens, "completion": collected.completion_tokens},
         "cost_usd": collected.cost_usd,
         "cost_usd_this_run": stats.cost_usd if stats.sent else 0.0,
+        **batches.manifest_entry(client),
         "classes_without_texts": [{"class_index": i, "class_name": job.classes.names[i]} for i in empty_classes],
         **(_synonym_counts(job.classes, kept) if job.template.text_kind == "synonym" else {}),
         "failures": collected.failures,

@@ -25,6 +25,7 @@ from promptgen.classes import ClassList, class_name_matcher
 from promptgen.clip.pairs import PairPlan, load_pair_plan, pair_key, save_pair_plan
 from promptgen.errors import PromptgenError
 from promptgen.fileio import canonical_json
+from promptgen.llm.batch import BatchJournal
 from promptgen.llm.cache import restore_from_journal
 from promptgen.llm.client import LLMClient, LLMRequest, LLMRequestFailed, LLMResponse, RunStats
 from promptgen.parsing import PAIR_REJECT_REASONS, PairAttribute, PairParsed, parse_pair_answer
@@ -263,8 +264,10 @@ def _run(job: DifferentiateJob, client: LLMClient, writer: VersionWriter, reques
         finish_pair((i, j), base, "request failed: " + redact(failure.error), transport=True)
         return []
 
-    stats = client.run(requests, on_answer, on_failure, description=f"differentiate {job.classes.dataset}")
-    return _finish(job, client, writer, stats, outcomes, answered, queried, rejected, usage)
+    batches = BatchJournal(writer.append, journal)
+    stats = client.run(requests, on_answer, on_failure, description=f"differentiate {job.classes.dataset}",
+                       on_batch=batches)
+    return _finish(job, client, writer, stats, outcomes, answered, queried, rejected, usage, batches)
 
 
 def _repair_request(job: DifferentiateJob, client: LLMClient, request: LLMRequest, answer: str,
@@ -279,7 +282,8 @@ def _repair_request(job: DifferentiateJob, client: LLMClient, request: LLMReques
 
 def _finish(job: DifferentiateJob, client: LLMClient, writer: VersionWriter, stats: RunStats,
             outcomes: dict[tuple[int, int], PairOutcome], answered: set[tuple[int, int]],
-            queried: set[tuple[int, int]], rejected: Counter, usage: dict) -> DifferentiateResult:
+            queried: set[tuple[int, int]], rejected: Counter, usage: dict,
+            batches: BatchJournal) -> DifferentiateResult:
     names = job.classes.names
     records, failed = [], []
     template_ref = job.template.question_id(job.template.questions[0])
@@ -316,6 +320,7 @@ def _finish(job: DifferentiateJob, client: LLMClient, writer: VersionWriter, sta
         "tokens": {"prompt": usage["prompt"], "completion": usage["completion"]},
         "cost_usd": usage["cost"],
         "cost_usd_this_run": stats.cost_usd if stats.sent else 0.0,
+        **batches.manifest_entry(client),
         "failed_pairs": failed,
     }
     info = writer.finish(records, manifest)
