@@ -354,12 +354,11 @@ class PipelineRunner:
 
     # -- keys ------------------------------------------------------------------------------------
 
-    def _resolve(self, dataset: str, step: Step) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-        """(options with references made concrete, what the key hashes, units this one reads).
-        Raises _Waiting when an input is a unit that has not finished."""
+    def _resolve(self, dataset: str, step: Step) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(options with references made concrete, what the key hashes). Raises _Waiting when an
+        input is a unit that has not finished."""
         options = _command_options(step, self.pipeline.defaults)
         identity: dict[str, Any] = {}
-        reads: list[str] = []
         producers = {}
         files = {}
         for dataset_, other in self.units():
@@ -376,9 +375,8 @@ class PipelineRunner:
         def pin(name: str) -> str:
             """A set name -> SET@vN of the version this pipeline (or the store) holds now."""
             bare_set = name.partition("@")[0].split("/")[-1]
-            if bare_set in producers:
+            if bare_set in producers and "@" not in name:  # an explicit @vN is taken as written
                 unit = f"{dataset}/{producers[bare_set].name}"
-                reads.append(unit)
                 output = self._upstream_output(unit)
                 identity[f"set:{bare_set}"] = output["records_sha256"]
                 return output["set"].split("/", 1)[1]
@@ -394,7 +392,6 @@ class PipelineRunner:
         def file_ref(value: Any) -> Any:
             if isinstance(value, str) and value in files:
                 unit = f"{dataset}/{files[value].name}"
-                reads.append(unit)
                 output = self._upstream_output(unit)
                 identity[f"file:{value}"] = output["sha256"]
                 return output["path"]
@@ -422,7 +419,7 @@ class PipelineRunner:
         template = self._template_identity(step, resolved)
         if template:
             identity["template"] = template
-        return resolved, identity, reads
+        return resolved, identity
 
     def _existing_sets(self, dataset: str) -> list[str]:
         try:
@@ -462,7 +459,7 @@ class PipelineRunner:
     def plan_unit(self, dataset: str, step: Step) -> UnitPlan:
         unit_id = f"{dataset}/{step.name}"
         try:
-            _, identity, reads = self._resolve(dataset, step)
+            _, identity = self._resolve(dataset, step)
         except _Waiting as waiting:
             upstream = self.results.get(waiting.unit)
             if upstream is not None and (upstream.action == "blocked" or upstream.exit_code):
@@ -561,7 +558,7 @@ class PipelineRunner:
             return done, exit_code
 
     def _execute(self, dataset: str, step: Step, plan: UnitPlan) -> UnitPlan:
-        options, identity, _ = self._resolve(dataset, step)
+        options, identity = self._resolve(dataset, step)
         unit_id = plan.id
         saved = self.state.unit(unit_id)
         set_name = self.produced_set(step, options)
@@ -597,7 +594,9 @@ class PipelineRunner:
             if code == 0 and finished and finished[-1]["status"] == "complete":
                 info = finished[-1]
                 output = {"set": info["ref"], "records_sha256": info["records_sha256"]}
-                return self._finish(plan, identity, output, code, time.time() - started)
+                batches = [b for w in finished for b in w.get("batches") or []]
+                return self._finish(plan, identity, output, code, time.time() - started,
+                                    {"batches": list(dict.fromkeys(batches))} if batches else {})
         elif code == 0 and output_path.exists():
             sha_path = output_path / "audit.json" if output_path.is_dir() else output_path
             output = {"path": str(output_path), "sha256": sha256_file(sha_path)}
@@ -617,9 +616,10 @@ class PipelineRunner:
             return {"set": str(info.ref), "records_sha256": info.manifest.get("records_sha256")}
         return None
 
-    def _finish(self, plan: UnitPlan, identity: dict, output: dict, code: int, seconds: float = 0.0) -> UnitPlan:
+    def _finish(self, plan: UnitPlan, identity: dict, output: dict, code: int, seconds: float = 0.0,
+                extra: dict | None = None) -> UnitPlan:
         self.state.replace(plan.id, {"key": plan.key, "status": "done", "output": output, "finished": _now(),
-                                     "seconds": round(seconds, 3), "identity": identity})
+                                     "seconds": round(seconds, 3), "identity": identity, **(extra or {})})
         return UnitPlan(plan.dataset, plan.step, plan.action, plan.reason, plan.key, output, code)
 
 

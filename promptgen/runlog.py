@@ -40,7 +40,8 @@ def note_version(info: Any) -> None:
         "cache_hits": counts.get("cache_hits_this_run", 0),
         "cost_usd": manifest.get("cost_usd_this_run", 0.0 if not manifest.get("network") else manifest.get("cost_usd")),
         "failures": len(manifest.get("failures") or []) + len(manifest.get("failed_pairs") or []),
-        "records_sha256": manifest.get("records_sha256")}
+        "records_sha256": manifest.get("records_sha256"), **({"batches": manifest["batches"]}
+                                                             if manifest.get("batches") else {})}
     if _frames:
         _frames[-1]["outputs"].append(entry)
     for listener in list(_listeners):

@@ -124,3 +124,34 @@ def test_kill_9_anywhere_then_rerun_gives_the_uninterrupted_outputs(tmp_path):
             assert {u["action"] for u in json.loads(again.stdout)["units"]} == {"skip"}
     # the kills landed at different points of the run (not all before or after the LLM stage)
     assert len(set(killed_during)) >= 3, killed_during
+
+
+def test_a_pipeline_in_batch_mode_killed_while_polling_picks_its_batch_up(tmp_path):
+    """`batch = true` in [defaults] reaches the LLM stage; the batch id is in the run state, and the
+    rerun polls that batch instead of submitting (and paying for) a second one."""
+    with FakeLLMServer() as server:
+        pipeline = _pipeline(tmp_path, server.url)
+        text = pipeline.read_text().replace("concurrency = 4\n", "concurrency = 4\nbatch = true\nbatch-poll = 0.05\n")
+        pipeline.write_text(text)
+        server.configure(batch_polls=10 ** 9)  # in progress until the kill
+        root = tmp_path / "batch"
+        process = _start(pipeline, root)
+        deadline = time.time() + 120
+        states = root / "cache" / "llm" / "batches"
+        while time.time() < deadline and process.poll() is None and not list(states.glob("batch_*.json")):
+            time.sleep(0.05)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+        assert server.batches_created == 1 and server.request_count == 0
+        unit = json.loads((root / "pipelines" / "kill.json").read_text())["units"]["widgets/cupl"]
+        assert unit["status"] == "running"
+        server.configure(batch_polls=1)
+        result = run_cli("run", pipeline, root=root)
+        assert result.exit_code == 0, result.output
+        assert server.batches_created == 1, "the rerun submitted a second batch"
+        assert server.request_count == 0 and max(server.state.delivered.values()) == 1
+        unit = json.loads((root / "pipelines" / "kill.json").read_text())["units"]["widgets/cupl"]
+        (state_file,) = states.glob("batch_*.json")
+        assert unit["status"] == "done" and unit["batches"] == [json.loads(state_file.read_text())["batch_id"]]
+        assert unit["output"]["set"] == "widgets/cupl-base@v1"
