@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ import click
 
 from promptgen.errors import ExitCode, PromptgenError
 from promptgen.fileio import atomic_write_text, canonical_json, sha256_file
+from promptgen.redact import redact
 
 __all__ = ["Pipeline", "Step", "load_pipeline", "PipelineRunner", "UnitPlan", "STEP_COMMANDS"]
 
@@ -47,8 +49,11 @@ SET_INPUTS: dict[str, tuple[str, ...]] = {"head": ("set",), "audit": ("sets", "a
                                           "eval": ("build",)}
 # options the pipeline sets itself
 MANAGED = {"root", "output", "resume", "resume-version", "json", "dry-run"}
+# options that change how a command runs, not what it writes: not part of a unit's key
+NOT_IN_KEY = {"concurrency", "no-progress", "timeout", "max-attempts", "backoff", "batch", "batch-poll",
+              "batch-retry", "wait", "device", "batch-size", "transport"}
 STATE_FORMAT = 1
-RESUMABLE = ("running", "interrupted", "partial")  # a unit in one of these continues its own version
+RESUMABLE = ("running", "interrupted", "partial", "failed")  # such a unit continues its own version
 
 
 @dataclass
@@ -123,9 +128,8 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
 
 def load_pipeline(path: Path, overrides: tuple[str, ...] = ()) -> Pipeline:
     """Read and check a pipeline file (names, commands, options) before anything runs."""
-    from promptgen.classes import list_datasets
-
     data = _load_toml(path)
+    file_datasets = data.get("datasets")
     for text in overrides:
         keys, value = _parse_override(text)
         _apply_override(data, keys, value, text)
@@ -137,14 +141,8 @@ def load_pipeline(path: Path, overrides: tuple[str, ...] = ()) -> Pipeline:
     from promptgen.store import check_name
 
     check_name("pipeline", name)
-    datasets = data.get("datasets")
-    if datasets == "all":
-        datasets = list_datasets()
-    if isinstance(datasets, str):
-        datasets = [datasets]
-    if not datasets or not all(isinstance(d, str) for d in datasets):
-        raise PromptgenError(f"{path}: `datasets` must list dataset names (or be \"all\")",
-                             'e.g. datasets = ["cifar10", "cifar100"]')
+    datasets = _dataset_list(data.get("datasets"), path)
+    declared = _dataset_list(file_datasets, path) if file_datasets is not None else datasets
     defaults = {_option_key(k): v for k, v in (data.get("defaults") or {}).items()}
     steps_data = data.get("steps")
     if not isinstance(steps_data, list) or not steps_data:
@@ -166,9 +164,11 @@ def load_pipeline(path: Path, overrides: tuple[str, ...] = ()) -> Pipeline:
         only = raw.get("datasets")
         if isinstance(only, str):
             only = [only]
-        if only is not None and not set(only) <= set(datasets):
+        if only is not None and not set(only) <= set(declared):
             raise PromptgenError(f"{path}: step {step_name!r} names datasets the pipeline lacks: "
-                                 f"{', '.join(sorted(set(only) - set(datasets)))}", "add them to the top-level `datasets`")
+                                 f"{', '.join(sorted(set(only) - set(declared)))}", "add them to the top-level `datasets`")
+        if only is not None:  # --override datasets=... narrows what the step runs on
+            only = [d for d in only if d in datasets]
         options = {_option_key(k): v for k, v in raw.items() if k not in ("name", "command", "datasets")}
         managed = sorted(MANAGED & set(options))
         if managed:
@@ -176,11 +176,122 @@ def load_pipeline(path: Path, overrides: tuple[str, ...] = ()) -> Pipeline:
                                  "drop them: outputs go under ROOT/pipelines/NAME/, interrupted steps resume by "
                                  "themselves and --root is given to `promptgen run`")
         steps.append(Step(step_name, command, options, only))
-    pipeline = Pipeline(name, path, list(datasets), steps, defaults)
-    file_steps = {s.name for s in steps if STEP_COMMANDS[s.command] != "set"}
-    for step in steps:  # unknown options and bad values are errors now, not after an hour of work
+    taken = {key for step in steps for key in _params(step.command)}
+    unused = sorted(k for k in defaults if k not in taken or k in MANAGED)
+    if unused:  # a typo such as api-bse would otherwise send requests to the provider's default
+        valid = sorted({k for k in taken if k not in MANAGED and k not in ("dataset", "help", "file")})
+        raise PromptgenError(f"{path}: [defaults] sets {', '.join(unused)}, which none of the steps' commands take",
+                             f"check the spelling; these steps take: {', '.join(valid)}")
+    pipeline = Pipeline(name, path, list(datasets), [s for s in steps if s.datasets != []], defaults)
+    file_steps = {s.name for s in pipeline.steps if STEP_COMMANDS[s.command] != "set"}
+    for step in pipeline.steps:  # unknown options and bad values are errors now, not after an hour of work
         _check_parses(step, (step.datasets or pipeline.datasets)[0], _command_options(step, defaults), file_steps)
+    _check_references(pipeline)
     return pipeline
+
+
+def _dataset_list(value: Any, path: Path) -> list[str]:
+    from promptgen.classes import list_datasets
+
+    if value == "all":
+        return list_datasets()
+    if isinstance(value, str):
+        value = [value]
+    if not value or not isinstance(value, list) or not all(isinstance(d, str) for d in value):
+        raise PromptgenError(f"{path}: `datasets` must list dataset names (or be \"all\")",
+                             'e.g. datasets = ["cifar10", "cifar100"]')
+    return value
+
+
+def step_datasets(pipeline: Pipeline, step: Step) -> list[str]:
+    return [d for d in pipeline.datasets if step.datasets is None or d in step.datasets]
+
+
+def _check_references(pipeline: Pipeline) -> None:
+    """A step that reads another step's output must run on no dataset that step skips, and two
+    steps must not write the same set (which one would a reader get?)."""
+    writers: dict[str, Step] = {}
+    for step in pipeline.steps:
+        options = _command_options(step, pipeline.defaults)
+        for name, value in _file_references(step, options, pipeline.steps):
+            source = next(s for s in pipeline.steps if s.name == value)
+            _check_covers(pipeline, step, source, f"the file of step {source.name!r}")
+        for ref in _set_references(step, options):
+            bare = ref.partition("@")[0]
+            if "/" not in bare and "@" not in ref and bare in writers:
+                _check_covers(pipeline, step, writers[bare], f"set {bare!r}")
+        produced = _produced_set_name(step, options)
+        if produced is not None:
+            other = writers.get(produced)
+            if other is not None and set(step_datasets(pipeline, other)) & set(step_datasets(pipeline, step)):
+                raise PromptgenError(f"steps {other.name!r} and {step.name!r} both write set {produced!r}",
+                                     'give one of them another set name (set = "...")')
+            writers[produced] = step
+
+
+def _produced_set_name(step: Step, options: dict[str, Any], root: Path | None = None) -> str | None:
+    """The set a set-writing step writes, named as its command names it."""
+    if STEP_COMMANDS[step.command] != "set":
+        return None
+    if options.get("set"):
+        return str(options["set"])
+    if step.command == "describe":
+        if options.get("source") == "wordnet":
+            return "wordnet"
+        from promptgen.templates import load_template
+
+        style = str(options.get("style") or "cupl")
+        try:
+            return load_template(style, root).name
+        except PromptgenError:
+            if root is not None:
+                raise
+            return style.partition("@")[0]  # a template in ROOT: checked when the runner has the root
+    if step.command == "import":
+        return "differential" if options.get("format") == "fudd" else str(options.get("format"))
+    return {"differentiate": "differential", "synonyms": "synonyms"}[step.command]
+
+
+def _file_references(step: Step, options: dict[str, Any], steps: list[Step]) -> list[tuple[str, str]]:
+    """(option, step name) for every path option (or build file option) that names a file step."""
+    file_steps = {s.name for s in steps if STEP_COMMANDS[s.command] != "set" and s is not step}
+    params = _params(step.command)
+    found = []
+    for key, value in options.items():
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, str):
+                continue
+            if isinstance(params[key].type, click.Path) and item in file_steps:
+                found.append((key, item))
+            elif key == "build":
+                for param in _BUILD_PARAM.split(item)[1:]:
+                    name, _, given = (part.strip() for part in param.partition("="))
+                    if name in BUILD_FILE_PARAMS and given in file_steps:
+                        found.append((key, given))
+    return found
+
+
+def _set_references(step: Step, options: dict[str, Any]) -> list[str]:
+    """The set references a step's options make, as written."""
+    refs = []
+    for key in SET_INPUTS.get(step.command, ()):
+        for item in options.get(key, []) if isinstance(options.get(key), list) else [options.get(key)]:
+            if not isinstance(item, str):
+                continue
+            if key == "build":
+                sources = _BUILD_PARAM.split(item)[0].partition(":")[2]
+                refs += [s.strip() for s in sources.split("+") if s.strip()]
+            else:
+                refs += [part.strip() for part in item.split(",") if part.strip()]
+    return refs
+
+
+def _check_covers(pipeline: Pipeline, reader: Step, source: Step, what: str) -> None:
+    missing = sorted(set(step_datasets(pipeline, reader)) - set(step_datasets(pipeline, source)))
+    if missing:
+        raise PromptgenError(f"step {reader.name!r} reads {what}, which is not made for {', '.join(missing)}",
+                             f"limit {reader.name!r} to the same datasets (datasets = [...]) or run "
+                             f"{source.name!r} on them too")
 
 
 def _check_parses(step: Step, dataset: str, options: dict[str, Any], file_steps: set[str]) -> None:
@@ -262,7 +373,7 @@ def _argv(step: Step, dataset: str, options: dict[str, Any]) -> list[str]:
                                  f"add {argument.name} = ... to the step")
     for key, value in options.items():
         param = params[key]
-        if isinstance(param, click.Argument):
+        if isinstance(param, click.Argument) or value is None:  # --override KEY=null unsets an option
             continue
         if getattr(param, "is_flag", False):
             if value is True:
@@ -290,7 +401,8 @@ class PipelineState:
                 if isinstance(loaded, dict) and isinstance(loaded.get("units"), dict):
                     self.data = loaded
             except ValueError:
-                pass  # a state file torn by hand: every unit is checked again (answers are cached)
+                click.echo(f"warning: {path} is not readable JSON; every step runs again (answers come from "
+                           f"the cache)", err=True)
 
     def unit(self, unit_id: str) -> dict:
         return self.data["units"].get(unit_id) or {}
@@ -321,6 +433,11 @@ class PipelineRunner:
         self.force = force
         self.echo = echo
         self.state = PipelineState(root / "pipelines" / f"{pipeline.name}.json")
+        known = self.state.data.get("file")
+        if known and known != str(pipeline.path.resolve()):
+            echo(f"warning: pipeline {pipeline.name!r} was last run from {known}; its outputs are shared by name "
+                 f"(give this file another `name` to keep them apart)")
+        self.state.data["file"] = str(pipeline.path.resolve())
         self.out_dir = root / "pipelines" / pipeline.name
         self.results: dict[str, UnitPlan] = {}
 
@@ -330,20 +447,7 @@ class PipelineRunner:
                 if step.datasets is None or dataset in step.datasets]
 
     def produced_set(self, step: Step, options: dict[str, Any]) -> str | None:
-        """The set a set-writing step writes (as its command would name it)."""
-        if STEP_COMMANDS[step.command] != "set":
-            return None
-        if options.get("set"):
-            return str(options["set"])
-        if step.command == "describe":
-            if options.get("source") == "wordnet":
-                return "wordnet"
-            from promptgen.templates import load_template
-
-            return load_template(str(options.get("style") or "cupl"), self.root).name
-        if step.command == "import":
-            return "differential" if options.get("format") == "fudd" else str(options.get("format"))
-        return {"differentiate": "differential", "synonyms": "synonyms"}[step.command]
+        return _produced_set_name(step, options, self.root)
 
     def output_path(self, dataset: str, step: Step) -> Path | None:
         kind = STEP_COMMANDS[step.command]
@@ -358,64 +462,70 @@ class PipelineRunner:
         """(options with references made concrete, what the key hashes). Raises _Waiting when an
         input is a unit that has not finished."""
         options = _command_options(step, self.pipeline.defaults)
-        identity: dict[str, Any] = {}
-        producers = {}
-        files = {}
-        for dataset_, other in self.units():
-            if dataset_ != dataset or other is step:
-                continue
-            if self.pipeline.steps.index(other) > self.pipeline.steps.index(step):
+        inputs: dict[str, Any] = {}  # one entry per reference as written: two refs never share a slot
+        producers: dict[str, Step] = {}
+        files: dict[str, Step] = {}
+        for other in self.pipeline.steps[:self.pipeline.steps.index(step)]:
+            if dataset not in step_datasets(self.pipeline, other):
                 continue
             produced = self.produced_set(other, _command_options(other, self.pipeline.defaults))
             if produced:
                 producers[produced] = other
-            elif STEP_COMMANDS[other.command] != "set":
+            else:
                 files[other.name] = other
 
-        def pin(name: str) -> str:
-            """A set name -> SET@vN of the version this pipeline (or the store) holds now."""
-            bare_set = name.partition("@")[0].split("/")[-1]
-            if bare_set in producers and "@" not in name:  # an explicit @vN is taken as written
-                unit = f"{dataset}/{producers[bare_set].name}"
-                output = self._upstream_output(unit)
-                identity[f"set:{bare_set}"] = output["records_sha256"]
+        def pin(where: str, name: str) -> str:
+            """A set reference -> SET@vN (or DS/SET@vN) of the version the pipeline wrote or the store
+            holds now; the content's sha256 goes into the key."""
+            from promptgen.store import SetRef
+
+            bare = name.partition("@")[0]
+            ref_dataset, _, bare_set = bare.rpartition("/")
+            if bare_set in producers and "@" not in name and ref_dataset in ("", dataset):
+                output = self._upstream_output(f"{dataset}/{producers[bare_set].name}")
+                inputs[f"{where} {name}"] = output["records_sha256"]
                 return output["set"].split("/", 1)[1]
             try:
-                from promptgen.store import SetRef
-
-                info = self.store.resolve(SetRef.parse(name, dataset))
+                info = self.store.resolve(SetRef.parse(name, None if ref_dataset else dataset))
             except PromptgenError:
                 return name  # not a set (a template name, a file): the command judges it
-            identity[f"set:{bare_set}"] = info.manifest.get("records_sha256")
-            return f"{info.set}@v{info.version}"
+            inputs[f"{where} {name}"] = info.manifest.get("records_sha256")
+            return str(info.ref) if ref_dataset else f"{info.set}@v{info.version}"
 
-        def file_ref(value: Any) -> Any:
-            if isinstance(value, str) and value in files:
-                unit = f"{dataset}/{files[value].name}"
-                output = self._upstream_output(unit)
-                identity[f"file:{value}"] = output["sha256"]
+        def file_ref(where: str, value: Any, names_steps: bool = True) -> Any:
+            """A step name -> the path of the file that step wrote (in options that take a path);
+            a file or folder -> itself, keyed by content."""
+            if not isinstance(value, str):
+                return value
+            if names_steps and value in files:
+                output = self._upstream_output(f"{dataset}/{files[value].name}")
+                inputs[f"{where} {value}"] = output["sha256"]
                 return output["path"]
+            content = _content_identity(value)
+            if content is not None:
+                inputs[f"{where} {value}"] = content
             return value
 
         resolved: dict[str, Any] = {}
+        params = _params(step.command)
         set_options = SET_INPUTS.get(step.command, ())
         for key, value in options.items():
             values = value if isinstance(value, list) else [value]
-            if key in set_options:
-                if key == "build":
-                    values = [_map_build_sources(str(v), pin, file_ref) for v in values]
-                else:
-                    values = [",".join(pin(part.strip()) for part in str(v).split(",")) for v in values]
-            else:
-                values = [file_ref(v) for v in values]
+            if key == "build" and key in set_options:
+                values = [_map_build(str(v), lambda n: pin("build", n), lambda x: file_ref("build", x))
+                          for v in values]
+            elif key in set_options:
+                values = [",".join(pin(key, part.strip()) for part in str(v).split(",")) for v in values]
+            else:  # --templates FILE.json, --images DIR or CSV count by content too
+                values = [file_ref(key, v, isinstance(params[key].type, click.Path)) for v in values]
             resolved[key] = values if isinstance(value, list) else values[0]
         if step.command == "audit" and "sets" not in options:
-            # it audits every set of the dataset: each one's content is an input
+            # it audits the latest complete version of every set of the dataset: each is an input
             for set_name in sorted(set(producers) | set(self._existing_sets(dataset))):
-                pin(set_name)
+                pin("every set", set_name)
         classes = self.store.classes(dataset, resolved.get("classes") or self._classes_file(dataset))
-        identity.update({"command": step.command, "dataset": dataset, "classes": classes.hash,
-                         "options": {k: _value_identity(k, v, set(files)) for k, v in sorted(options.items())}})
+        identity = {"command": step.command, "dataset": dataset, "classes": classes.hash,
+                    "options": {k: v for k, v in sorted(options.items()) if k not in NOT_IN_KEY}, "inputs": inputs}
         template = self._template_identity(step, resolved)
         if template:
             identity["template"] = template
@@ -437,7 +547,7 @@ class PipelineRunner:
     def _classes_file(self, dataset: str) -> str | None:
         """A class-list file some step gives for the dataset (later steps need not repeat it)."""
         for step in self.pipeline.steps:
-            if step.datasets is None or dataset in step.datasets:
+            if dataset in step_datasets(self.pipeline, step):
                 given = _command_options(step, self.pipeline.defaults).get("classes")
                 if given:
                     return str(given)
@@ -445,12 +555,14 @@ class PipelineRunner:
 
     def _template_identity(self, step: Step, options: dict[str, Any]) -> str | None:
         """The query template's sha256, so that editing a template reruns what asked it."""
-        if step.command not in ("describe", "differentiate", "synonyms") or options.get("source") == "wordnet":
-            return None
-        if step.command == "synonyms" and options.get("source", "wordnet") == "wordnet":
-            return None
         from promptgen.templates import load_template
 
+        if step.command == "rename":
+            return load_template("name-commonness", self.root).sha256 if options.get("scorer") == "llm" else None
+        if step.command not in ("describe", "differentiate", "synonyms"):
+            return None
+        if options.get("source", "wordnet" if step.command == "synonyms" else "llm") == "wordnet":
+            return None
         default = {"describe": "cupl", "differentiate": "fudd", "synonyms": "synonyms"}[step.command]
         return load_template(str(options.get("style") or default), self.root).sha256
 
@@ -465,23 +577,25 @@ class PipelineRunner:
             if upstream is not None and (upstream.action == "blocked" or upstream.exit_code):
                 return UnitPlan(dataset, step, "blocked", f"{waiting.unit} did not finish")
             return UnitPlan(dataset, step, "after", f"runs if {waiting.unit} changes its output")
-        key = hashlib.sha256(canonical_json(identity).encode()).hexdigest()
+        key = _key(identity)
         saved = self.state.unit(unit_id)
         if self.force:
             return UnitPlan(dataset, step, "run", "--force", key)
         if not saved:
             return UnitPlan(dataset, step, "run", "new", key)
         if saved.get("key") != key:
-            changed = _changed(saved.get("identity") or {}, identity)
+            changed = _changed(saved.get("identity") or {}, _stored(identity))
             return UnitPlan(dataset, step, "run", f"changed: {changed}", key)
         if saved.get("status") == "done":
             problem = self._output_problem(saved.get("output") or {})
             if problem:
                 return UnitPlan(dataset, step, "run", problem, key)
             return UnitPlan(dataset, step, "skip", "unchanged", key, saved["output"])
-        unfinished = self._unfinished(dataset, step, saved)
-        if unfinished is not None:
-            return UnitPlan(dataset, step, "resume", f"interrupted: continue v{unfinished}", key)
+        own = self._own_version(dataset, saved)
+        if own is not None and own.status == "complete":
+            return UnitPlan(dataset, step, "adopt", f"v{own.version} was finished by the interrupted run", key)
+        if own is not None:
+            return UnitPlan(dataset, step, "resume", f"{saved.get('status')}: continue v{own.version}", key)
         return UnitPlan(dataset, step, "run", f"last run {saved.get('status', 'unknown')}", key)
 
     def _output_problem(self, output: dict) -> str | None:
@@ -501,23 +615,26 @@ class PipelineRunner:
             return f"{path} is missing or changed"
         return None
 
+    def _own_version(self, dataset: str, saved: dict) -> Any:
+        """The version this unit's last run reserved (recorded the moment the store reserved it), if
+        that run did not finish the unit: it is continued (or, when complete, taken as the output),
+        and a version anyone else made is never mistaken for it."""
+        if saved.get("status") not in RESUMABLE or not saved.get("set_name") or not saved.get("version"):
+            return None
+        for info in self._set_versions(dataset, saved["set_name"]):
+            if info.version == saved["version"]:
+                return info
+        return None
+
     def _set_versions(self, dataset: str, set_name: str) -> list:
         try:
             return self.store.list_versions(dataset, set_name)
         except PromptgenError:
             return []
 
-    def _unfinished(self, dataset: str, step: Step, saved: dict) -> int | None:
-        """An unfinished version this unit started (after `versions_before`), to resume."""
-        set_name = saved.get("set_name")
-        if not set_name:
-            return None
-        newer = [v for v in self._set_versions(dataset, set_name) if v.version > saved.get("versions_before", 0)]
-        unfinished = [v for v in newer if v.status in ("interrupted", "partial", "running")]
-        return unfinished[-1].version if unfinished else None
-
     def plan(self) -> list[UnitPlan]:
-        """What `run` would do, without running anything."""
+        """What `run` would do, without running anything. Every unit's options, references,
+        templates and class list are resolved, so a mistake anywhere stops before anything runs."""
         self.results = {}
         for dataset in self.pipeline.datasets:
             self.store.classes(dataset, self._classes_file(dataset))  # an unknown dataset fails here
@@ -534,14 +651,19 @@ class PipelineRunner:
         """Run every unit that needs it, in order; a failed unit blocks what reads it, not the rest."""
         lock = _PipelineLock(self.root / "pipelines" / f".{self.pipeline.name}.lock", self.pipeline.name)
         with lock:
+            self.plan()  # raises on any mistake in the file before the first unit runs
             self.results = {}
-            for dataset in self.pipeline.datasets:
-                self.store.classes(dataset, self._classes_file(dataset))  # an unknown dataset fails here
             done: list[UnitPlan] = []
             exit_code = 0
             for dataset, step in self.units():
-                plan = self.plan_unit(dataset, step)
-                if plan.action == "blocked":
+                try:
+                    plan = self.plan_unit(dataset, step)
+                except PromptgenError as exc:  # e.g. an input set that became unreadable meanwhile
+                    self.echo(f"   {dataset}/{step.name}: error: {exc.message}")
+                    plan = UnitPlan(dataset, step, "run", f"error: {exc.message}", None, None, ExitCode.USAGE)
+                if plan.exit_code:
+                    pass
+                elif plan.action == "blocked":
                     self.echo(f"   {plan.id}: blocked ({plan.reason})")
                 elif plan.action == "skip":
                     self.echo(f"   {plan.id}: unchanged, skipped")
@@ -552,7 +674,7 @@ class PipelineRunner:
                         self.results[plan.id] = plan
                         done.append(plan)
                         return done, plan.exit_code
-                    exit_code = exit_code or plan.exit_code
+                exit_code = exit_code or plan.exit_code
                 self.results[plan.id] = plan
                 done.append(plan)
             return done, exit_code
@@ -564,31 +686,32 @@ class PipelineRunner:
         set_name = self.produced_set(step, options)
         output_path = self.output_path(dataset, step)
         argv = _argv(step, dataset, options)
+        entry = {"key": plan.key, "status": "running", "started": _now(), "identity": _stored(identity)}
         if set_name is not None:
-            resuming = saved.get("key") == plan.key and saved.get("status") in RESUMABLE
-            before = saved.get("versions_before", 0) if resuming else max(
-                (v.version for v in self._set_versions(dataset, set_name)), default=0)
-            adopted = self._adopt(dataset, set_name, before) if resuming else None
-            if adopted is not None:
-                self.echo(f"   {adopted['set']} was finished by the interrupted run")
-                return self._finish(plan, identity, adopted, 0)
-            unfinished = self._unfinished(dataset, step, {"set_name": set_name, "versions_before": before}) \
-                if resuming else None
-            if unfinished is not None and "resume" in _params(step.command):
-                argv += ["--resume", "--resume-version", str(unfinished)]
-            self.state.replace(unit_id, {"key": plan.key, "status": "running", "set_name": set_name,
-                                         "versions_before": before, "started": _now(), "identity": identity})
+            own = self._own_version(dataset, saved) if saved.get("key") == plan.key else None
+            if own is not None and own.status == "complete":
+                output = {"set": str(own.ref), "records_sha256": own.manifest.get("records_sha256")}
+                self.echo(f"   {own.ref} was finished by the interrupted run")
+                return self._finish(plan, identity, output, 0)
+            if own is not None and "resume" in _params(step.command):
+                argv += ["--resume", "--resume-version", str(own.version)]
+                entry["version"] = own.version
+            entry["set_name"] = set_name
         else:
             output_path.parent.mkdir(parents=True, exist_ok=True)
             argv += ["--output", str(output_path)]
-            self.state.replace(unit_id, {"key": plan.key, "status": "running", "started": _now(),
-                                         "identity": identity})
-        self.echo("   promptgen " + " ".join(_quote(a) for a in argv))
+        self.state.replace(unit_id, entry)
+
+        def reserved(event: dict) -> None:
+            if event.get("event") == "reserved" and event["dataset"] == dataset and event["set"] == set_name:
+                self.state.update(unit_id, version=event["version"])
+
+        self.echo("   " + redact("promptgen " + " ".join(_quote(a) for a in argv)))
         started = time.time()
-        code, written = _invoke(argv, self.root)
+        code, written = _invoke(argv, self.root, reserved)
         if code == ExitCode.INTERRUPTED:
             self.state.update(unit_id, status="interrupted")
-            return UnitPlan(dataset, step, "run", "interrupted", plan.key, None, code)
+            return UnitPlan(dataset, step, plan.action, "interrupted", plan.key, None, code)
         if set_name is not None:
             finished = [w for w in written if w["dataset"] == dataset and w["set"] == set_name]
             if code == 0 and finished and finished[-1]["status"] == "complete":
@@ -605,22 +728,23 @@ class PipelineRunner:
         status = "partial" if code == ExitCode.PARTIAL else "failed"
         self.state.update(unit_id, status=status, exit_code=code, finished=_now())
         self.echo(f"   {unit_id} {status} (exit {code}); rerun the pipeline to retry it")
-        return UnitPlan(dataset, step, "run", status, plan.key, None, code)
-
-    def _adopt(self, dataset: str, set_name: str, before: int) -> dict | None:
-        """A complete version written after `before` with nothing unfinished after it: the
-        interrupted run finished the step but not the state file."""
-        newer = [v for v in self._set_versions(dataset, set_name) if v.version > before]
-        if newer and newer[-1].status == "complete":
-            info = newer[-1]
-            return {"set": str(info.ref), "records_sha256": info.manifest.get("records_sha256")}
-        return None
+        return UnitPlan(dataset, step, plan.action, status, plan.key, None, code)
 
     def _finish(self, plan: UnitPlan, identity: dict, output: dict, code: int, seconds: float = 0.0,
                 extra: dict | None = None) -> UnitPlan:
         self.state.replace(plan.id, {"key": plan.key, "status": "done", "output": output, "finished": _now(),
-                                     "seconds": round(seconds, 3), "identity": identity, **(extra or {})})
+                                     "seconds": round(seconds, 3), "identity": _stored(identity), **(extra or {})})
         return UnitPlan(plan.dataset, plan.step, plan.action, plan.reason, plan.key, output, code)
+
+
+def _key(identity: dict) -> str:
+    return hashlib.sha256(canonical_json(identity).encode()).hexdigest()
+
+
+def _stored(identity: dict) -> dict:
+    """The identity as the state file keeps it (for the plan's "changed: ..."): credentials in URLs
+    and key-like values removed. The key is the hash of the identity as given."""
+    return json.loads(redact(json.dumps(identity, ensure_ascii=False)))
 
 
 class _Waiting(Exception):
@@ -629,60 +753,81 @@ class _Waiting(Exception):
         self.unit = unit
 
 
-def _map_build_sources(spec: str, pin: Callable[[str], str], file_ref: Callable[[Any], Any]) -> str:
-    """BUILDER[:SRC+SRC][,key=value...] with set sources pinned and step names made paths."""
-    head, *params = spec.split(",")
+_BUILD_PARAM = re.compile(r",(?=\s*\w+\s*=)")  # as `promptgen eval` splits a --build spec
+BUILD_FILE_PARAMS = ("initial", "rename", "zpe_pool")
+
+
+def _map_build(spec: str, pin: Callable[[str], str], file_ref: Callable[[Any], Any]) -> str:
+    """BUILDER[:SRC+SRC][,key=value...] with set sources pinned, step names made paths, and files
+    (sources or values) keyed by content."""
+    head, *params = _BUILD_PARAM.split(spec)
     builder, _, sources = head.partition(":")
     if sources:
-        head = builder + ":" + "+".join(pin(s) for s in sources.split("+"))
+        head = builder + ":" + "+".join(str(file_ref(pin(s.strip()))) for s in sources.split("+"))
     mapped = []
     for param in params:
         key, _, value = param.partition("=")
-        mapped.append(f"{key}={file_ref(value)}" if value else param)
+        mapped.append(f"{key}={file_ref(value.strip())}" if key.strip() in BUILD_FILE_PARAMS else param)
     return ",".join([head, *mapped])
 
 
-def _value_identity(key: str, value: Any, step_names: set[str]) -> Any:
-    """An option's value as the key sees it: paths to existing files count by content, folders by
-    their listing (names, sizes, times); set names and step names as written (their content is
-    keyed apart), so that a new version with the same records changes nothing downstream."""
-    if isinstance(value, list):
-        return [_value_identity(key, v, step_names) for v in value]
-    if not isinstance(value, str) or key in SET_INPUTS.get("audit", ()) + ("set", "build") or value in step_names:
-        return value
+_hashed: dict[tuple, str] = {}
+
+
+def _content_identity(value: str) -> str | None:
+    """A path's content as the key sees it: a file's sha256, a folder's listing (names, sizes,
+    times); None for anything that is not a path. Memoised on (path, size, mtime) within a run."""
     path = Path(value).expanduser()
     try:
         if path.is_file():
-            return {"file": value, "sha256": sha256_file(path)}
+            stat = path.stat()
+            memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+            if memo not in _hashed:
+                _hashed[memo] = sha256_file(path)
+            return _hashed[memo]
         if path.is_dir():
-            entries = sorted((str(p.relative_to(path)), p.stat().st_size, int(p.stat().st_mtime))
+            entries = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
                              for p in path.rglob("*") if p.is_file())
-            return {"folder": value, "listing": hashlib.sha256(canonical_json(entries).encode()).hexdigest()}
+            return "listing:" + hashlib.sha256(canonical_json(entries).encode()).hexdigest()
     except OSError:
         pass
-    return value
+    return None
 
 
 def _changed(old: dict, new: dict) -> str:
     keys = []
     for key in sorted(set(old) | set(new)):
-        if key == "options":
-            keys += [f"option {k}" for k in sorted(set(old.get(key) or {}) | set(new.get(key) or {}))
+        if key in ("options", "inputs"):
+            label = "option" if key == "options" else "input"
+            keys += [f"{label} {k}" for k in sorted(set(old.get(key) or {}) | set(new.get(key) or {}))
                      if (old.get(key) or {}).get(k) != (new.get(key) or {}).get(k)]
         elif old.get(key) != new.get(key):
             keys.append(key.replace("set:", "input set ").replace("file:", "input "))
     return ", ".join(keys) or "settings"
 
 
-def _invoke(argv: list[str], root: Path) -> tuple[int, list[dict]]:
-    """Run one promptgen command in this process; (exit code, versions it finished)."""
+def _invoke(argv: list[str], root: Path, on_reserved: Callable[[dict], None]) -> tuple[int, list[dict]]:
+    """Run one promptgen command in this process; (exit code, versions it finished). A crash in
+    the command is this unit's failure (exit 1, traceback on stderr), not the pipeline's."""
+    import logging
+    import traceback
+
     from promptgen import runlog
     from promptgen.cli import main
 
     written: list[dict] = []
-    with runlog.listen(written.append):
+
+    def listener(event: dict) -> None:
+        if event.get("event") == "reserved":
+            on_reserved(event)
+        else:
+            written.append(event)
+
+    verbose = ["-v"] if logging.getLogger("promptgen").isEnabledFor(logging.INFO) else []
+    with runlog.listen(listener):
         try:
-            result = main.main(args=[*argv, "--root", str(root)], prog_name="promptgen", standalone_mode=False)
+            result = main.main(args=[*verbose, *argv, "--root", str(root)], prog_name="promptgen",
+                               standalone_mode=False)
             code = result if isinstance(result, int) else 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -691,6 +836,9 @@ def _invoke(argv: list[str], root: Path) -> tuple[int, list[dict]]:
             code = exc.exit_code
         except click.exceptions.Abort:
             code = ExitCode.INTERRUPTED
+        except Exception:
+            click.echo(redact(traceback.format_exc()), err=True)
+            code = 1
     return int(code), written
 
 

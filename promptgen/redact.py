@@ -16,6 +16,11 @@ __all__ = ["redact", "redact_url", "secret_values", "register_secret", "redacted
 _SECRET_NAME = re.compile(r"(API_?KEY|_KEY|TOKEN|SECRET|PASSWORD)$", re.IGNORECASE)
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
 _KEY_LIKE = re.compile(r"\b(sk|pk|rk|xai|gsk|hf)[-_][A-Za-z0-9_-]{12,}\b")
+# inside any text (a URL glued to other words, e.g. "defaults.api-base=https://u:p@host/v1?key=..."):
+# user:password@ after a scheme, and the values of key-like query parameters
+_URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
+_URL_KEY_PARAM = re.compile(r"([?&][^=&\s\"'<>]*(?:key|token|secret|sig)[^=&\s\"'<>]*=)[^&\s#\"'<>]+",
+                            re.IGNORECASE)
 MARK = "[REDACTED]"
 _REGISTERED: set[str] = set()
 
@@ -38,6 +43,8 @@ def redact(text: str) -> str:
     for value in secret_values():
         text = text.replace(value, MARK)
     text = _BEARER.sub(lambda m: m.group(1) + MARK, text)
+    text = _URL_USERINFO.sub(lambda m: m.group(1), text)
+    text = _URL_KEY_PARAM.sub(lambda m: m.group(1) + MARK, text)
     return _KEY_LIKE.sub(MARK, text)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from promptgen.errors import DISK_ERRNOS, ExitCode, PromptgenError
 from promptgen.redact import redact, redacted_command
 
-__all__ = ["logged", "note_version", "note_spend", "listen", "read_runs", "log_path", "summarise"]
+__all__ = ["logged", "note_version", "note_reserved", "note_spend", "listen", "read_runs", "log_path", "summarise"]
 
 # One frame per command running in this process: a pipeline (`promptgen run`) runs the stage
 # commands inside itself, and each is logged as its own run with the pipeline run as parent.
@@ -58,10 +58,16 @@ def note_spend(sent: int, cost_usd: float | None) -> None:
     spend["cost_usd"] = None if known is None or cost_usd is None else known + cost_usd
 
 
+def note_reserved(info: Any) -> None:
+    """Called by the store the moment it reserves a version number (before anything is asked)."""
+    for listener in list(_listeners):
+        listener({"event": "reserved", "dataset": info.dataset, "set": info.set, "version": info.version})
+
+
 @contextlib.contextmanager
 def listen(callback: Callable[[dict], None]):
-    """Call `callback` with every version finished inside the block (the pipeline learns what a
-    step wrote this way)."""
+    """Call `callback` with every version finished inside the block, and with {"event": "reserved",
+    ...} when one is reserved (the pipeline learns what a step writes this way)."""
     _listeners.append(callback)
     try:
         yield
@@ -79,12 +85,17 @@ def _append(path: Path, entry: dict) -> None:
         os.close(descriptor)
 
 
-def logged(command: str) -> Callable:
-    """Wrap a click callback so that its run is logged under the root it was given."""
+def logged(command: str, *, aggregate: bool = False, unless: Callable[[dict], bool] | None = None) -> Callable:
+    """Wrap a click callback so that its run is logged under the root it was given. `aggregate`:
+    the command runs others (a pipeline), whose runs count in the totals instead of its own;
+    `unless(kwargs)`: not logged at all (a pipeline's --plan)."""
     def decorator(function: Callable) -> Callable:
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             from promptgen.paths import resolve_root
+
+            if unless is not None and unless(kwargs):
+                return function(*args, **kwargs)
 
             try:
                 path = log_path(resolve_root(kwargs.get("root")))
@@ -95,7 +106,7 @@ def logged(command: str) -> Callable:
             arguments = redacted_command()[:500]
             parent = _frames[-1]["run"] if _frames else None
             start = {"event": "start", "run": run_id, "time": _iso(started), "command": command,
-                     "args": arguments, "pid": os.getpid()}
+                     "args": arguments, "pid": os.getpid(), **({"aggregate": True} if aggregate else {})}
             try:
                 _append(path, {**start, "parent": parent} if parent else start)
             except OSError:
@@ -110,7 +121,8 @@ def logged(command: str) -> Callable:
                 raise
             except SystemExit as exc:
                 exit_code = exc.code if isinstance(exc.code, int) else 1
-                status = "ok" if exit_code == 0 else "partial" if exit_code == ExitCode.PARTIAL else "error"
+                status = "ok" if exit_code == 0 else "partial" if exit_code == ExitCode.PARTIAL else \
+                    "interrupted" if exit_code == ExitCode.INTERRUPTED else "error"
                 raise
             except KeyboardInterrupt:
                 status, exit_code = "interrupted", ExitCode.INTERRUPTED
@@ -209,7 +221,7 @@ def summarise(runs: list[dict]) -> dict:
     by_dataset: dict[str, dict] = {}
     total = empty()
     for run in runs:
-        if run.get("steps"):
+        if run.get("aggregate") or run.get("steps"):
             continue  # a pipeline run: its steps are runs of their own, counted once there
         for bucket in (by_command.setdefault(run.get("command", "?"), empty()), total):
             _add(bucket, "runs", run.get("requests_sent") or 0, run.get("cost_usd"))

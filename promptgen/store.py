@@ -327,7 +327,11 @@ class Store:
                 continue
             finally:
                 staged.unlink(missing_ok=True)
-            return VersionWriter(VersionInfo(dataset, set_name, number, directory, full), set_lock)
+            info = VersionInfo(dataset, set_name, number, directory, full)
+            from promptgen.runlog import note_reserved
+
+            note_reserved(info)
+            return VersionWriter(info, set_lock)
 
     def resume_version(self, dataset: str, set_name: str, version: int | None = None,
                        fingerprint: dict | None = None) -> "VersionWriter":

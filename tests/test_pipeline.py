@@ -121,7 +121,12 @@ def test_a_step_that_reruns_to_the_same_content_does_not_rerun_what_reads_it(roo
     """Outputs are addressed by content: a new version with identical records changes nothing downstream."""
     run(root, llm_pipeline())
     sent = fake_llm.request_count
-    units = run(root, llm_pipeline(extra=""), "--override", "steps.cupl.concurrency=3")
+    # how a step runs is not part of its key
+    assert set(actions(plan(root, llm_pipeline(), "--override", "steps.cupl.concurrency=3",
+                            "--override", "defaults.no-progress=false", "--override", "defaults.batch-poll=1"))
+               .values()) == {"skip"}
+    # a keyed option that happens not to change the answers: a new version with the same records
+    units = run(root, llm_pipeline(), "--override", "steps.cupl.answer-retries=3")
     assert actions(units) == {"cifar10/cupl": "run", "cifar10/syn": "skip", "cifar10/head-cupl": "skip",
                               "cifar10/head-real": "skip"}
     assert units["cifar10/cupl"]["output"]["set"] == "cifar10/cupl@v2"
@@ -183,8 +188,16 @@ BAD_FILES = {
                         "two steps are named 'describe'", "unique"),
     "managed option": ('[[steps]]\ncommand = "head"\noutput = "x.pt"\n', "which the pipeline manages", "drop them"),
     "no steps": ("", "no [[steps]]", "add at least one"),
-    "flag with a value": ('[[steps]]\ncommand = "describe"\nsource = "wordnet"\ndry-run = 1\n', "manages", "drop"),
-    "bad choice": ('[[steps]]\ncommand = "describe"\nsource = "oracle"\n', "oracle", ""),
+    "flag with a value": ('[[steps]]\ncommand = "describe"\nsource = "wordnet"\nno-progress = 1\n',
+                          "is a flag and takes true or false", "no-progress = true"),
+    "bad choice": ('[[steps]]\ncommand = "describe"\nsource = "oracle"\n', "'oracle' is not one of", "--help"),
+    "a typo in defaults": ('[defaults]\napi-bse = "http://x/v1"\n[[steps]]\ncommand = "describe"\n',
+                           "[defaults] sets api-bse, which none", "api-base"),
+    "unknown template": ('[[steps]]\ncommand = "describe"\nsource = "wordnet"\n[[steps]]\ncommand = "synonyms"\n'
+                         'source = "llm"\nstyle = "synonymz"\nmodel = "openai/x"\n', "unknown template 'synonymz'", ""),
+    "two steps write one set": ('[[steps]]\nname = "a"\ncommand = "describe"\nsource = "wordnet"\n[[steps]]\n'
+                                'name = "b"\ncommand = "describe"\nsource = "wordnet"\n',
+                                "steps 'a' and 'b' both write set 'wordnet'", "another set name"),
 }
 
 
@@ -214,7 +227,6 @@ def test_unknown_dataset_invalid_toml_and_missing_file_are_clear_errors(root, tm
 
 
 def test_a_failed_unit_blocks_what_reads_it_and_the_rest_goes_on(root, tmp_path, fake_llm):
-    fake_llm.configure(faults=[{"kind": "401", "match": "cifar10", "times": -1}])
     pipeline = write_pipeline(tmp_path / "f.toml", f"""
         datasets = ["cifar10", "cifar100"]
         [defaults]
@@ -237,8 +249,6 @@ def test_a_failed_unit_blocks_what_reads_it_and_the_rest_goes_on(root, tmp_path,
         builder = "cupl"
         set = "cupl-base"
     """)
-    # "cifar10" is in every cifar10 prompt only: cifar100's classes are asked without the dataset name,
-    # so match the fault on a cifar10 class name instead
     fake_llm.configure(faults=[{"kind": "401", "match": "airplane", "times": -1}])
     units = run(root, pipeline, code=2)
     assert units["cifar10/cupl"]["exit_code"] == 2
@@ -246,10 +256,15 @@ def test_a_failed_unit_blocks_what_reads_it_and_the_rest_goes_on(root, tmp_path,
     assert units["cifar10/wn"]["action"] == "run" and units["cifar10/wn"]["exit_code"] == 0
     assert all(units[f"cifar100/{s}"]["exit_code"] == 0 for s in ("cupl", "wn", "head"))
     fake_llm.configure(faults=[])
+    planned = plan(root, pipeline)
+    assert actions(planned) == {"cifar10/cupl": "resume", "cifar10/wn": "skip", "cifar10/head": "after",
+                                "cifar100/cupl": "skip", "cifar100/wn": "skip", "cifar100/head": "skip"}
+    assert planned["cifar10/cupl"]["reason"] == "failed: continue v1"
     again = run(root, pipeline)
     assert actions(again) == {"cifar10/cupl": "resume", "cifar10/wn": "skip", "cifar10/head": "run",
-                              "cifar100/cupl": "skip", "cifar100/wn": "skip", "cifar100/head": "skip"} or \
-        actions(again)["cifar10/cupl"] == "run"
+                              "cifar100/cupl": "skip", "cifar100/wn": "skip", "cifar100/head": "skip"}
+    # the failed run's version was continued, not left behind for a new one
+    assert again["cifar10/cupl"]["output"]["set"] == "cifar10/cupl-base@v1"
     assert again["cifar10/head"]["exit_code"] == 0
 
 
@@ -315,6 +330,7 @@ def test_options_and_references_reach_the_commands(root, tmp_path, fake_llm):
         name = "au"
         command = "audit"
         eval = ["ev"]
+        baseline = "h"
         no-embed = true
     """)
     units = run(root, pipeline)
@@ -354,3 +370,213 @@ def test_the_cupl_example_runs_against_a_local_server(root, fake_llm):
     assert actions(units) == {f"fashion-mnist/{s}": "run" for s in ("cupl", "head-cupl", "eval", "audit")}
     results = json.loads(Path(units["fashion-mnist/eval"]["output"]["path"]).read_text())
     assert len(results["heads"]) == 3
+
+
+def test_a_version_made_by_hand_after_a_failed_run_is_not_taken_for_the_pipelines(root, tmp_path, fake_llm):
+    pipeline = write_pipeline(tmp_path / "h.toml", f"""
+        datasets = ["cifar10"]
+        [[steps]]
+        name = "cupl"
+        command = "describe"
+        style = "cupl-base"
+        model = "openai/test"
+        api-base = "{fake_llm.url}"
+        no-progress = true
+    """)
+    fake_llm.configure(faults=[{"kind": "401", "match": "airplane", "times": -1}])
+    run(root, pipeline, code=2)
+    fake_llm.configure(faults=[])
+    by_hand = run_cli("describe", "cifar10", "--style", "cupl-base", "--model", "openai/test", "--api-base",
+                      fake_llm.url, "--draw", "5", "--no-progress", root=root)
+    assert by_hand.exit_code == 0 and "cupl-base/v2.jsonl" in by_hand.output
+    assert plan(root, pipeline)["cifar10/cupl"]["reason"] == "failed: continue v1"
+    units = run(root, pipeline)
+    assert units["cifar10/cupl"]["output"]["set"] == "cifar10/cupl-base@v1"
+    state = json.loads((root / "pipelines" / "h.json").read_text())["units"]["cifar10/cupl"]
+    assert state["output"]["records_sha256"] == json.loads(
+        (root / "prompts" / "cifar10" / "cupl-base" / "v1.manifest.json").read_text())["records_sha256"]
+
+
+def test_credentials_in_options_reach_no_state_log_or_output(root, tmp_path):
+    secret_url = "http://alice:hunter2secret@127.0.0.1:9/v1?api-key=QUERYSECRET"
+    pipeline = write_pipeline(tmp_path / "s.toml", f"""
+        datasets = ["cifar10"]
+        [defaults]
+        api-base = "{secret_url}"
+        [[steps]]
+        command = "describe"
+        source = "wordnet"
+    """)
+    result = run_cli("run", pipeline, "--override", f"defaults.api-base={secret_url}&x=1", root=root)
+    assert result.exit_code == 0, result.output
+    again = run_cli("run", pipeline, "--plan", root=root)
+    for text in (result.output, again.output):
+        assert "hunter2secret" not in text and "QUERYSECRET" not in text
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert b"hunter2secret" not in data and b"QUERYSECRET" not in data, path
+    assert "127.0.0.1:9" in (root / "pipelines" / "s.json").read_text()  # the host stays, for "changed: ..."
+
+
+def test_every_reference_to_a_set_is_keyed_apart(root, tmp_path):
+    """sets = ["mine"] and against = "mine@v1" are two inputs: a new "mine" reruns the audit."""
+    source = tmp_path / "mine.json"
+    pipeline = write_pipeline(tmp_path / "r.toml", f"""
+        datasets = ["cifar10"]
+        [[steps]]
+        name = "imp"
+        command = "import"
+        file = "{source}"
+        format = "cupl"
+        set = "mine"
+        [[steps]]
+        name = "au"
+        command = "audit"
+        sets = ["mine"]
+        against = "mine@v1"
+        no-embed = true
+    """)
+    from promptgen.classes import load_dataset
+
+    names = load_dataset("cifar10").names
+
+    def write(word: str) -> None:
+        source.write_text(json.dumps({n: [f"a {word} photo of a {n}."] for n in names}))
+
+    write("first")
+    run_cli("import", "cifar10", source, "--format", "cupl", "--set", "mine", root=root)  # v1, by hand
+    write("second")
+    assert actions(run(root, pipeline)) == {"cifar10/imp": "run", "cifar10/au": "run"}  # v2 against v1
+    write("third")
+    units = run(root, pipeline)
+    assert units["cifar10/imp"]["output"]["set"] == "cifar10/mine@v3"
+    assert units["cifar10/au"]["action"] == "run", "the audit kept its report of v2"
+
+
+def test_a_set_of_another_dataset_is_read_from_that_dataset(root, tmp_path):
+    from promptgen.classes import load_dataset
+
+    mini = tmp_path / "mini.txt"
+    mini.write_text("cat\ndog\ntruck\n")
+    pipeline = write_pipeline(tmp_path / "x.toml", f"""
+        datasets = ["cifar10", "mini"]
+        [defaults]
+        clip-model = "promptgen-tiny"
+        pretrained = "random"
+        [[steps]]
+        name = "wn"
+        command = "describe"
+        source = "wordnet"
+        [[steps]]
+        name = "h"
+        command = "head"
+        datasets = ["mini"]
+        builder = "cupl"
+        set = "cifar10/wordnet"
+        classes = "{mini}"
+    """)
+    result = run_cli("run", pipeline, "--json", "--override", "steps.wn.datasets=cifar10", root=root)
+    assert result.exit_code == 0, result.output
+    units = {u["unit"]: u for u in json.loads(result.stdout)["units"]}
+    assert "mini/wn" not in units
+    sidecar = json.loads(Path(units["mini/h"]["output"]["path"]).with_suffix(".json").read_text())
+    assert "cifar10/wordnet@v1" in json.dumps(sidecar) and "mini/wordnet" not in json.dumps(sidecar)
+    names = load_dataset("cifar10").names
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({n: [f"a photo of a {n}, seen from afar."] for n in names}))
+    assert run_cli("import", "cifar10", other, "--format", "cupl", "--set", "wordnet", root=root).exit_code == 0
+    planned = plan(root, pipeline, "--override", "steps.wn.datasets=cifar10")
+    assert planned["mini/h"]["action"] == "run" and "cifar10/wordnet" in planned["mini/h"]["reason"]
+
+
+def test_files_inside_build_specs_and_template_files_count_by_content(root, tmp_path):
+    rng = np.random.default_rng(1)
+    features = tmp_path / "f.npz"
+    np.savez(features, features=rng.normal(size=(20, 64)).astype("float32"), labels=np.arange(20) % 10)
+    templates = tmp_path / "tpl.json"
+    templates.write_text(json.dumps(["a photo of a {c}."]))
+    pipeline = write_pipeline(tmp_path / "b.toml", f"""
+        datasets = ["cifar10"]
+        [defaults]
+        clip-model = "promptgen-tiny"
+        pretrained = "random"
+        [[steps]]
+        name = "h"
+        command = "head"
+        templates = "{templates}"
+        [[steps]]
+        name = "ev"
+        command = "eval"
+        features = "{features}"
+        build = ["template:{templates}"]
+    """)
+    run(root, pipeline)
+    templates.write_text(json.dumps(["a photo of a {c}.", "a drawing of a {c}."]))
+    assert actions(plan(root, pipeline)) == {"cifar10/h": "run", "cifar10/ev": "run"}
+
+
+def test_a_crash_inside_one_unit_fails_that_unit_only(root, tmp_path, monkeypatch):
+    import promptgen.stages.describe as describe_stage
+
+    real = describe_stage.describe_wordnet
+
+    def crashing(classes, *args, **kwargs):
+        if classes.dataset == "cifar10":
+            raise RuntimeError("boom in the stage")
+        return real(classes, *args, **kwargs)
+
+    monkeypatch.setattr(describe_stage, "describe_wordnet", crashing)
+    pipeline = write_pipeline(tmp_path / "c.toml", """
+        datasets = ["cifar10", "cifar100"]
+        [[steps]]
+        command = "describe"
+        source = "wordnet"
+    """)
+    result = run_cli("run", pipeline, "--json", root=root)
+    assert result.exit_code == 1
+    units = {u["unit"]: u for u in json.loads(result.stdout)["units"]}
+    assert units["cifar10/describe"]["exit_code"] == 1 and units["cifar100/describe"]["exit_code"] == 0
+    assert "RuntimeError: boom in the stage" in result.stderr
+    state = json.loads((root / "pipelines" / "c.json").read_text())["units"]
+    assert state["cifar10/describe"]["status"] == "failed" and state["cifar100/describe"]["status"] == "done"
+
+
+def test_a_reference_to_a_step_that_skips_some_datasets_is_refused(root, tmp_path):
+    pipeline = write_pipeline(tmp_path / "d.toml", """
+        datasets = ["cifar10", "cifar100"]
+        [[steps]]
+        name = "ev"
+        command = "eval"
+        datasets = ["cifar10"]
+        images = "fashion-mnist:test"
+        build = ["template:photo"]
+        [[steps]]
+        name = "au"
+        command = "audit"
+        eval = ["ev"]
+    """)
+    result = run_cli("run", pipeline, root=root)
+    assert result.exit_code == 2
+    assert "step 'au' reads the file of step 'ev', which is not made for cifar100" in result.output
+    narrowed = run_cli("run", pipeline, "--plan", "--override", "datasets=cifar10", root=root)
+    assert narrowed.exit_code == 0, narrowed.output
+
+
+def test_a_rerun_that_skips_everything_and_plans_add_nothing_to_the_totals(root, llm_pipeline, fake_llm):
+    pipeline = llm_pipeline()
+    run(root, pipeline)
+    run(root, pipeline)
+    plan(root, pipeline)
+    totals = json.loads(run_cli("runs", "--json", root=root).stdout)["totals"]
+    assert totals["total"]["runs"] == 4 and totals["total"]["requests_sent"] == 50
+    log = [json.loads(line) for line in (root / "logs" / "runs.jsonl").read_text().splitlines()]
+    assert sum(e["event"] == "start" and e["command"] == "run" for e in log) == 2  # --plan is not logged
+
+
+def test_narrowing_the_cupl_example_drops_its_image_step(root):
+    result = run_cli("run", REPO / "examples" / "cupl-llm.toml", "--plan", "--json", "--override", "datasets=cifar10",
+                     root=root)
+    assert result.exit_code == 0, result.output
+    assert [u["unit"] for u in json.loads(result.stdout)["units"]] == ["cifar10/cupl", "cifar10/head-cupl",
+                                                                      "cifar10/audit"]

@@ -123,6 +123,7 @@ def test_kill_9_anywhere_then_rerun_gives_the_uninterrupted_outputs(tmp_path):
             again = run_cli("run", pipeline, "--json", root=root)
             assert {u["action"] for u in json.loads(again.stdout)["units"]} == {"skip"}
     # the kills landed at different points of the run (not all before or after the LLM stage)
+    print("killed:", killed_during)
     assert len(set(killed_during)) >= 3, killed_during
 
 

@@ -23,7 +23,7 @@ COMMANDS = []
                    "datasets=a,b, name=N; repeatable.")
 @root_option
 @json_option
-@logged("run")
+@logged("run", aggregate=True, unless=lambda kwargs: kwargs.get("plan_only"))
 def run_command(pipeline_file: Path, plan_only: bool, force: bool, overrides: tuple[str, ...], root: Path | None,
                 as_json: bool) -> None:
     """Run the pipeline in PIPELINE.toml: datasets x steps (describe, differentiate, synonyms, import,
