@@ -35,7 +35,7 @@ import click
 
 from promptgen.errors import ExitCode, PromptgenError
 from promptgen.fileio import atomic_write_text, canonical_json, sha256_file
-from promptgen.redact import redact
+from promptgen.redact import redact, redact_url
 
 __all__ = ["Pipeline", "Step", "load_pipeline", "PipelineRunner", "UnitPlan", "STEP_COMMANDS"]
 
@@ -49,10 +49,12 @@ SET_INPUTS: dict[str, tuple[str, ...]] = {"head": ("set",), "audit": ("sets", "a
                                           "eval": ("build",)}
 # options the pipeline sets itself
 MANAGED = {"root", "output", "resume", "resume-version", "json", "dry-run"}
+# text options that may name a file or folder, keyed by its content (path-typed options always are)
+PATH_LIKE = {"templates", "images"}
 # options that change how a command runs, not what it writes: not part of a unit's key
 NOT_IN_KEY = {"concurrency", "no-progress", "timeout", "max-attempts", "backoff", "batch", "batch-poll",
               "batch-retry", "wait", "device", "batch-size", "transport"}
-STATE_FORMAT = 1
+STATE_FORMAT = 2
 RESUMABLE = ("running", "interrupted", "partial", "failed")  # such a unit continues its own version
 
 
@@ -208,25 +210,40 @@ def step_datasets(pipeline: Pipeline, step: Step) -> list[str]:
 
 
 def _check_references(pipeline: Pipeline) -> None:
-    """A step that reads another step's output must run on no dataset that step skips, and two
-    steps must not write the same set (which one would a reader get?)."""
-    writers: dict[str, Step] = {}
-    for step in pipeline.steps:
+    """A step reads only what earlier steps wrote (a later one has not run yet), on no dataset the
+    writer skips; two steps must not write the same set (which one would a reader get?)."""
+    writers: dict[str, Step] = {}  # set -> the step that writes it
+    produced = {step.name: _produced_set_name(step, _command_options(step, pipeline.defaults))
+                for step in pipeline.steps}
+    for index, step in enumerate(pipeline.steps):
         options = _command_options(step, pipeline.defaults)
-        for name, value in _file_references(step, options, pipeline.steps):
-            source = next(s for s in pipeline.steps if s.name == value)
-            _check_covers(pipeline, step, source, f"the file of step {source.name!r}")
+        for _, name in _file_references(step, options, pipeline.steps):
+            source = next(s for s in pipeline.steps if s.name == name)
+            if pipeline.steps.index(source) > index:
+                raise PromptgenError(f"step {step.name!r} reads the file of step {name!r}, which comes after it",
+                                     f"move {step.name!r} below {name!r}")
+            _check_covers(pipeline, step, source, f"the file of step {name!r}")
         for ref in _set_references(step, options):
-            bare = ref.partition("@")[0]
-            if "/" not in bare and "@" not in ref and bare in writers:
-                _check_covers(pipeline, step, writers[bare], f"set {bare!r}")
-        produced = _produced_set_name(step, options)
-        if produced is not None:
-            other = writers.get(produced)
+            if "@" in ref:
+                continue  # an explicit version: read as written
+            ref_dataset, _, bare = ref.rpartition("/")
+            later = [s for s in pipeline.steps[index:] if produced[s.name] == bare and s is not step]
+            if bare in writers:
+                if ref_dataset and ref_dataset in pipeline.datasets:
+                    if ref_dataset not in step_datasets(pipeline, writers[bare]):
+                        raise PromptgenError(f"step {step.name!r} reads {ref}, which step {writers[bare].name!r} "
+                                             f"does not make", f"run {writers[bare].name!r} on {ref_dataset} too")
+                elif not ref_dataset:
+                    _check_covers(pipeline, step, writers[bare], f"set {bare!r}")
+            elif later:
+                raise PromptgenError(f"step {step.name!r} reads set {bare!r}, which step {later[0].name!r} writes "
+                                     f"after it", f"move {step.name!r} below {later[0].name!r}")
+        if produced[step.name] is not None:
+            other = writers.get(produced[step.name])
             if other is not None and set(step_datasets(pipeline, other)) & set(step_datasets(pipeline, step)):
-                raise PromptgenError(f"steps {other.name!r} and {step.name!r} both write set {produced!r}",
+                raise PromptgenError(f"steps {other.name!r} and {step.name!r} both write set {produced[step.name]!r}",
                                      'give one of them another set name (set = "...")')
-            writers[produced] = step
+            writers[produced[step.name]] = step
 
 
 def _produced_set_name(step: Step, options: dict[str, Any], root: Path | None = None) -> str | None:
@@ -398,8 +415,12 @@ class PipelineState:
         if path.exists():
             try:
                 loaded = json.loads(path.read_text(encoding="utf-8"))
-                if isinstance(loaded, dict) and isinstance(loaded.get("units"), dict):
+                if isinstance(loaded, dict) and loaded.get("format") == STATE_FORMAT and \
+                        isinstance(loaded.get("units"), dict):
                     self.data = loaded
+                else:
+                    click.echo(f"warning: {path} is from another promptgen version; every step is checked "
+                               f"again (answers come from the cache)", err=True)
             except ValueError:
                 click.echo(f"warning: {path} is not readable JSON; every step runs again (answers come from "
                            f"the cache)", err=True)
@@ -440,11 +461,12 @@ class PipelineRunner:
         self.state.data["file"] = str(pipeline.path.resolve())
         self.out_dir = root / "pipelines" / pipeline.name
         self.results: dict[str, UnitPlan] = {}
+        self._memo: dict = {}
 
-    # which units, in order: datasets outer, steps inner (a dataset's steps read each other's output)
+    # which units, in order: a step for every dataset, then the next step (so a step can read an
+    # earlier step's output on any dataset, DATASET/SET included)
     def units(self) -> list[tuple[str, Step]]:
-        return [(dataset, step) for dataset in self.pipeline.datasets for step in self.pipeline.steps
-                if step.datasets is None or dataset in step.datasets]
+        return [(dataset, step) for step in self.pipeline.steps for dataset in step_datasets(self.pipeline, step)]
 
     def produced_set(self, step: Step, options: dict[str, Any]) -> str | None:
         return _produced_set_name(step, options, self.root)
@@ -463,16 +485,15 @@ class PipelineRunner:
         input is a unit that has not finished."""
         options = _command_options(step, self.pipeline.defaults)
         inputs: dict[str, Any] = {}  # one entry per reference as written: two refs never share a slot
-        producers: dict[str, Step] = {}
+        producers: dict[tuple[str, str], Step] = {}  # (dataset, set) -> the earlier step that writes it
         files: dict[str, Step] = {}
         for other in self.pipeline.steps[:self.pipeline.steps.index(step)]:
-            if dataset not in step_datasets(self.pipeline, other):
-                continue
             produced = self.produced_set(other, _command_options(other, self.pipeline.defaults))
-            if produced:
-                producers[produced] = other
-            else:
-                files[other.name] = other
+            for other_dataset in step_datasets(self.pipeline, other):
+                if produced:
+                    producers[(other_dataset, produced)] = other
+                elif other_dataset == dataset:
+                    files[other.name] = other
 
         def pin(where: str, name: str) -> str:
             """A set reference -> SET@vN (or DS/SET@vN) of the version the pipeline wrote or the store
@@ -481,10 +502,11 @@ class PipelineRunner:
 
             bare = name.partition("@")[0]
             ref_dataset, _, bare_set = bare.rpartition("/")
-            if bare_set in producers and "@" not in name and ref_dataset in ("", dataset):
-                output = self._upstream_output(f"{dataset}/{producers[bare_set].name}")
+            producer = producers.get((ref_dataset or dataset, bare_set))
+            if producer is not None and "@" not in name:
+                output = self._upstream_output(f"{ref_dataset or dataset}/{producer.name}")
                 inputs[f"{where} {name}"] = output["records_sha256"]
-                return output["set"].split("/", 1)[1]
+                return output["set"] if ref_dataset else output["set"].split("/", 1)[1]
             try:
                 info = self.store.resolve(SetRef.parse(name, None if ref_dataset else dataset))
             except PromptgenError:
@@ -501,7 +523,7 @@ class PipelineRunner:
                 output = self._upstream_output(f"{dataset}/{files[value].name}")
                 inputs[f"{where} {value}"] = output["sha256"]
                 return output["path"]
-            content = _content_identity(value)
+            content = _content_identity(value, self._memo)
             if content is not None:
                 inputs[f"{where} {value}"] = content
             return value
@@ -512,18 +534,22 @@ class PipelineRunner:
         for key, value in options.items():
             values = value if isinstance(value, list) else [value]
             if key == "build" and key in set_options:
-                values = [_map_build(str(v), lambda n: pin("build", n), lambda x: file_ref("build", x))
+                values = [_map_build(str(v), lambda n: pin("build", n), lambda x, steps: file_ref("build", x, steps))
                           for v in values]
             elif key in set_options:
                 values = [",".join(pin(key, part.strip()) for part in str(v).split(",")) for v in values]
-            else:  # --templates FILE.json, --images DIR or CSV count by content too
-                values = [file_ref(key, v, isinstance(params[key].type, click.Path)) for v in values]
+            elif isinstance(params[key].type, click.Path):
+                values = [file_ref(key, v) for v in values]
+            elif key in PATH_LIKE:  # --templates FILE.json, --images DIR or CSV: keyed by content too
+                values = [file_ref(key, v, False) for v in values]
             resolved[key] = values if isinstance(value, list) else values[0]
         if step.command == "audit" and "sets" not in options:
             # it audits the latest complete version of every set of the dataset: each is an input
-            for set_name in sorted(set(producers) | set(self._existing_sets(dataset))):
+            for set_name in sorted({s for d, s in producers if d == dataset} | set(self._existing_sets(dataset))):
                 pin("every set", set_name)
-        classes = self.store.classes(dataset, resolved.get("classes") or self._classes_file(dataset))
+        if "classes" in params and not resolved.get("classes") and self._classes_file(dataset):
+            resolved["classes"] = self._classes_file(dataset)  # one step names a dataset's class file for all
+        classes = self.store.classes(dataset, resolved.get("classes"))
         identity = {"command": step.command, "dataset": dataset, "classes": classes.hash,
                     "options": {k: v for k, v in sorted(options.items()) if k not in NOT_IN_KEY}, "inputs": inputs}
         template = self._template_identity(step, resolved)
@@ -593,8 +619,8 @@ class PipelineRunner:
             return UnitPlan(dataset, step, "skip", "unchanged", key, saved["output"])
         own = self._own_version(dataset, saved)
         if own is not None and own.status == "complete":
-            return UnitPlan(dataset, step, "adopt", f"v{own.version} was finished by the interrupted run", key)
-        if own is not None:
+            return UnitPlan(dataset, step, "adopt", f"v{own.version}, complete, was written by the last run", key)
+        if own is not None and "resume" in _params(step.command):
             return UnitPlan(dataset, step, "resume", f"{saved.get('status')}: continue v{own.version}", key)
         return UnitPlan(dataset, step, "run", f"last run {saved.get('status', 'unknown')}", key)
 
@@ -659,8 +685,9 @@ class PipelineRunner:
                 try:
                     plan = self.plan_unit(dataset, step)
                 except PromptgenError as exc:  # e.g. an input set that became unreadable meanwhile
-                    self.echo(f"   {dataset}/{step.name}: error: {exc.message}")
-                    plan = UnitPlan(dataset, step, "run", f"error: {exc.message}", None, None, ExitCode.USAGE)
+                    message = _shown(exc.message)
+                    self.echo(f"   {dataset}/{step.name}: error: {message}")
+                    plan = UnitPlan(dataset, step, "run", f"error: {message}", None, None, ExitCode.USAGE)
                 if plan.exit_code:
                     pass
                 elif plan.action == "blocked":
@@ -688,10 +715,10 @@ class PipelineRunner:
         argv = _argv(step, dataset, options)
         entry = {"key": plan.key, "status": "running", "started": _now(), "identity": _stored(identity)}
         if set_name is not None:
-            own = self._own_version(dataset, saved) if saved.get("key") == plan.key else None
+            own = self._own_version(dataset, saved) if saved.get("key") == plan.key and not self.force else None
             if own is not None and own.status == "complete":
                 output = {"set": str(own.ref), "records_sha256": own.manifest.get("records_sha256")}
-                self.echo(f"   {own.ref} was finished by the interrupted run")
+                self.echo(f"   {own.ref}, complete, was written by the last run: kept")
                 return self._finish(plan, identity, output, 0)
             if own is not None and "resume" in _params(step.command):
                 argv += ["--resume", "--resume-version", str(own.version)]
@@ -706,7 +733,7 @@ class PipelineRunner:
             if event.get("event") == "reserved" and event["dataset"] == dataset and event["set"] == set_name:
                 self.state.update(unit_id, version=event["version"])
 
-        self.echo("   " + redact("promptgen " + " ".join(_quote(a) for a in argv)))
+        self.echo("   " + _shown("promptgen " + " ".join(_quote(a) for a in argv)))
         started = time.time()
         code, written = _invoke(argv, self.root, reserved)
         if code == ExitCode.INTERRUPTED:
@@ -741,10 +768,19 @@ def _key(identity: dict) -> str:
     return hashlib.sha256(canonical_json(identity).encode()).hexdigest()
 
 
-def _stored(identity: dict) -> dict:
-    """The identity as the state file keeps it (for the plan's "changed: ..."): credentials in URLs
-    and key-like values removed. The key is the hash of the identity as given."""
-    return json.loads(redact(json.dumps(identity, ensure_ascii=False)))
+def _stored(value: Any) -> Any:
+    """The identity as the state file keeps it (for the plan's "changed: ..."): every string with
+    credentials in URLs and key-like values removed. The key is the hash of the identity as given."""
+    if isinstance(value, dict):
+        return {_stored(k): _stored(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_stored(v) for v in value]
+    return _shown(value) if isinstance(value, str) else value
+
+
+def _shown(text: str) -> str:
+    """Text as it may be printed or kept: URLs without credentials, key-like values removed."""
+    return redact(" ".join(redact_url(word) if "://" in word else word for word in text.split(" ")))
 
 
 class _Waiting(Exception):
@@ -757,38 +793,42 @@ _BUILD_PARAM = re.compile(r",(?=\s*\w+\s*=)")  # as `promptgen eval` splits a --
 BUILD_FILE_PARAMS = ("initial", "rename", "zpe_pool")
 
 
-def _map_build(spec: str, pin: Callable[[str], str], file_ref: Callable[[Any], Any]) -> str:
+def _map_build(spec: str, pin: Callable[[str], str], file_ref: Callable[[Any, bool], Any]) -> str:
     """BUILDER[:SRC+SRC][,key=value...] with set sources pinned, step names made paths, and files
     (sources or values) keyed by content."""
     head, *params = _BUILD_PARAM.split(spec)
     builder, _, sources = head.partition(":")
     if sources:
-        head = builder + ":" + "+".join(str(file_ref(pin(s.strip()))) for s in sources.split("+"))
+        head = builder + ":" + "+".join(str(file_ref(pin(s.strip()), False)) for s in sources.split("+"))
     mapped = []
     for param in params:
         key, _, value = param.partition("=")
-        mapped.append(f"{key}={file_ref(value.strip())}" if key.strip() in BUILD_FILE_PARAMS else param)
+        mapped.append(f"{key}={file_ref(value.strip(), True)}" if key.strip() in BUILD_FILE_PARAMS else param)
     return ",".join([head, *mapped])
 
 
-_hashed: dict[tuple, str] = {}
-
-
-def _content_identity(value: str) -> str | None:
+def _content_identity(value: str, memo: dict) -> str | None:
     """A path's content as the key sees it: a file's sha256, a folder's listing (names, sizes,
-    times); None for anything that is not a path. Memoised on (path, size, mtime) within a run."""
+    times); None for anything that is not a path. `memo` (one per runner) keeps files by (path,
+    size, mtime) and folders by path, so an ImageNet folder is walked once per run."""
     path = Path(value).expanduser()
     try:
         if path.is_file():
             stat = path.stat()
-            memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-            if memo not in _hashed:
-                _hashed[memo] = sha256_file(path)
-            return _hashed[memo]
+            key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+            if key not in memo:
+                memo[key] = sha256_file(path)
+            return memo[key]
         if path.is_dir():
-            entries = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
-                             for p in path.rglob("*") if p.is_file())
-            return "listing:" + hashlib.sha256(canonical_json(entries).encode()).hexdigest()
+            key = ("folder", str(path.resolve()))
+            if key not in memo:
+                entries = []
+                for item in sorted(path.rglob("*")):
+                    stat = item.stat()
+                    if item.is_file():
+                        entries.append((str(item.relative_to(path)), stat.st_size, stat.st_mtime_ns))
+                memo[key] = "listing:" + hashlib.sha256(canonical_json(entries).encode()).hexdigest()
+            return memo[key]
     except OSError:
         pass
     return None

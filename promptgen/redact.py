@@ -17,10 +17,12 @@ _SECRET_NAME = re.compile(r"(API_?KEY|_KEY|TOKEN|SECRET|PASSWORD)$", re.IGNORECA
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
 _KEY_LIKE = re.compile(r"\b(sk|pk|rk|xai|gsk|hf)[-_][A-Za-z0-9_-]{12,}\b")
 # inside any text (a URL glued to other words, e.g. "defaults.api-base=https://u:p@host/v1?key=..."):
-# user:password@ after a scheme, and the values of key-like query parameters
-_URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
-_URL_KEY_PARAM = re.compile(r"([?&][^=&\s\"'<>]*(?:key|token|secret|sig)[^=&\s\"'<>]*=)[^&\s#\"'<>]+",
-                            re.IGNORECASE)
+# user:password@ after a scheme (up to the last @ before the host's end, as a password may hold @),
+# and the values of query parameters named like credentials (api_key, x-api-key, token, password,
+# sig, ...; not keyword, max_tokens or design)
+_URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s?#\"'<>,\\]*@")
+_CREDENTIAL_NAME = r"(?:[A-Za-z0-9]+[-_])*(?:key|token|secret|sig|signature|password|passwd|pwd|auth|credentials?)"
+_URL_KEY_PARAM = re.compile(r"([?&]" + _CREDENTIAL_NAME + r"=)[^&\s#\"'<>\\]+", re.IGNORECASE)
 MARK = "[REDACTED]"
 _REGISTERED: set[str] = set()
 
@@ -56,7 +58,7 @@ def redact_url(url: str | None) -> str | None:
     netloc = parts.hostname or ""
     if parts.port:
         netloc += f":{parts.port}"
-    query = urlencode([(k, MARK if re.search(r"key|token|secret|sig", k, re.I) else v)
+    query = urlencode([(k, MARK if re.search(r"key|token|secret|sig|pass|pwd|auth|credential", k, re.I) else v)
                        for k, v in parse_qsl(parts.query, keep_blank_values=True)])
     return redact(urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment)))
 

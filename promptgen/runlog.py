@@ -61,7 +61,13 @@ def note_spend(sent: int, cost_usd: float | None) -> None:
 def note_reserved(info: Any) -> None:
     """Called by the store the moment it reserves a version number (before anything is asked)."""
     for listener in list(_listeners):
-        listener({"event": "reserved", "dataset": info.dataset, "set": info.set, "version": info.version})
+        try:
+            listener({"event": "reserved", "dataset": info.dataset, "set": info.set, "version": info.version})
+        except Exception as exc:  # a listener must never break a reservation (the version is already there)
+            import logging
+
+            logging.getLogger(__name__).warning("could not note the reservation of %s@v%s: %s", info.set,
+                                                info.version, exc)
 
 
 @contextlib.contextmanager

@@ -398,7 +398,7 @@ def test_a_version_made_by_hand_after_a_failed_run_is_not_taken_for_the_pipeline
 
 
 def test_credentials_in_options_reach_no_state_log_or_output(root, tmp_path):
-    secret_url = "http://alice:hunter2secret@127.0.0.1:9/v1?api-key=QUERYSECRET"
+    secret_url = "http://alice:p@ss-hunter2secret@127.0.0.1:9/v1?api-key=QUERYSECRET&password=PWSECRET"
     pipeline = write_pipeline(tmp_path / "s.toml", f"""
         datasets = ["cifar10"]
         [defaults]
@@ -411,11 +411,14 @@ def test_credentials_in_options_reach_no_state_log_or_output(root, tmp_path):
     assert result.exit_code == 0, result.output
     again = run_cli("run", pipeline, "--plan", root=root)
     for text in (result.output, again.output):
-        assert "hunter2secret" not in text and "QUERYSECRET" not in text
+        assert "hunter2secret" not in text and "QUERYSECRET" not in text and "PWSECRET" not in text
     for path in root.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
-            assert b"hunter2secret" not in data and b"QUERYSECRET" not in data, path
+            assert b"hunter2secret" not in data and b"QUERYSECRET" not in data and b"PWSECRET" not in data, path
+    # a quote inside a credential value does not break the state file
+    quoted = run_cli("run", pipeline, "--plan", "--override", 'defaults.api-base=http://h:9/v1?key=ab"c', root=root)
+    assert quoted.exit_code == 0, quoted.output
     assert "127.0.0.1:9" in (root / "pipelines" / "s.json").read_text()  # the host stays, for "changed: ..."
 
 
@@ -455,18 +458,25 @@ def test_every_reference_to_a_set_is_keyed_apart(root, tmp_path):
 
 
 def test_a_set_of_another_dataset_is_read_from_that_dataset(root, tmp_path):
+    """DATASET/SET: pinned to the version the pipeline wrote there (whatever the dataset order), or,
+    for a set no step writes, the store's latest version, keyed by its content."""
     from promptgen.classes import load_dataset
 
+    names = load_dataset("cifar10").names
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps({n: [f"a photo of a {n}, up close."] for n in names}))
+    assert run_cli("import", "cifar10", mine, "--format", "cupl", "--set", "mine", root=root).exit_code == 0
     mini = tmp_path / "mini.txt"
     mini.write_text("cat\ndog\ntruck\n")
     pipeline = write_pipeline(tmp_path / "x.toml", f"""
-        datasets = ["cifar10", "mini"]
+        datasets = ["mini", "cifar10"]
         [defaults]
         clip-model = "promptgen-tiny"
         pretrained = "random"
         [[steps]]
         name = "wn"
         command = "describe"
+        datasets = ["cifar10"]
         source = "wordnet"
         [[steps]]
         name = "h"
@@ -475,19 +485,53 @@ def test_a_set_of_another_dataset_is_read_from_that_dataset(root, tmp_path):
         builder = "cupl"
         set = "cifar10/wordnet"
         classes = "{mini}"
+        [[steps]]
+        name = "h2"
+        command = "head"
+        datasets = ["mini"]
+        builder = "cupl"
+        set = "cifar10/mine"
     """)
-    result = run_cli("run", pipeline, "--json", "--override", "steps.wn.datasets=cifar10", root=root)
-    assert result.exit_code == 0, result.output
-    units = {u["unit"]: u for u in json.loads(result.stdout)["units"]}
-    assert "mini/wn" not in units
-    sidecar = json.loads(Path(units["mini/h"]["output"]["path"]).with_suffix(".json").read_text())
-    assert "cifar10/wordnet@v1" in json.dumps(sidecar) and "mini/wordnet" not in json.dumps(sidecar)
-    names = load_dataset("cifar10").names
-    other = tmp_path / "other.json"
-    other.write_text(json.dumps({n: [f"a photo of a {n}, seen from afar."] for n in names}))
-    assert run_cli("import", "cifar10", other, "--format", "cupl", "--set", "wordnet", root=root).exit_code == 0
-    planned = plan(root, pipeline, "--override", "steps.wn.datasets=cifar10")
-    assert planned["mini/h"]["action"] == "run" and "cifar10/wordnet" in planned["mini/h"]["reason"]
+    units = run(root, pipeline)
+    for unit, ref in (("mini/h", "cifar10/wordnet@v1"), ("mini/h2", "cifar10/mine@v1")):
+        sidecar = json.dumps(json.loads(Path(units[unit]["output"]["path"]).with_suffix(".json").read_text()))
+        assert ref in sidecar and "mini/" not in sidecar
+    # new versions made by hand: the pipeline's own set stays pinned, the other is read anew
+    for set_name in ("wordnet", "mine"):
+        mine.write_text(json.dumps({n: [f"a photo of a {n}, from afar."] for n in names}))
+        assert run_cli("import", "cifar10", mine, "--format", "cupl", "--set", set_name, root=root).exit_code == 0
+    planned = plan(root, pipeline)
+    assert actions(planned) == {"cifar10/wn": "skip", "mini/h": "skip", "mini/h2": "run"}
+    assert "cifar10/mine" in planned["mini/h2"]["reason"]
+
+
+def test_a_step_that_reads_what_a_later_step_writes_is_refused(root, tmp_path):
+    for body, message in (
+            ('[[steps]]\nname = "h"\ncommand = "head"\nset = "wordnet"\n'
+             '[[steps]]\nname = "wn"\ncommand = "describe"\nsource = "wordnet"\n',
+             "step 'h' reads set 'wordnet', which step 'wn' writes after it"),
+            ('[[steps]]\nname = "ev"\ncommand = "eval"\nimages = "fashion-mnist:test"\nhead = ["h"]\n'
+             '[[steps]]\nname = "h"\ncommand = "head"\n',
+             "step 'ev' reads the file of step 'h', which comes after it")):
+        pipeline = write_pipeline(tmp_path / "fw.toml", 'datasets = ["cifar10"]\n' + body)
+        result = run_cli("run", pipeline, "--plan", root=root)
+        assert result.exit_code == 2 and message in result.output and "move" in result.output
+
+
+def test_a_folder_that_happens_to_share_an_option_value_is_not_an_input(root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wn").mkdir()
+    (tmp_path / "wn" / "notes.txt").write_text("one")
+    pipeline = write_pipeline(tmp_path / "f.toml", """
+        datasets = ["cifar10"]
+        [[steps]]
+        command = "describe"
+        source = "wordnet"
+        set = "wn"
+    """)
+    run(root, pipeline)
+    (tmp_path / "wn" / "notes.txt").write_text("two, longer")
+    assert actions(plan(root, pipeline)) == {"cifar10/describe": "skip"}
 
 
 def test_files_inside_build_specs_and_template_files_count_by_content(root, tmp_path):

@@ -41,7 +41,8 @@ def runs_command(dataset: str | None, command_name: str | None, limit: int, root
     for run in shown:
         wrote = ", ".join(f"{o['ref']} ({o['records']} texts)" for o in run.get("outputs") or []) or "-"
         if run.get("aggregate"):
-            wrote = f"pipeline: {run.get('steps', 0)} step run(s), listed after it, counted there"
+            wrote = (f"pipeline: {run['steps']} step run(s), listed after it, counted there" if "steps" in run
+                     else "pipeline")
         command = ("  " if run.get("parent") else "") + run.get("command", "?")  # a pipeline's steps are indented
         click.echo(f"{run.get('run')}  {run.get('started', '?')}  {_seconds(run.get('seconds')):>7}  "
                    f"{run.get('status', '?'):<11} {command:<13} {run.get('requests_sent') or 0:>6} req  "
