@@ -86,6 +86,8 @@ class UnitPlan:
     key: str | None = None
     output: dict | None = None
     exit_code: int = 0
+    options: dict | None = field(default=None, repr=False)   # resolved for the command line
+    identity: dict | None = field(default=None, repr=False)  # what `key` hashes
 
     @property
     def id(self) -> str:
@@ -250,23 +252,28 @@ def _produced_set_name(step: Step, options: dict[str, Any], root: Path | None = 
     """The set a set-writing step writes, named as its command names it."""
     if STEP_COMMANDS[step.command] != "set":
         return None
-    if options.get("set"):
-        return str(options["set"])
+    if _given_or_default(step, options, "set"):  # differentiate and synonyms name theirs by default
+        return str(_given_or_default(step, options, "set"))
     if step.command == "describe":
-        if options.get("source") == "wordnet":
+        if _given_or_default(step, options, "source") == "wordnet":
             return "wordnet"
         from promptgen.templates import load_template
 
-        style = str(options.get("style") or "cupl")
+        style = str(_given_or_default(step, options, "style"))
         try:
             return load_template(style, root).name
         except PromptgenError:
             if root is not None:
                 raise
             return style.partition("@")[0]  # a template in ROOT: checked when the runner has the root
-    if step.command == "import":
-        return "differential" if options.get("format") == "fudd" else str(options.get("format"))
-    return {"differentiate": "differential", "synonyms": "synonyms"}[step.command]
+    return "differential" if options.get("format") == "fudd" else str(options.get("format"))  # import
+
+
+def _given_or_default(step: Step, options: dict[str, Any], key: str) -> Any:
+    """An option's value as the step's command will see it: given, else the command's own default."""
+    value = options.get(key)
+    # to_info_dict, not .default: click 8.2+ keeps "no default" as a sentinel there, shown as None here
+    return value if value is not None else _params(step.command)[key].to_info_dict().get("default")
 
 
 def _file_references(step: Step, options: dict[str, Any], steps: list[Step]) -> list[tuple[str, str]]:
@@ -547,8 +554,9 @@ class PipelineRunner:
             # it audits the latest complete version of every set of the dataset: each is an input
             for set_name in sorted({s for d, s in producers if d == dataset} | set(self._existing_sets(dataset))):
                 pin("every set", set_name)
-        if "classes" in params and not resolved.get("classes") and self._classes_file(dataset):
-            resolved["classes"] = self._classes_file(dataset)  # one step names a dataset's class file for all
+        shared_classes = self._classes_file(dataset)
+        if "classes" in params and not resolved.get("classes") and shared_classes:
+            resolved["classes"] = shared_classes  # one step names a dataset's class file for all
         classes = self.store.classes(dataset, resolved.get("classes"))
         identity = {"command": step.command, "dataset": dataset, "classes": classes.hash,
                     "options": {k: v for k, v in sorted(options.items()) if k not in NOT_IN_KEY}, "inputs": inputs}
@@ -587,42 +595,42 @@ class PipelineRunner:
             return load_template("name-commonness", self.root).sha256 if options.get("scorer") == "llm" else None
         if step.command not in ("describe", "differentiate", "synonyms"):
             return None
-        if options.get("source", "wordnet" if step.command == "synonyms" else "llm") == "wordnet":
+        if "source" in _params(step.command) and _given_or_default(step, options, "source") == "wordnet":
             return None
-        default = {"describe": "cupl", "differentiate": "fudd", "synonyms": "synonyms"}[step.command]
-        return load_template(str(options.get("style") or default), self.root).sha256
+        return load_template(str(_given_or_default(step, options, "style")), self.root).sha256
 
     # -- planning --------------------------------------------------------------------------------
 
     def plan_unit(self, dataset: str, step: Step) -> UnitPlan:
-        unit_id = f"{dataset}/{step.name}"
+        """What to do with one unit now, with the options and identity it was resolved to."""
         try:
-            _, identity = self._resolve(dataset, step)
+            options, identity = self._resolve(dataset, step)
         except _Waiting as waiting:
             upstream = self.results.get(waiting.unit)
             if upstream is not None and (upstream.action == "blocked" or upstream.exit_code):
                 return UnitPlan(dataset, step, "blocked", f"{waiting.unit} did not finish")
             return UnitPlan(dataset, step, "after", f"runs if {waiting.unit} changes its output")
         key = _key(identity)
-        saved = self.state.unit(unit_id)
+        action, reason, output = self._decide(dataset, step, key, identity)
+        return UnitPlan(dataset, step, action, reason, key, output, options=options, identity=identity)
+
+    def _decide(self, dataset: str, step: Step, key: str, identity: dict) -> tuple[str, str, dict | None]:
+        saved = self.state.unit(f"{dataset}/{step.name}")
         if self.force:
-            return UnitPlan(dataset, step, "run", "--force", key)
+            return "run", "--force", None
         if not saved:
-            return UnitPlan(dataset, step, "run", "new", key)
+            return "run", "new", None
         if saved.get("key") != key:
-            changed = _changed(saved.get("identity") or {}, _stored(identity))
-            return UnitPlan(dataset, step, "run", f"changed: {changed}", key)
+            return "run", f"changed: {_changed(saved.get('identity') or {}, _stored(identity))}", None
         if saved.get("status") == "done":
             problem = self._output_problem(saved.get("output") or {})
-            if problem:
-                return UnitPlan(dataset, step, "run", problem, key)
-            return UnitPlan(dataset, step, "skip", "unchanged", key, saved["output"])
+            return ("run", problem, None) if problem else ("skip", "unchanged", saved["output"])
         own = self._own_version(dataset, saved)
         if own is not None and own.status == "complete":
-            return UnitPlan(dataset, step, "adopt", f"v{own.version}, complete, was written by the last run", key)
+            return "adopt", f"v{own.version}, complete, was written by the last run", None
         if own is not None and "resume" in _params(step.command):
-            return UnitPlan(dataset, step, "resume", f"{saved.get('status')}: continue v{own.version}", key)
-        return UnitPlan(dataset, step, "run", f"last run {saved.get('status', 'unknown')}", key)
+            return "resume", f"{saved.get('status')}: continue v{own.version}", None
+        return "run", f"last run {saved.get('status', 'unknown')}", None
 
     def _output_problem(self, output: dict) -> str | None:
         if "set" in output:
@@ -682,32 +690,32 @@ class PipelineRunner:
             done: list[UnitPlan] = []
             exit_code = 0
             for dataset, step in self.units():
-                try:
-                    plan = self.plan_unit(dataset, step)
-                except PromptgenError as exc:  # e.g. an input set that became unreadable meanwhile
-                    message = _shown(exc.message)
-                    self.echo(f"   {dataset}/{step.name}: error: {message}")
-                    plan = UnitPlan(dataset, step, "run", f"error: {message}", None, None, ExitCode.USAGE)
-                if plan.exit_code:
-                    pass
-                elif plan.action == "blocked":
-                    self.echo(f"   {plan.id}: blocked ({plan.reason})")
-                elif plan.action == "skip":
-                    self.echo(f"   {plan.id}: unchanged, skipped")
-                else:
-                    self.echo(f"== {plan.id}: {plan.reason}")
-                    plan = self._execute(dataset, step, plan)
-                    if plan.exit_code == ExitCode.INTERRUPTED:
-                        self.results[plan.id] = plan
-                        done.append(plan)
-                        return done, plan.exit_code
-                exit_code = exit_code or plan.exit_code
+                plan = self._run_unit(dataset, step)
                 self.results[plan.id] = plan
                 done.append(plan)
+                if plan.exit_code == ExitCode.INTERRUPTED:
+                    return done, plan.exit_code
+                exit_code = exit_code or plan.exit_code
             return done, exit_code
 
+    def _run_unit(self, dataset: str, step: Step) -> UnitPlan:
+        try:
+            plan = self.plan_unit(dataset, step)
+        except PromptgenError as exc:  # e.g. an input set that became unreadable meanwhile
+            message = _shown(exc.message)
+            self.echo(f"   {dataset}/{step.name}: error: {message}")
+            return UnitPlan(dataset, step, "run", f"error: {message}", exit_code=ExitCode.USAGE)
+        if plan.action == "blocked":
+            self.echo(f"   {plan.id}: blocked ({plan.reason})")
+            return plan
+        if plan.action == "skip":
+            self.echo(f"   {plan.id}: unchanged, skipped")
+            return plan
+        self.echo(f"== {plan.id}: {plan.reason}")
+        return self._execute(dataset, step, plan)
+
     def _execute(self, dataset: str, step: Step, plan: UnitPlan) -> UnitPlan:
-        options, identity = self._resolve(dataset, step)
+        options, identity = plan.options, plan.identity
         unit_id = plan.id
         saved = self.state.unit(unit_id)
         set_name = self.produced_set(step, options)
@@ -715,12 +723,12 @@ class PipelineRunner:
         argv = _argv(step, dataset, options)
         entry = {"key": plan.key, "status": "running", "started": _now(), "identity": _stored(identity)}
         if set_name is not None:
-            own = self._own_version(dataset, saved) if saved.get("key") == plan.key and not self.force else None
-            if own is not None and own.status == "complete":
+            own = self._own_version(dataset, saved) if plan.action in ("adopt", "resume") else None
+            if plan.action == "adopt":
                 output = {"set": str(own.ref), "records_sha256": own.manifest.get("records_sha256")}
                 self.echo(f"   {own.ref}, complete, was written by the last run: kept")
                 return self._finish(plan, identity, output, 0)
-            if own is not None and "resume" in _params(step.command):
+            if plan.action == "resume":
                 argv += ["--resume", "--resume-version", str(own.version)]
                 entry["version"] = own.version
             entry["set_name"] = set_name

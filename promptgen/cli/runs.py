@@ -49,17 +49,16 @@ def runs_command(dataset: str | None, command_name: str | None, limit: int, root
                    f"{_usd(run.get('cost_usd')):>10}  {wrote}")
         if run.get("error"):
             click.echo(f"    error: {run['error']}")
-    click.echo("totals per command: " + "; ".join(
-        f"{name} {t['runs']} run{'s' if t['runs'] != 1 else ''}, {t['requests_sent']:,} requests, {_usd(t['cost_usd'])}"
-        + (f" (+{t['unknown_cost']} unpriced)" if t["unknown_cost"] else "") for name, t in sorted(totals["by_command"].items())))
+    click.echo("totals per command: " + "; ".join(_bucket(n, t) for n, t in sorted(totals["by_command"].items())))
     if totals["by_dataset"]:
-        click.echo("totals per dataset: " + "; ".join(
-            f"{name} {t['runs']} run{'s' if t['runs'] != 1 else ''}, {t['requests_sent']:,} requests, {_usd(t['cost_usd'])}"
-            + (f" (+{t['unknown_cost']} unpriced)" if t["unknown_cost"] else "") for name, t in sorted(totals["by_dataset"].items())))
-    total = totals["total"]
-    click.echo(f"total: {total['runs']} runs, {total['requests_sent']:,} requests, {_usd(total['cost_usd'])}"
-               + (f" (+{total['unknown_cost']} runs unpriced)" if total["unknown_cost"] else ""))
+        click.echo("totals per dataset: " + "; ".join(_bucket(n, t) for n, t in sorted(totals["by_dataset"].items())))
+    click.echo("total: " + _bucket(None, totals["total"]))
 
+
+def _bucket(name: str | None, totals: dict) -> str:
+    runs = f"{totals['runs']} run{'s' if totals['runs'] != 1 or name is None else ''}"  # the total: "N runs"
+    unpriced = f" (+{totals['unknown_cost']} {'runs ' if name is None else ''}unpriced)" if totals["unknown_cost"] else ""
+    return f"{name + ' ' if name else ''}{runs}, {totals['requests_sent']:,} requests, {_usd(totals['cost_usd'])}{unpriced}"
 
 def _usd(value: float | None) -> str:
     return "unpriced" if value is None else f"${value:,.4f}"
