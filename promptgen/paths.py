@@ -2,15 +2,19 @@
 
 The root is `--root DIR`, else `$PROMPTGEN_HOME`, else the current directory. The query
 templates and descriptor sets that ship with promptgen live in the project's own `prompts/`
-folder and are found there whatever the root.
+folder and are found there whatever the root. Which set versions ship is listed in
+`prompts/shipped.json`, never inferred from where a folder is: a run made inside a checkout
+writes to that same folder, and its output must stay the user's own.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 from pathlib import Path
 
-__all__ = ["resolve_root", "prompts_dir", "cache_dir", "BUILTIN_PROMPTS_DIR", "user_templates_dir"]
+__all__ = ["resolve_root", "prompts_dir", "cache_dir", "BUILTIN_PROMPTS_DIR", "user_templates_dir", "shipped_versions"]
 
 _PACKAGED = Path(__file__).resolve().parent / "_prompts"  # in an installed wheel
 BUILTIN_PROMPTS_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "prompts"
@@ -31,3 +35,15 @@ def cache_dir(root: Path) -> Path:
 
 def user_templates_dir(root: Path) -> Path:
     return prompts_dir(root) / "templates"
+
+
+@functools.cache
+def shipped_versions() -> dict[tuple[str, str], frozenset[int]]:
+    """(dataset, set) -> the versions that ship with promptgen, from `prompts/shipped.json`."""
+    path = BUILTIN_PROMPTS_DIR / "shipped.json"
+    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"sets": {}}
+    shipped = {}
+    for name, versions in data["sets"].items():
+        dataset, _, set_name = name.partition("/")
+        shipped[(dataset, set_name)] = frozenset(versions)
+    return shipped

@@ -26,7 +26,7 @@ from promptgen import __version__
 from promptgen.classes import ClassList, load_class_file, load_dataset, list_datasets
 from promptgen.errors import PromptgenError
 from promptgen.fileio import atomic_write_text, canonical_json, sha256_file
-from promptgen.paths import BUILTIN_PROMPTS_DIR, prompts_dir
+from promptgen.paths import BUILTIN_PROMPTS_DIR, prompts_dir, shipped_versions
 
 __all__ = ["SetRef", "VersionInfo", "Store", "VersionWriter", "SetLock", "make_record", "record_id", "now_iso",
            "MANIFEST_FORMAT"]
@@ -170,40 +170,40 @@ class Store:
 
     # -- where sets live ----------------------------------------------------------------------
 
-    def _set_dirs(self, dataset: str, set_name: str) -> list[Path]:
-        dirs = [self.prompts / dataset / set_name]
-        builtin = BUILTIN_PROMPTS_DIR / dataset / set_name
-        if builtin.resolve() != dirs[0].resolve():
-            dirs.append(builtin)
-        return dirs
+    def _shipped_dir(self, dataset: str, set_name: str) -> Path | None:
+        """The shipped folder of a set as seen from this root: None when the set is not listed in
+        prompts/shipped.json, or when this root is the checkout itself (its prompts/ folder is
+        then the user's own, shipped sets and the user's sets side by side)."""
+        if (dataset, set_name) not in shipped_versions() or self.prompts.resolve() == BUILTIN_PROMPTS_DIR.resolve():
+            return None
+        return BUILTIN_PROMPTS_DIR / dataset / set_name
 
     def set_dir(self, dataset: str, set_name: str) -> Path:
         """The folder holding the set: the user's root first, else the sets shipped with promptgen."""
-        for directory in self._set_dirs(dataset, set_name):
-            if any(directory.glob("v*.manifest.json")):
-                return directory
-        return self._set_dirs(dataset, set_name)[0]
+        own = self.prompts / dataset / set_name
+        shipped = self._shipped_dir(dataset, set_name)
+        if shipped is not None and not any(own.glob("v*.manifest.json")):
+            return shipped
+        return own
 
     def list_datasets(self) -> list[str]:
-        names = set()
-        for base in {self.prompts, BUILTIN_PROMPTS_DIR}:
-            if base.is_dir():
-                names |= {p.parent.parent.name for p in base.glob("*/*/v*.manifest.json")}
-        return sorted(names)
+        names = {p.parent.parent.name for p in self.prompts.glob("*/*/v*.manifest.json")}
+        return sorted(names | {dataset for dataset, set_name in shipped_versions()
+                               if self._shipped_dir(dataset, set_name) is not None})
 
     def list_sets(self, dataset: str) -> list[str]:
-        names = set()
-        for base in {self.prompts, BUILTIN_PROMPTS_DIR}:
-            if (base / dataset).is_dir():
-                names |= {p.parent.name for p in (base / dataset).glob("*/v*.manifest.json")}
-        return sorted(names)
+        names = {p.parent.name for p in (self.prompts / dataset).glob("*/v*.manifest.json")}
+        return sorted(names | {set_name for shipped_dataset, set_name in shipped_versions()
+                               if shipped_dataset == dataset and self._shipped_dir(dataset, set_name) is not None})
 
     def list_versions(self, dataset: str, set_name: str) -> list[VersionInfo]:
         directory = self.set_dir(dataset, set_name)
+        shipped = shipped_versions().get((dataset, set_name)) if directory == self._shipped_dir(dataset, set_name) \
+            else None
         infos = []
         for path in directory.glob("v*.manifest.json"):
             match = _VERSION_FILE.match(path.name)
-            if match:
+            if match and (shipped is None or int(match.group(1)) in shipped):
                 infos.append(VersionInfo(dataset, set_name, int(match.group(1)), directory, _read_manifest(path)))
         return sorted(infos, key=lambda info: info.version)
 
@@ -286,8 +286,8 @@ class Store:
         check_name("dataset", dataset)
         check_name("set", set_name)
         directory = self.set_dir(dataset, set_name)
-        if directory.resolve().is_relative_to(BUILTIN_PROMPTS_DIR.resolve()) and \
-                not self.prompts.resolve() == BUILTIN_PROMPTS_DIR.resolve():
+        if (dataset, set_name) in shipped_versions() and \
+                directory.resolve() == (BUILTIN_PROMPTS_DIR / dataset / set_name).resolve():
             raise PromptgenError(f"{dataset}/{set_name} is a set shipped with promptgen and is read-only",
                                  "choose another set name with --set NAME")
         return directory

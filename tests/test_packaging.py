@@ -18,7 +18,7 @@ def test_wheel_contains_the_data_promptgen_reads_at_run_time(tmp_path):
     templates = {p.name for p in (ROOT / "prompts" / "templates").glob("*.json")}
     assert templates and {f"promptgen/_prompts/templates/{t}" for t in templates} <= names
     assert "promptgen/_prompts/imagenet/dclip-published/v1.jsonl" in names
-    assert "promptgen/_prompts/LICENSE-WaffleCLIP.md" in names
+    assert "promptgen/_prompts/LICENSE-WaffleCLIP.md" in names and "promptgen/_prompts/shipped.json" in names
     assert "promptgen/data/classnames/imagenet.json" in names
     assert "promptgen/clip/model_configs/promptgen-tiny.json" in names
     assert {"promptgen/audit/templates/report.html.j2", "promptgen/audit/templates/report.md.j2"} <= names

@@ -1,14 +1,27 @@
 """The descriptor sets shipped under prompts/ (WaffleCLIP/DCLIP, MIT): present, intact, licensed,
-visible from any root and never writable from one."""
+listed in prompts/shipped.json, visible from any root and never writable; what a run writes inside
+a checkout stays that checkout's own."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+from promptgen.classes import ClassList
 from promptgen.errors import PromptgenError
 from promptgen.fileio import sha256_file
-from promptgen.paths import BUILTIN_PROMPTS_DIR
+from promptgen.paths import BUILTIN_PROMPTS_DIR, shipped_versions
 from promptgen.store import SetRef, Store
+from tests.test_readme import quick_start_commands
+
+CHECKOUT = Path(__file__).resolve().parent.parent
 
 # texts per set (PROVENANCE.md totals, less empty strings and repeats dropped at import)
 SHIPPED = {"imagenet": 5800, "cub": 1312, "dtd": 193, "eurosat": 25, "food101": 499, "pets": 246,
@@ -47,3 +60,100 @@ def test_shipped_sets_are_read_only_from_another_root(root):
     with pytest.raises(PromptgenError, match="read-only"):
         store.write_version("imagenet", "dclip-published", [], {"stage": "import"})
     assert len(store.list_versions("imagenet", "dclip-published")) == 1
+
+
+# -- what ships is listed (prompts/shipped.json), never inferred from where a folder is ----------------
+
+def test_the_shipped_list_names_every_tracked_set_and_nothing_else():
+    tracked = subprocess.run(["git", "ls-files", "prompts"], cwd=CHECKOUT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    on_disk = {}
+    for name in tracked:
+        match = re.fullmatch(r"prompts/([^/]+)/([^/]+)/v(\d+)\.manifest\.json", name)
+        if match:
+            on_disk.setdefault((match[1], match[2]), set()).add(int(match[3]))
+    assert on_disk and {key: set(versions) for key, versions in shipped_versions().items()} == on_disk
+    assert set(shipped_versions()) == {(dataset, "dclip-published") for dataset in SHIPPED}
+
+
+@pytest.fixture
+def checkout_root(tmp_path, monkeypatch):
+    """A stand-in for the project's own prompts/ folder: `pub` v1 ships; `pub` v2 and `mine` were
+    written there by runs made inside the checkout."""
+    builtin = tmp_path / "checkout" / "prompts"
+    for set_name in ("pub", "pub", "mine"):
+        Store(tmp_path / "checkout").write_version("toy", set_name, [], {"stage": "import"}, classes=_TOY)
+    (builtin / "shipped.json").write_text(json.dumps({"format": "promptgen.shipped/1", "sets": {"toy/pub": [1]}}))
+    monkeypatch.setattr("promptgen.paths.BUILTIN_PROMPTS_DIR", builtin)
+    monkeypatch.setattr("promptgen.store.BUILTIN_PROMPTS_DIR", builtin)
+    shipped_versions.cache_clear()
+    yield tmp_path / "checkout"
+    shipped_versions.cache_clear()
+
+
+_TOY = ClassList("toy", ("a", "b"))
+
+
+def test_from_another_root_only_the_listed_versions_are_shipped(checkout_root, tmp_path):
+    store = Store(tmp_path / "elsewhere")
+    assert store.list_sets("toy") == ["pub"] and store.list_datasets() == ["toy"]
+    assert [v.version for v in store.list_versions("toy", "pub")] == [1]  # v2 was made in the checkout, not shipped
+    with pytest.raises(PromptgenError, match="read-only"):
+        store.write_version("toy", "pub", [], {"stage": "import"})
+    # a set someone wrote inside the checkout is theirs there, and nothing to anyone else
+    info = store.write_version("toy", "mine", [], {"stage": "import"}, classes=_TOY)
+    assert info.version == 1 and info.directory == tmp_path / "elsewhere" / "prompts" / "toy" / "mine"
+
+
+def test_in_the_checkout_its_own_sets_are_writable_and_shipped_ones_are_not(checkout_root):
+    store = Store(checkout_root)
+    assert store.list_sets("toy") == ["mine", "pub"]
+    assert [v.version for v in store.list_versions("toy", "pub")] == [1, 2]
+    assert store.write_version("toy", "mine", [], {"stage": "import"}).version == 2
+    with pytest.raises(PromptgenError, match="read-only"):
+        store.write_version("toy", "pub", [], {"stage": "import"})
+
+
+def test_the_readme_main_job_run_inside_a_checkout_leaves_every_other_root_alone(tmp_path):
+    """The README's main-job command run in a copy of the checkout (so its output lands in the
+    copy's own prompts/), twice, then the same job from another folder: all pass, and no shipped
+    set changes."""
+    copy = tmp_path / "checkout"
+    for name in subprocess.run(["git", "ls-files", "-z"], cwd=CHECKOUT, capture_output=True, text=True,
+                               check=True).stdout.split("\0"):
+        if name and (CHECKOUT / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(CHECKOUT / name, copy / name)
+    main_job = quick_start_commands()[0].split("&&")[-1].split()
+    assert main_job[0] == ".venv/bin/promptgen"
+    env = {**os.environ, "PYTHONPATH": str(copy), "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1"}
+    env.pop("PROMPTGEN_HOME", None)
+
+    def promptgen(*args: str, cwd: Path) -> str:
+        done = subprocess.run([sys.executable, "-m", "promptgen", *args], cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    assert json.loads(promptgen("paths", "--json", cwd=copy))["builtin_prompts"] == str(copy / "prompts")
+    shipped_before = _shipped_files(copy)
+    assert "v1.jsonl (complete)" in promptgen(*main_job[1:], cwd=copy)
+    assert "v2.jsonl (complete)" in promptgen(*main_job[1:], cwd=copy)  # the main job a second time
+    assert (copy / "prompts" / "cifar10" / "wordnet" / "v2.jsonl").is_file()
+    other = tmp_path / "other"
+    out = promptgen(*main_job[1:], "--root", str(other), cwd=copy)
+    assert str(other / "prompts" / "cifar10" / "wordnet" / "v1.jsonl") in out
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert "v1.jsonl (complete)" in promptgen(*main_job[1:], cwd=elsewhere)  # from another folder
+    versions = promptgen("versions", "cifar10", "--root", str(other), cwd=copy)
+    assert "cifar10/wordnet@v1" in versions and "@v2" not in versions
+    assert _shipped_files(copy) == shipped_before
+
+
+def _shipped_files(checkout: Path) -> dict[str, str]:
+    folders = [checkout / "prompts" / dataset / set_name for dataset, set_name in shipped_versions()]
+    files = {str(path.relative_to(checkout)): sha256_file(path)
+             for folder in folders for path in sorted(folder.iterdir())}
+    assert len(files) == 2 * len(folders)
+    return files
