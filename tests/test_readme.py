@@ -21,7 +21,10 @@ def test_readme_has_exactly_two_commands_main_job_and_tests():
     script = (ROOT / "scripts" / "test").read_text()
     assert "pip install -e '.[test]'" in script and "python -m pytest" in script
     assert "LITELLM_LOCAL_MODEL_COST_MAP=True" in script and "HF_HUB_OFFLINE=1" in script
-    assert "apt-get install -y -q chromium chromium-driver" in script  # the browser tests need both
+    # every system package a test needs is installed by the script itself
+    for package in ("chromium", "chromium-driver", "dataset-fashion-mnist"):
+        assert re.search(rf"packages\+=\([^)]*(?<![\w-]){package}(?![\w-])", script), package
+    assert 'apt-get install -y -q "${packages[@]}"' in script
     assert (ROOT / "scripts" / "test").stat().st_mode & 0o111, "scripts/test must be executable"
 
 
