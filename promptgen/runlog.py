@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from promptgen.errors import DISK_ERRNOS, ExitCode, PromptgenError
+from promptgen.messages import shorten
 from promptgen.redact import redact, redacted_command
 
 __all__ = ["logged", "note_version", "note_reserved", "note_spend", "listen", "read_runs", "log_path", "summarise"]
@@ -109,7 +110,7 @@ def logged(command: str, *, aggregate: bool = False, unless: Callable[[dict], bo
                 return function(*args, **kwargs)
             run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
             started = time.time()
-            arguments = redacted_command()[:500]
+            arguments = shorten(redacted_command(), 500)
             parent = _frames[-1]["run"] if _frames else None
             start = {"event": "start", "run": run_id, "time": _iso(started), "command": command,
                      "args": arguments, "pid": os.getpid(), **({"aggregate": True} if aggregate else {})}
@@ -152,7 +153,7 @@ def logged(command: str, *, aggregate: bool = False, unless: Callable[[dict], bo
                     cost = None if any(c is None for c in costs) else sum(costs)
                 end = {"event": "end", "run": run_id, "time": _iso(time.time()), "command": command,
                        "dataset": kwargs.get("dataset"), "seconds": round(time.time() - started, 3),
-                       "status": status, "exit_code": exit_code, "error": redact(error)[:500] if error else None,
+                       "status": status, "exit_code": exit_code, "error": shorten(redact(error), 500) if error else None,
                        "outputs": outputs}
                 if frame["steps"]:  # a pipeline: its steps' runs are logged apart; this adds them up
                     sent += frame["steps_sent"]

@@ -26,6 +26,7 @@ from promptgen import __version__
 from promptgen.classes import ClassList, load_class_file, load_dataset, list_datasets
 from promptgen.errors import PromptgenError
 from promptgen.fileio import atomic_write_text, canonical_json, sha256_file
+from promptgen.messages import shorten
 from promptgen.paths import BUILTIN_PROMPTS_DIR, prompts_dir, shipped_versions
 
 __all__ = ["SetRef", "VersionInfo", "Store", "VersionWriter", "SetLock", "make_record", "record_id", "now_iso",
@@ -480,7 +481,7 @@ def _lock_holder(handle: Any) -> str:
 def _command_line() -> str:
     from promptgen.redact import redacted_command
 
-    return redacted_command()[:300]
+    return shorten(redacted_command(), 300)
 
 
 class VersionWriter:

@@ -10,6 +10,7 @@ import click
 from promptgen.cli import emit_json, json_option, root_option, store_from
 from promptgen.cli.llm_options import llm_options, make_client
 from promptgen.errors import ExitCode, PromptgenError
+from promptgen.messages import shorten
 from promptgen.runlog import logged
 
 COMMANDS = []
@@ -51,7 +52,7 @@ def describe_command(dataset: str, classes_file: Path | None, source: str, style
             click.echo(f"{len(ambiguous)} classes have several WordNet senses and the chosen one may be wrong "
                        f"(all listed under 'matching' in {info.manifest_path.name}; pin one with an "
                        f"n########<TAB>name line in a --classes file): "
-                       + "; ".join(f"{m.class_name!r} -> {m.synset.gloss[:40]!r} ({len(m.alternatives)} other)"
+                       + "; ".join(f"{m.class_name!r} -> {shorten(m.synset.gloss, 60)!r} ({len(m.alternatives)} other)"
                                    for m in ambiguous[:6]) + (" ..." if len(ambiguous) > 6 else ""), err=True)
         return
     if not model:

@@ -22,6 +22,7 @@ from promptgen.classes import ClassList
 from promptgen.clip.models import ClipModel
 from promptgen.errors import PromptgenError
 from promptgen.fileio import atomic_write_text, canonical_json, sha256_file
+from promptgen.messages import shorten
 
 __all__ = ["ImageSet", "ImageFeatures", "image_set_from_folder", "image_set_from_csv", "fashion_mnist",
            "open_image_set", "encode_images", "load_feature_file", "save_feature_file", "FASHION_MNIST_DIR",
@@ -263,7 +264,7 @@ def encode_images(clip: ClipModel, image_set: ImageSet, cache_dir: Path | None =
         try:
             tensor = clip.preprocess(image_set.load(index))
         except Exception as exc:  # a broken file must not stop the run: count it and go on
-            skipped.append({"image": image_set.keys[index], "error": f"{type(exc).__name__}: {exc}"[:200]})
+            skipped.append({"image": image_set.keys[index], "error": shorten(f"{type(exc).__name__}: {exc}", 200)})
             if progress:
                 progress.update(1)
             continue
@@ -331,7 +332,7 @@ def load_feature_file(path: Path, classes: ClassList | None = None, embed_dim: i
         else:
             content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise PromptgenError(f"cannot read features {path}: {str(exc).splitlines()[0][:200]}",
+        raise PromptgenError(f"cannot read features {path}: {shorten(str(exc).splitlines()[0], 200)}",
                              "save a dict with `features` (N, D) and `labels` (N,) via numpy.savez or torch.save") from exc
     if isinstance(content, torch.Tensor):
         content = {"features": content}

@@ -19,6 +19,7 @@ import torch
 
 from promptgen.errors import PromptgenError
 from promptgen.fileio import atomic_write_text, canonical_json, sha256_file
+from promptgen.messages import shorten
 
 __all__ = ["ClipModel", "load_clip", "list_clip_models", "RANDOM_WEIGHTS", "TINY_MODEL"]
 
@@ -191,7 +192,7 @@ def load_clip(arch: str = "ViT-B-32", pretrained: str | None = "openai", *, devi
     except PromptgenError:
         raise
     except Exception as exc:  # open_clip raises RuntimeError/OSError/HF/pickle/assertion errors
-        first_line = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+        first_line = shorten((str(exc).splitlines() or [type(exc).__name__])[0], 300)
         if Path(weights).is_file():
             raise PromptgenError(f"cannot load weights {weights} for {arch}: {type(exc).__name__}: {first_line}",
                                  f"give a state-dict (or open_clip checkpoint) saved from a {arch} model, and the "

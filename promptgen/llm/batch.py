@@ -35,6 +35,7 @@ from typing import Any, Awaitable, Callable, Iterable
 from promptgen.errors import PromptgenError
 from promptgen.fileio import atomic_write_text
 from promptgen.llm.client import FatalError, LLMClient, LLMRequest, LLMRequestFailed, LLMResponse, RunStats
+from promptgen.messages import shorten
 from promptgen.redact import redact
 
 __all__ = ["MAX_BATCH_LINES", "MAX_BATCH_BYTES", "MAX_BATCH_ROUNDS", "BatchState", "BatchStore", "BatchRun",
@@ -301,14 +302,14 @@ class BatchRun:
         except openai.NotFoundError as exc:
             if missing_ok:
                 raise
-            raise PromptgenError(f"could not {what}: {redact(str(exc))[:300]}",
+            raise PromptgenError(f"could not {what}: {shorten(redact(str(exc)), 300)}",
                                  f"{self.client.api_base_shown or 'the provider'} may not offer the OpenAI batch API "
                                  f"(/v1/files, /v1/batches); drop --batch to ask online") from None
         except Exception as exc:
             if self.client.classify(exc) == "fatal":
                 raise FatalError(redact(f"could not {what}: {type(exc).__name__}: {exc}")) from None
             error = exc
-        raise PromptgenError(f"could not {what}: {redact(f'{type(error).__name__}: {error}')[:300]}",
+        raise PromptgenError(f"could not {what}: {shorten(redact(f'{type(error).__name__}: {error}'), 300)}",
                              self.resume_hint)
 
     async def _submit(self, requests: list[LLMRequest]) -> list[BatchState]:
@@ -408,7 +409,7 @@ class BatchRun:
                 self._read_line(line, ids, latency, results)
         why = f"unanswered: batch {state.batch_id} ended {state.status}"
         if state.errors:
-            why += f" ({'; '.join(state.errors)[:200]})"
+            why += f" ({shorten('; '.join(state.errors), 200)})"
         for key in state.custom_ids:
             results.setdefault(key, why)
         answered, payloads = 0, None
@@ -451,7 +452,7 @@ class BatchRun:
         elif not isinstance(results.get(key), LLMResponse):
             error = entry.get("error") or (body.get("error") if isinstance(body, dict) else None) or {}
             status = response.get("status_code") or error.get("code") or "no status"
-            results[key] = redact(f"failed ({status}): {error.get('message') or 'no answer'}")[:300]
+            results[key] = shorten(redact(f"failed ({status}): {error.get('message') or 'no answer'}"), 300)
 
     def _payloads(self, state: BatchState) -> dict[str, dict]:
         text = self.store.read(state.input_file_id, "requests") or ""

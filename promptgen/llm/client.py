@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable
 
 from promptgen.errors import PromptgenError
 from promptgen.llm.cache import LLMCache, cache_key
+from promptgen.messages import shorten
 from promptgen.redact import redact, redact_url, register_secret
 
 __all__ = ["LLMRequest", "LLMResponse", "LLMRequestFailed", "LLMClient", "RunStats", "Estimate",
@@ -590,7 +591,7 @@ class LLMClient:
             stop=stop_after_attempt(self.max_attempts),
             wait=lambda state: self._wait(state.attempt_number, state.outcome.exception()),
             retry=retry_if_exception(retry_on or (lambda exc: self.classify(exc) == "retry")),
-            before_sleep=lambda state: log.info("retrying after %s", redact(str(state.outcome.exception()))[:200]),
+            before_sleep=lambda state: log.info("retrying after %s", shorten(redact(str(state.outcome.exception())), 200)),
             reraise=False)
 
     def cached(self, key: str) -> LLMResponse | None:
