@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
+from promptgen.answer_lists import PREAMBLE, is_heading, split_list, strip_markup
 from promptgen.classes import loose_name
 
 __all__ = ["DROP_REASONS", "Parsed", "parse_answer", "parse_name_list", "parse_ratings", "clean_texts", "is_refusal", "normalise", "PAIR_REJECT_REASONS",
@@ -26,9 +27,6 @@ _REFUSAL_START = re.compile(
     r"i do not have (?:enough )?(?:information|access)|i don['’]?t have (?:enough )?(?:information|access))",
     re.IGNORECASE)
 _REFUSAL_ANYWHERE = re.compile(r"\bas an ai(?: language)? model\b|\bi['’]?m just an ai\b", re.IGNORECASE)
-# a chat model's lead-in to its list ("Sure! Here are ...:", "There are several useful ...:")
-_PREAMBLE = re.compile(r"^(sure|certainly|of course|okay|ok|here|there are|below|the following)\b", re.IGNORECASE)
-_BULLET = re.compile(r"^\s*(?:[-*•–]|\d{1,2}[.)])\s+(.*)$")
 _QUOTES = {('"', '"'), ("“", "”"), ("'", "'")}
 _TERMINAL = (".", "!", "?")
 _INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
@@ -37,8 +35,12 @@ _TWO_LETTERS = re.compile(r"[^\W\d_].*?[^\W\d_]")
 
 @dataclass
 class Parsed:
+    """The texts kept from one answer, what was dropped by reason, and, when nothing could be
+    kept, why (`problem`, for the manifest's failure entry)."""
+
     texts: list[str] = field(default_factory=list)
     dropped: Counter = field(default_factory=Counter)
+    problem: str | None = None
 
 
 def normalise(text: str) -> str:
@@ -88,7 +90,7 @@ def parse_answer(answer: str | None, parser: str = "sentence", *, append: str = 
     parsed = Parsed()
     answer = answer or ""
     if parser == "sentence":
-        text = normalise(answer)
+        text = normalise(strip_markup(answer))
         if text and append and not text.endswith(_TERMINAL):
             text += append
         _keep(text, parsed, max_chars)
@@ -101,30 +103,33 @@ def parse_answer(answer: str | None, parser: str = "sentence", *, append: str = 
     if not lines:
         parsed.dropped["empty"] += 1
         return parsed
-    if is_refusal(normalise(lines[0])):
+    if is_refusal(normalise(strip_markup(lines[0]))):
         parsed.dropped["refusal"] += 1
         return parsed
-    for position, line in enumerate(lines):
-        if line.strip().startswith("Q:"):
-            break
-        match = _BULLET.match(line)
-        if match:
-            _keep(normalise(match.group(1)), parsed, max_chars)
-        elif position == 0 and continues_bullet and not _PREAMBLE.match(line.strip()) \
-                and not line.rstrip().endswith(":"):
-            _keep(normalise(line), parsed, max_chars)
-        else:
-            parsed.dropped["unparsed"] += 1
+    listed = split_list(answer, first_line_continues=continues_bullet)
+    for item in listed.items:
+        _keep(normalise(item), parsed, max_chars)
+    parsed.dropped["empty"] += listed.empty
+    parsed.dropped["unparsed"] += len(listed.prose)
+    if not listed.items and listed.prose:
+        parsed.problem = _no_list(listed.prose)
     return parsed
+
+
+def _no_list(prose: list[str]) -> str:
+    lines = f"{len(prose)} line{'s' if len(prose) != 1 else ''}"
+    return f"the answer holds no list ({lines} of prose)"
 
 
 # -- name lists (synonyms stage) -----------------------------------------------------------------
 
-_LIST_ITEM = re.compile(r"^\s*(?:[-*•–—]|\(?\d{1,3}[.):]|[a-z][.)])\s+(.*)$")
-_MARKUP = re.compile(r"(?<![\w*`])(\*\*|__|\*|_|`)(?=\S)(.+?)(?<=\S)\1(?![\w*`])")
-_HEADING = re.compile(r"^\s*#+\s*")
 _EXPLANATION = re.compile(r"\s+(?:[-–—:]|\()\s*.*$|:\s.*$")
-_SCIENTIFIC_HINT = re.compile(r"^\(?(?:scientific|latin|binomial|botanical)(?:\s+name)?\s*[:\-]\s*", re.IGNORECASE)
+# a label that says what kind of name follows: "Scientific name: Tinca tinca", "Informal - kitty"
+_NAME_KIND = re.compile(
+    r"^\(?(?:(?:the\s+)?(?:scientific|latin|binomial|botanical|common|formal|informal|colloquial|slang|technical|"
+    r"trade|regional|popular|alternative|alternate|other|short|full|british|american|us|uk)"
+    r"(?:\s+(?:names?|terms?|spellings?|forms?|usage))?|names?|(?:also\s+)?known\s+as|aka|a\.k\.a\.|"
+    r"abbreviations?|nicknames?|synonyms?)(?:\s*:\s*|\s+[-–—]\s+)", re.IGNORECASE)
 _LEAD_IN = re.compile(r"^[^:]{0,80}:\s+(?=\S)")
 _NOTE = re.compile(r"^\(?\s*(?:note|nb|n\.b\.|these|this|i hope|hope this|let me know)\b", re.IGNORECASE)
 MAX_NAME_WORDS = 8
@@ -144,26 +149,29 @@ def parse_name_list(answer: str | None, *, max_chars: int = 80) -> Parsed:
     if is_refusal(normalise(lines[0])) and len(lines) == 1:
         parsed.dropped["refusal"] += 1
         return parsed
-    is_list = sum(1 for line in lines if _LIST_ITEM.match(line)) >= 1
+    listed = split_list(answer)
+    parsed.dropped["empty"] += listed.empty
     items = []
-    for line in lines:
-        match = _LIST_ITEM.match(line)
-        plain = _MARKUP.sub(r"\2", _HEADING.sub("", line)).strip()
-        if match:
-            items += _split_names(match.group(1))
-        elif is_list or plain.endswith((":", "!", "?")) or _HEADING.match(line) or _NOTE.match(plain) \
-                or is_refusal(normalise(plain)):
+    if listed.items:
+        parsed.dropped["unparsed"] += len(listed.prose)
+        for item in listed.items:
+            items += _split_names(_NAME_KIND.sub("", item), explained=True)
+    for line in [] if listed.items else listed.prose:  # no list: names on plain lines, or after a lead-in
+        plain = strip_markup(line.lstrip("#").strip())
+        if plain.endswith((":", "!", "?")) or is_heading(line) or _NOTE.match(plain) or is_refusal(normalise(plain)):
             parsed.dropped["unparsed"] += 1
-        elif _PREAMBLE.match(plain) and _LEAD_IN.match(plain):  # "Here are some names: ATM, cash machine"
+        elif PREAMBLE.match(plain) and _LEAD_IN.match(plain):  # "Here are some names: ATM, cash machine"
             items += _split_names(_LEAD_IN.sub("", plain))
-        elif _PREAMBLE.match(plain):
+        elif PREAMBLE.match(plain):
             parsed.dropped["unparsed"] += 1
         else:
-            items += _split_names(plain)
+            items += _split_names(_NAME_KIND.sub("", plain), explained=True)
+    if not listed.items and not items:
+        parsed.problem = _no_list(listed.prose) if listed.prose else None
     seen: set[str] = set()
     for item in items:
-        name = _MARKUP.sub(r"\2", item.strip())
-        name = _SCIENTIFIC_HINT.sub("", name)
+        name = strip_markup(item.strip())
+        name = _NAME_KIND.sub("", name)
         name = _EXPLANATION.sub("", name).strip().strip("\"'“”‘’.,;").strip()
         if name.endswith(")") and "(" not in name:  # the rest of "(Latin: Felis catus)"
             name = name[:-1].strip()
@@ -186,12 +194,20 @@ def parse_name_list(answer: str | None, *, max_chars: int = 80) -> Parsed:
     return parsed
 
 
-def _split_names(text: str) -> list[str]:
-    """"kitty, kitty cat" and "ATM / cashpoint" are two names; a comma inside parentheses is not a split."""
+_EXPLAINED_FROM = re.compile(r":\s|\s[-–—]\s")
+
+
+def _split_names(text: str, explained: bool = False) -> list[str]:
+    """"kitty, kitty cat" and "ATM / cashpoint" are two names; a comma inside parentheses is not a
+    split. With `explained`, a colon or a spaced dash outside parentheses starts an explanation of
+    the names before it ("cash machine: a machine that dispenses cash, usually ..."), dropped whole
+    so that its commas split nothing."""
     parts, depth, current = [], 0, ""
-    for ch in text:
+    for position, ch in enumerate(text):
         depth += ch == "("
         depth -= ch == ")" and depth > 0
+        if explained and depth == 0 and _EXPLAINED_FROM.match(text, position):
+            break
         if depth == 0 and ch in ",;":
             parts.append(current)
             current = ""
@@ -214,7 +230,7 @@ def parse_ratings(answer: str | None, low: float = 1.0, high: float = 10.0) -> d
         except (TypeError, ValueError):
             return
         if value is not None and low <= value <= high:
-            ratings[normalise(_MARKUP.sub(r"\2", str(name))).strip("\"'“”").casefold()] = value
+            ratings[normalise(strip_markup(str(name))).strip("\"'“”").casefold()] = value
 
     value, whole, _ = _decode_json(text) if ("{" in text or "[" in text) else (None, False, None)
     if whole and isinstance(value, dict):
@@ -419,9 +435,9 @@ def parse_pair_answer(answer: str | None, first_name: str, second_name: str, *, 
         lowered = {str(k).strip().lower(): v for k, v in item.items()}
         attribute = next((lowered[k] for k in _ATTRIBUTE_KEYS if isinstance(lowered.get(k), str) and lowered[k].strip()),
                          None)
-        attribute = normalise(attribute) if attribute else f"attribute {index + 1}"
-        first = normalise(raw_first) if isinstance(raw_first, str) else ""
-        second = normalise(raw_second) if isinstance(raw_second, str) else ""
+        attribute = normalise(strip_markup(attribute)) if attribute else f"attribute {index + 1}"
+        first = normalise(strip_markup(raw_first)) if isinstance(raw_first, str) else ""
+        second = normalise(strip_markup(raw_second)) if isinstance(raw_second, str) else ""
         if not first or not second:
             parsed.rejected["one_sided"] += 1
             continue

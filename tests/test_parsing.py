@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from promptgen.parsing import DROP_REASONS, clean_texts, is_refusal, normalise, parse_answer
+from promptgen.answer_lists import strip_markup
+from promptgen.parsing import DROP_REASONS, clean_texts, is_refusal, normalise, parse_answer, parse_name_list
 
 
 def _dropped(parsed) -> dict:
@@ -198,3 +199,54 @@ def test_a_chat_preamble_is_not_taken_as_the_continued_first_bullet(preamble):
     parsed = parse_answer(f"{preamble}\n- whiskers\n- pointed ears", "bullets", continues_bullet=True)
     assert parsed.texts == ["whiskers", "pointed ears"]
     assert parsed.dropped["unparsed"] == 1
+
+
+# -- chat-shaped lists (answer_lists.split_list) -----------------------------------------------------
+
+def test_a_group_label_over_a_sublist_is_not_an_item() -> None:
+    answer = "1. **Body:**\n   - long tail\n   - furry coat\n2. **Head**\n   - large eyes"
+    parsed = parse_answer(answer, "bullets", continues_bullet=True)
+    assert parsed.texts == ["long tail", "furry coat", "large eyes"]
+    assert _dropped(parsed) == {"unparsed": 2}
+
+
+def test_a_label_with_its_explanation_on_the_next_line_is_one_item() -> None:
+    answer = "1. **Long tail**\n   ringed black and white\n2. **Eyes:**\n   large and orange\n3. **Fur**: grey"
+    assert parse_answer(answer, "bullets").texts == ["Long tail: ringed black and white", "Eyes: large and orange",
+                                                     "Fur: grey"]
+
+
+def test_a_wrapped_item_is_joined_and_a_blank_line_ends_it() -> None:
+    answer = "- a long tail that\n  curls at the end\n\n  Note the eyes.\n- large eyes"
+    parsed = parse_answer(answer, "bullets")
+    assert parsed.texts == ["a long tail that curls at the end", "large eyes"]
+    assert _dropped(parsed) == {"unparsed": 1}
+
+
+def test_the_continued_first_line_is_an_item_unless_the_answer_is_all_prose() -> None:
+    assert parse_answer(" four-limbed primate", "bullets", continues_bullet=True).texts == ["four-limbed primate"]
+    prose = parse_answer("A lemur is a primate with a long tail.", "bullets", continues_bullet=True)
+    assert prose.texts == [] and _dropped(prose) == {"unparsed": 1}
+    assert prose.problem == "the answer holds no list (1 line of prose)"
+    heading = parse_answer("**Lemur**\n- long tail", "bullets", continues_bullet=True)
+    assert heading.texts == ["long tail"] and _dropped(heading) == {"unparsed": 1}
+
+
+def test_fences_rules_and_lone_markers() -> None:
+    parsed = parse_answer("```\n- long tail\n---\n- large eyes\n-\n```", "bullets")
+    assert parsed.texts == ["long tail", "large eyes"]
+    assert _dropped(parsed) == {"empty": 1}
+
+
+def test_markup_is_removed_from_sentences_but_lone_stars_and_snake_case_stay() -> None:
+    assert parse_answer("**A lemur** has a *long*, `ringed` tail", "sentence", append=".").texts == \
+        ["A lemur has a long, ringed tail."]
+    assert strip_markup("5 * 3 * 2 great_white_shark") == "5 * 3 * 2 great_white_shark"
+    assert strip_markup("***bold italic*** and [a link](https://example.com) and **unclosed") == \
+        "bold italic and a link and unclosed"
+
+
+def test_an_explanation_with_commas_adds_no_names() -> None:
+    parsed = parse_name_list("1. cash machine: a machine that dispenses cash, usually at banks\n"
+                             "2. **ATM** - automated teller machine, in the US\n3. Informal: hole in the wall, cashpoint")
+    assert parsed.texts == ["cash machine", "ATM", "hole in the wall", "cashpoint"]

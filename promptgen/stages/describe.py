@@ -234,8 +234,9 @@ class _Collector:
             return None
         answered, response, parsed = final
         if not any(p.texts for p in parsed):
+            why = next((f": {p.problem}" for p in parsed if p.problem), "")
             self.failures.append({**where, "reason": "unusable answer",
-                                  "error": f"no usable text after {current.attempt + 1} answer(s)"})
+                                  "error": f"no usable text after {current.attempt + 1} answer(s){why}"})
             return final
         for choice_index, p in enumerate(parsed):
             sample = request.sample_index if request.sample_index is not None else choice_index
