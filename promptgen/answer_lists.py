@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 
 __all__ = ["Listed", "split_list", "strip_markup", "is_heading", "PREAMBLE"]
 
-_MARKER = re.compile(r"^(?P<indent>[ \t]*)(?:[-*+•◦▪‣–—]|\(?\d{1,3}[.):]|\(?[A-Za-z][.)])(?:[ \t]+(?P<text>.*))?$")
+# a marker and its item; "-" and "•" also right against a word ("-Stripes"), "*" not (that is italic)
+_MARKER = re.compile(r"^(?P<indent>[ \t]*)(?:(?:[-*+•◦▪‣–—]|\(?\d{1,3}[.):]|\(?[A-Za-z][.)])(?:[ \t]+(?P<text>.*))?"
+                     r"|[-•](?P<tight>[^\W\d_].*))$")
 _EMPHASIS = re.compile(r"(?<![\w*`])(\*\*|__|\*|_|`)(?=\S)(.+?)(?<=\S)\1(?![\w*`])")
 _LINK = re.compile(r"\[([^\]\n]+)\]\([^)\s]*\)")
 _STRAY = re.compile(r"\*\*|__|`")
@@ -68,6 +70,12 @@ class Listed:
     empty: int = 0
 
 
+def _marked_text(line: str) -> str | None:
+    """The item of a marked line ("" for a lone marker), None for an unmarked line."""
+    marked = _MARKER.match(line)
+    return None if marked is None else (marked["text"] or marked["tight"] or "").strip()
+
+
 def _indent(line: str) -> int:
     return len(line.expandtabs(4)) - len(line.expandtabs(4).lstrip())
 
@@ -90,7 +98,7 @@ def split_list(answer: str | None, *, first_line_continues: bool = False) -> Lis
         if line.strip().startswith("Q:"):
             lines = lines[:position]
             break
-    more_items = sum(1 for line in lines if _MARKER.match(line) and (_MARKER.match(line)["text"] or "").strip()) > 0
+    more_items = any(_marked_text(line) for line in lines)
     entries: list[_Entry] = []
     listed = Listed()
     item_open, first = False, True
@@ -102,9 +110,8 @@ def split_list(answer: str | None, *, first_line_continues: bool = False) -> Lis
         if _FENCE.match(stripped) or _RULE.match(stripped):
             item_open = False
             continue
-        marked = _MARKER.match(line)
-        if marked:
-            text = (marked["text"] or "").strip()
+        text = _marked_text(line)
+        if text is not None:
             if text:
                 entries.append(_Entry(_indent(line), text))
                 item_open = True

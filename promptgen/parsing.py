@@ -131,6 +131,8 @@ _NAME_KIND = re.compile(
     r"(?:\s+(?:names?|terms?|spellings?|forms?|usage))?|names?|(?:also\s+)?known\s+as|aka|a\.k\.a\.|"
     r"abbreviations?|nicknames?|synonyms?)(?:\s*:\s*|\s+[-–—]\s+)", re.IGNORECASE)
 _LEAD_IN = re.compile(r"^[^:]{0,80}:\s+(?=\S)")
+# a line of prose about names, not a line of names: "Koalas are sometimes called koala bears."
+_SENTENCE_VERB = re.compile(r"\b(?:is|are|was|were|be|been|called|known|named|referred|refers?|says?|said)\b", re.I)
 _NOTE = re.compile(r"^\(?\s*(?:note|nb|n\.b\.|these|this|i hope|hope this|let me know)\b", re.IGNORECASE)
 MAX_NAME_WORDS = 8
 
@@ -162,7 +164,7 @@ def parse_name_list(answer: str | None, *, max_chars: int = 80) -> Parsed:
             parsed.dropped["unparsed"] += 1
         elif PREAMBLE.match(plain) and _LEAD_IN.match(plain):  # "Here are some names: ATM, cash machine"
             items += _split_names(_LEAD_IN.sub("", plain))
-        elif PREAMBLE.match(plain):
+        elif PREAMBLE.match(plain) or _reads_as_prose(plain):
             parsed.dropped["unparsed"] += 1
         else:
             items += _split_names(_NAME_KIND.sub("", plain), explained=True)
@@ -192,6 +194,13 @@ def parse_name_list(answer: str | None, *, max_chars: int = 80) -> Parsed:
             seen.add(name.casefold())
             parsed.texts.append(name)
     return parsed
+
+
+def _reads_as_prose(line: str) -> bool:
+    """A sentence rather than names: it has a verb of naming or being, or it ends like a sentence
+    and its first comma-separated part is longer than names usually are (5 words or more)."""
+    first = _split_names(_NAME_KIND.sub("", line), explained=True)[:1]
+    return bool(_SENTENCE_VERB.search(line)) or (line.endswith(_TERMINAL) and bool(first) and len(first[0].split()) >= 5)
 
 
 _EXPLAINED_FROM = re.compile(r":\s|\s[-–—]\s")

@@ -250,3 +250,21 @@ def test_an_explanation_with_commas_adds_no_names() -> None:
     parsed = parse_name_list("1. cash machine: a machine that dispenses cash, usually at banks\n"
                              "2. **ATM** - automated teller machine, in the US\n3. Informal: hole in the wall, cashpoint")
     assert parsed.texts == ["cash machine", "ATM", "hole in the wall", "cashpoint"]
+
+
+def test_a_dash_right_against_the_word_is_a_marker_but_a_star_is_italic() -> None:
+    parsed = parse_answer("- long tail\n-Stripes unique to each animal\n*large eyes*", "bullets")
+    assert parsed.texts == ["long tail", "Stripes unique to each animal"]
+    assert _dropped(parsed) == {"unparsed": 1}
+
+
+@pytest.mark.parametrize("prose", [
+    "Koalas are sometimes called koala bears, although they are not bears at all.",
+    "It's also known as a trolley bus, trolley coach, or trackless trolley.",
+    "A duvet is also called a comforter in American English, or simply a quilt.",
+])
+def test_a_names_answer_that_is_prose_gives_no_names(prose) -> None:
+    parsed = parse_name_list(prose)
+    assert parsed.texts == [] and _dropped(parsed) == {"unparsed": 1}
+    assert parsed.problem == "the answer holds no list (1 line of prose)"
+    assert parse_name_list("ATM; cash machine; cashpoint.").texts == ["ATM", "cash machine", "cashpoint"]
