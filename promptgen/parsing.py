@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from promptgen.answer_lists import PREAMBLE, is_heading, split_list, strip_markup
+from promptgen.answer_lists import PREAMBLE, TERMINAL, Listed, is_heading, split_list, strip_markup
 from promptgen.classes import loose_name
 
 __all__ = ["DROP_REASONS", "Parsed", "parse_answer", "parse_name_list", "parse_ratings", "clean_texts", "is_refusal", "normalise", "PAIR_REJECT_REASONS",
@@ -28,7 +28,6 @@ _REFUSAL_START = re.compile(
     re.IGNORECASE)
 _REFUSAL_ANYWHERE = re.compile(r"\bas an ai(?: language)? model\b|\bi['’]?m just an ai\b", re.IGNORECASE)
 _QUOTES = {('"', '"'), ("“", "”"), ("'", "'")}
-_TERMINAL = (".", "!", "?")
 _INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
 _TWO_LETTERS = re.compile(r"[^\W\d_].*?[^\W\d_]")
 
@@ -82,16 +81,17 @@ def parse_answer(answer: str | None, parser: str = "sentence", *, append: str = 
                  continues_bullet: bool = False) -> Parsed:
     """Parse one answer (one choice of one request).
 
-    sentence: the whole answer is one text; `append` (CuPL's ".") is added unless it already
-    ends a sentence. bullets: one text per "- " line; lines after a "Q:" line (a model that
-    continues the few-shot pattern) are ignored; `continues_bullet` takes an unmarked first line
-    as a bullet, for prompts that end with "-".
+    sentence: the whole answer is one text, markup removed; `append` (CuPL's ".") is added
+    unless it already ends a sentence. bullets: one text per item of the answer's list, read by
+    `answer_lists.split_list` (markers, markup, lead-ins, headings, notes; lines after a "Q:"
+    line are ignored); `continues_bullet` takes an unmarked first line as an item, for prompts
+    that end with "-". list: names, see `parse_name_list`.
     """
     parsed = Parsed()
     answer = answer or ""
     if parser == "sentence":
         text = normalise(strip_markup(answer))
-        if text and append and not text.endswith(_TERMINAL):
+        if text and append and not text.endswith(TERMINAL):
             text += append
         _keep(text, parsed, max_chars)
         return parsed
@@ -111,44 +111,56 @@ def parse_answer(answer: str | None, parser: str = "sentence", *, append: str = 
         _keep(normalise(item), parsed, max_chars)
     parsed.dropped["empty"] += listed.empty
     parsed.dropped["unparsed"] += len(listed.prose)
-    if not listed.items and listed.prose:
-        parsed.problem = _no_list(listed.prose)
+    if not listed.items:
+        _no_list(listed, parsed)
     return parsed
 
 
-def _no_list(prose: list[str]) -> str:
-    lines = f"{len(prose)} line{'s' if len(prose) != 1 else ''}"
-    return f"the answer holds no list ({lines} of prose)"
+def _no_list(listed: Listed, parsed: Parsed) -> None:
+    """An answer without a list item: why, for the failure entry (an answer of nothing but code
+    fences, rules or the next few-shot question is counted as unparsed too)."""
+    if listed.prose:
+        lines = f"{len(listed.prose)} line{'s' if len(listed.prose) != 1 else ''}"
+        parsed.problem = f"the answer holds no list ({lines} of prose)"
+    elif listed.empty:
+        parsed.problem = "the answer holds no list (only empty items)"
+    else:
+        parsed.dropped["unparsed"] += 1
+        parsed.problem = "the answer holds no list (only markup, or the next question)"
 
 
 # -- name lists (synonyms stage) -----------------------------------------------------------------
 
 _EXPLANATION = re.compile(r"\s+(?:[-–—:]|\()\s*.*$|:\s.*$")
-# a label that says what kind of name follows: "Scientific name: Tinca tinca", "Informal - kitty"
-_NAME_KIND = re.compile(
-    r"^\(?(?:(?:the\s+)?(?:scientific|latin|binomial|botanical|common|formal|informal|colloquial|slang|technical|"
-    r"trade|regional|popular|alternative|alternate|other|short|full|british|american|us|uk)"
-    r"(?:\s+(?:names?|terms?|spellings?|forms?|usage))?|names?|(?:also\s+)?known\s+as|aka|a\.k\.a\.|"
-    r"abbreviations?|nicknames?|synonyms?)(?:\s*:\s*|\s+[-–—]\s+)", re.IGNORECASE)
-_LEAD_IN = re.compile(r"^[^:]{0,80}:\s+(?=\S)")
+# a label saying what kind of name follows: "Scientific name: Tinca tinca", "Informal - kitty", "UK: cashpoint"
+_KIND = (r"(?:(?:the\s+)?(?:scientific|latin|binomial|botanical|common|formal|informal|colloquial|slang|technical|"
+         r"trade|regional|popular|alternative|alternate|other|short|full|british|american|us|uk)"
+         r"(?:\s+(?:names?|terms?|spellings?|forms?|usage))?|names?|(?:also\s+)?known\s+as|aka|a\.k\.a\.|"
+         r"abbreviations?|nicknames?|synonyms?)")
+_KIND_LABEL = re.compile(rf"\(?{_KIND}", re.IGNORECASE)
+_NAME_KIND = re.compile(rf"^\(?{_KIND}(?:\s*:\s*|\s+[-–—]\s+)", re.IGNORECASE)
+# words of a lead-in before names: "Other names for the koala: ...", "Synonyms include: ..."
+_LEAD_IN_WORDS = re.compile(r"\b(?:names?|synonyms?|terms?|includes?|including|also|alternatives?|other)\b", re.I)
 # a line of prose about names, not a line of names: "Koalas are sometimes called koala bears."
 _SENTENCE_VERB = re.compile(r"\b(?:is|are|was|were|be|been|called|known|named|referred|refers?|says?|said)\b", re.I)
 _NOTE = re.compile(r"^\(?\s*(?:note|nb|n\.b\.|these|this|i hope|hope this|let me know)\b", re.IGNORECASE)
+_EXPLAINED_FROM = re.compile(r":\s+|\s+[-–—]\s+")
 MAX_NAME_WORDS = 8
 
 
 def parse_name_list(answer: str | None, *, max_chars: int = 80) -> Parsed:
     """Names from a list answer ("1. ATM", "- cash machine: a machine that ...", "*Canis lupus*",
     "ATM, cash machine, cashpoint"): numbering, bullets, markup, quotes and explanations after a
-    dash, colon or parenthesis are removed; lead-in lines ("Here are some ...:"), headings and
-    closing remarks are skipped (when the answer is a list, every unmarked line is); a name is kept
-    as written and repeats are found ignoring case."""
+    dash, colon or parenthesis are removed; labels before names ("Scientific name: ...", "Other
+    names for the koala: ...") give the names after them; lead-in lines, headings, closing remarks
+    and lines of prose are skipped (when the answer is a list, every unmarked line is); a name is
+    kept as written and repeats are found ignoring case."""
     parsed = Parsed()
     lines = [line for line in (answer or "").splitlines() if line.strip()]
     if not lines:
         parsed.dropped["empty"] += 1
         return parsed
-    if is_refusal(normalise(lines[0])) and len(lines) == 1:
+    if is_refusal(normalise(strip_markup(lines[0]))) and len(lines) == 1:
         parsed.dropped["refusal"] += 1
         return parsed
     listed = split_list(answer)
@@ -157,23 +169,23 @@ def parse_name_list(answer: str | None, *, max_chars: int = 80) -> Parsed:
     if listed.items:
         parsed.dropped["unparsed"] += len(listed.prose)
         for item in listed.items:
-            items += _split_names(_NAME_KIND.sub("", item), explained=True)
+            items += _split_names(item, explained=True)
     for line in [] if listed.items else listed.prose:  # no list: names on plain lines, or after a lead-in
         plain = strip_markup(line.lstrip("#").strip())
         if plain.endswith((":", "!", "?")) or is_heading(line) or _NOTE.match(plain) or is_refusal(normalise(plain)):
             parsed.dropped["unparsed"] += 1
-        elif PREAMBLE.match(plain) and _LEAD_IN.match(plain):  # "Here are some names: ATM, cash machine"
-            items += _split_names(_LEAD_IN.sub("", plain))
+        elif _labelled(plain):  # "Here are some names: ATM, cash machine", "The koala is also called: ..."
+            items += _split_names(plain, explained=True)
         elif PREAMBLE.match(plain) or _reads_as_prose(plain):
             parsed.dropped["unparsed"] += 1
         else:
-            items += _split_names(_NAME_KIND.sub("", plain), explained=True)
+            items += _split_names(plain, explained=True)
     if not listed.items and not items:
-        parsed.problem = _no_list(listed.prose) if listed.prose else None
+        _no_list(listed, parsed)
     seen: set[str] = set()
     for item in items:
         name = strip_markup(item.strip())
-        name = _NAME_KIND.sub("", name)
+        name = _NAME_KIND.sub("", name)  # "(Latin: Felis catus)"
         name = _EXPLANATION.sub("", name).strip().strip("\"'“”‘’.,;").strip()
         if name.endswith(")") and "(" not in name:  # the rest of "(Latin: Felis catus)"
             name = name[:-1].strip()
@@ -196,32 +208,51 @@ def parse_name_list(answer: str | None, *, max_chars: int = 80) -> Parsed:
     return parsed
 
 
+def _names_follow(label: str) -> bool:
+    """Is `label` (the text before a colon or a spaced dash) a label of the names after it, rather
+    than a name that the rest explains? "Informal", "UK", "Other names for the koala", "Here are
+    some names", "The koala is also called": yes; "cash machine", "Felis catus": no."""
+    label = label.strip()
+    return bool(_KIND_LABEL.fullmatch(label) or PREAMBLE.match(label) or _LEAD_IN_WORDS.search(label)
+                or _SENTENCE_VERB.search(label))
+
+
+def _labelled(line: str) -> bool:
+    """Does the line start with a label of the names after it ("Synonyms include: a, b")?"""
+    separator = _EXPLAINED_FROM.search(line)
+    return bool(separator) and "(" not in line[:separator.start()] and _names_follow(line[:separator.start()])
+
+
 def _reads_as_prose(line: str) -> bool:
     """A sentence rather than names: it has a verb of naming or being, or it ends like a sentence
     and its first comma-separated part is longer than names usually are (5 words or more)."""
-    first = _split_names(_NAME_KIND.sub("", line), explained=True)[:1]
-    return bool(_SENTENCE_VERB.search(line)) or (line.endswith(_TERMINAL) and bool(first) and len(first[0].split()) >= 5)
-
-
-_EXPLAINED_FROM = re.compile(r":\s|\s[-–—]\s")
+    first = _split_names(line, explained=True)[:1]
+    return bool(_SENTENCE_VERB.search(line)) or (line.endswith(TERMINAL) and bool(first) and len(first[0].split()) >= 5)
 
 
 def _split_names(text: str, explained: bool = False) -> list[str]:
     """"kitty, kitty cat" and "ATM / cashpoint" are two names; a comma inside parentheses is not a
-    split. With `explained`, a colon or a spaced dash outside parentheses starts an explanation of
-    the names before it ("cash machine: a machine that dispenses cash, usually ..."), dropped whole
-    so that its commas split nothing."""
-    parts, depth, current = [], 0, ""
-    for position, ch in enumerate(text):
+    split. With `explained`, a colon or a spaced dash outside parentheses either ends a label of
+    the names after it ("UK: cashpoint", see `_names_follow`), which is dropped, or starts an
+    explanation of the names before it ("cash machine: a machine that dispenses cash, usually
+    ..."), which is dropped whole so that its commas split nothing."""
+    parts, depth, current, position = [], 0, "", 0
+    while position < len(text):
+        ch = text[position]
         depth += ch == "("
         depth -= ch == ")" and depth > 0
-        if explained and depth == 0 and _EXPLAINED_FROM.match(text, position):
+        separator = _EXPLAINED_FROM.match(text, position) if explained and depth == 0 else None
+        if separator and _names_follow(current):
+            current, position = "", separator.end()
+            continue
+        if separator:
             break
         if depth == 0 and ch in ",;":
             parts.append(current)
             current = ""
         else:
             current += ch
+        position += 1
     parts.append(current)
     return [piece for part in parts for piece in re.split(r"\s+/\s+", part) if piece.strip()]
 
@@ -259,7 +290,7 @@ def parse_ratings(answer: str | None, low: float = 1.0, high: float = 10.0) -> d
     if ratings:
         return ratings
     for line in text.splitlines():
-        match = re.match(r"^\s*(?:[-*•]|\d{1,3}[.)])?\s*(.+?)\s*(?:[:=\-–—]\s*|\()(\d+(?:\.\d+)?)\s*(?:/\s*10)?\)?\s*$",
+        match = re.match(r"^\s*(?:[-*+•]|\(?\d{1,3}[.)])?\s*(.+?)\s*(?:[:=\-–—]\s*|\()(\d+(?:\.\d+)?)\s*(?:/\s*10)?\)?\s*$",
                          line)
         if match:
             add(match.group(1), match.group(2))
@@ -424,7 +455,7 @@ def parse_pair_answer(answer: str | None, first_name: str, second_name: str, *, 
     if not text:
         parsed.error = "the answer is empty"
         return parsed
-    if is_refusal(normalise(text)):
+    if is_refusal(normalise(strip_markup(text))):
         parsed.rejected["refusal"] += 1
         parsed.error = "the answer is a refusal"
         return parsed

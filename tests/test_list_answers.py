@@ -74,9 +74,9 @@ def test_items_come_back_exactly_and_none_is_invented(parser):
     total = figures[(parser, "all")]
     assert total["items"] > 0 and total["recovered"] >= 0.99 * total["items"], total
     assert total["invented"] == 0, total
-    for (_, shape), row in figures.items():
+    for (_, shape), row in figures.items():  # and on every shape alone
         assert row["invented"] == 0, (shape, row)
-        assert row["recovered"] >= 0.95 * row["items"], (shape, row)
+        assert row["recovered"] >= 0.99 * row["items"], (shape, row)
 
 
 def test_no_markup_reaches_a_kept_text():
@@ -101,22 +101,6 @@ def test_a_mixed_answer_keeps_the_items_and_counts_the_prose():
     texts, parsed = parse(entry)
     assert texts == entry["items"]
     assert parsed.dropped["unparsed"] == 3 and parsed.problem is None
-
-
-def main() -> None:
-    figures = score(load_corpus())
-    print(f"{'parser':8} {'shape':18} {'answers':>7} {'items':>6} {'recovered':>9} {'invented':>8}")
-    first = ("all", *CORPORA)
-    for (parser, shape), row in sorted(figures.items(), key=lambda kv: (kv[0][0], kv[0][1] not in first,
-                                                                        first.index(kv[0][1]) if kv[0][1] in first
-                                                                        else 0, kv[0][1])):
-        share = f"{row['recovered'] / row['items']:.1%}" if row["items"] else "-"
-        print(f"{parser:8} {shape:18} {row['answers']:7} {row['items']:6} {row['recovered']:9} {row['invented']:8}"
-              f"  {share}")
-
-
-if __name__ == "__main__":
-    main()
 
 
 def test_describe_stores_clean_texts_from_chat_shaped_answers_over_http(cli, root):
@@ -153,3 +137,19 @@ def test_describe_stores_clean_texts_from_chat_shaped_answers_over_http(cli, roo
     (failure,) = meta["failures"]
     assert failure["class_name"] == names[9] and failure["reason"] == "unusable answer"
     assert "the answer holds no list" in failure["error"]
+
+
+def main() -> None:
+    figures = score(load_corpus())
+    print(f"{'parser':8} {'shape':18} {'answers':>7} {'items':>6} {'recovered':>9} {'invented':>8}")
+    first = ("all", *CORPORA)
+    for (parser, shape), row in sorted(figures.items(), key=lambda kv: (kv[0][0], kv[0][1] not in first,
+                                                                        first.index(kv[0][1]) if kv[0][1] in first
+                                                                        else 0, kv[0][1])):
+        share = f"{row['recovered'] / row['items']:.1%}" if row["items"] else "-"
+        print(f"{parser:8} {shape:18} {row['answers']:7} {row['items']:6} {row['recovered']:9} {row['invented']:8}"
+              f"  {share}")
+
+
+if __name__ == "__main__":
+    main()

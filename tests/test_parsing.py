@@ -268,3 +268,46 @@ def test_a_names_answer_that_is_prose_gives_no_names(prose) -> None:
     assert parsed.texts == [] and _dropped(parsed) == {"unparsed": 1}
     assert parsed.problem == "the answer holds no list (1 line of prose)"
     assert parse_name_list("ATM; cash machine; cashpoint.").texts == ["ATM", "cash machine", "cashpoint"]
+
+
+@pytest.mark.parametrize("answer,texts", [
+    ("T. rex\nTyrannosaurus rex", ["T. rex", "Tyrannosaurus rex"]),           # initials are not letter markers
+    ("Apis mellifera\nA. mellifera\nhoney bee", ["Apis mellifera", "A. mellifera", "honey bee"]),
+    ("a. ATM\nb) cash machine\n(c) cashpoint", ["ATM", "cash machine", "cashpoint"]),   # a, b, c is a list
+    ("Other names for the koala: koala bear, native bear", ["koala bear", "native bear"]),
+    ("The koala is also called: koala bear, native bear", ["koala bear", "native bear"]),
+    ("US: trash can; UK: rubbish bin", ["trash can", "rubbish bin"]),
+])
+def test_name_lists_with_initials_and_labels(answer, texts) -> None:
+    assert parse_name_list(answer).texts == texts
+
+
+@pytest.mark.parametrize("answer,texts", [
+    ("E. coli-shaped body\n- rod-shaped", ["E. coli-shaped body", "rod-shaped"]),
+    (" a black bill.\n\nQ: What are useful features for distinguishing a duck?\nA: ...\n- orange", ["a black bill."]),
+    (" a medium-sized bird.", ["a medium-sized bird."]),                     # a GPT-3 item may end with "."
+    (" there are often stools or chairs\n- a counter", ["there are often stools or chairs", "a counter"]),
+    ("Long ringed tail.\n- Big eyes.\n- Grey fur.", ["Long ringed tail.", "Big eyes.", "Grey fur."]),
+    ("A lemur is a small primate.\n- long tail\n- big eyes", ["long tail", "big eyes"]),
+    ("- Wings: two pairs, veined\n  - forewings larger", ["Wings: two pairs, veined", "forewings larger"]),
+    ("1. Fur\n   - grey\n2. Tail\n   - ringed", ["Fur", "grey", "Tail", "ringed"]),  # only labels head sub-lists
+    ("- long tail\r\n\t- big eyes\r\n", ["long tail", "big eyes"]),
+    ("- *Lemur*s have tails\n- ~~big~~ eyes\n- [ ] grey fur", ["Lemurs have tails", "big eyes", "grey fur"]),
+])
+def test_bullets_edge_cases(answer, texts) -> None:
+    assert parse_answer(answer, "bullets", continues_bullet=True).texts == texts
+
+
+@pytest.mark.parametrize("answer", ["```\n```", "---", "Q: What are useful features?"])
+def test_an_answer_of_only_markup_is_unparsed_with_its_reason(answer) -> None:
+    parsed = parse_answer(answer, "bullets", continues_bullet=True)
+    assert parsed.texts == [] and _dropped(parsed) == {"unparsed": 1}
+    assert parsed.problem.startswith("the answer holds no list")
+
+
+def test_a_refusal_in_markup_is_still_a_refusal() -> None:
+    from promptgen.parsing import parse_pair_answer
+
+    assert parse_pair_answer("**I'm sorry**, I can't compare these.", "pug", "boxer").rejected == {"refusal": 1}
+    assert _dropped(parse_name_list("**I'm sorry**, I can't help.")) == {"refusal": 1}
+    assert _dropped(parse_answer("*I'm sorry*, I can't.\n- long tail", "bullets")) == {"refusal": 1}

@@ -106,6 +106,8 @@ def test_parse_ratings_json_lines_and_fences():
         {"kitty": 9.0, "cat": 3.5}
     assert parse_ratings("kitty: 7\n- **puss** - 5/10\n1. house cat = 2\nnot a rating") == \
         {"kitty": 7.0, "puss": 5.0, "house cat": 2.0}
+    assert parse_ratings("(1) **kitty**: 7\n(2) puss - 5/10\n+ house cat (2)") == \
+        {"kitty": 7.0, "puss": 5.0, "house cat": 2.0}
     assert parse_ratings("") == {} and parse_ratings(None) == {}
 
 
