@@ -8,14 +8,15 @@ __all__ = ["shorten"]
 ELLIPSIS = "…"
 
 
-def shorten(text: object, limit: int) -> str:
-    """`text` on one line, at most `limit` characters; a longer one ends at the last whole word
-    that fits, followed by "…" (a single word longer than the limit is cut inside it)."""
-    one_line = " ".join(str(text).split())
-    if len(one_line) <= limit:
-        return one_line
+def shorten(text: object, limit: int, *, one_line: bool = True) -> str:
+    """`text` in at most `limit` characters; a longer one ends at the last whole word that fits,
+    followed by "…" (a single word longer than the limit is cut inside it). `one_line` collapses
+    runs of whitespace first; without it the text keeps its own (a logged command line)."""
+    text = " ".join(str(text).split()) if one_line else str(text)
+    if len(text) <= limit:
+        return text
     room = max(limit - len(ELLIPSIS), 1)
-    cut = one_line[:room]
-    if one_line[room] != " " and " " in cut:  # the cut falls inside a word: end at the word before
-        cut = cut[:cut.rindex(" ")]
-    return cut.rstrip(" ,;:-") + ELLIPSIS
+    cut = text[:room]
+    if not text[room].isspace() and any(ch.isspace() for ch in cut):  # inside a word: end at the word before
+        cut = cut[:max(i for i, ch in enumerate(cut) if ch.isspace())]
+    return cut.rstrip().rstrip(",;:-").rstrip() + ELLIPSIS

@@ -110,7 +110,7 @@ def logged(command: str, *, aggregate: bool = False, unless: Callable[[dict], bo
                 return function(*args, **kwargs)
             run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
             started = time.time()
-            arguments = shorten(redacted_command(), 500)
+            arguments = shorten(redacted_command(), 500, one_line=False)
             parent = _frames[-1]["run"] if _frames else None
             start = {"event": "start", "run": run_id, "time": _iso(started), "command": command,
                      "args": arguments, "pid": os.getpid(), **({"aggregate": True} if aggregate else {})}

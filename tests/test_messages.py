@@ -48,3 +48,10 @@ def test_the_wordnet_warning_quotes_glosses_without_half_words(cli):
     for gloss in quoted:
         words = gloss.removesuffix("…").split()
         assert all(re.fullmatch(r"[\w(),.-]+", w) for w in words), gloss
+
+
+def test_a_logged_command_keeps_its_own_whitespace():
+    command = "promptgen describe cifar10  --classes 'my\n classes.txt' " + "x " * 300
+    cut = shorten(command, 60, one_line=False)
+    assert cut.startswith("promptgen describe cifar10  --classes 'my\n classes.txt'") and cut.endswith("x…")
+    assert len(cut) <= 60

@@ -11,6 +11,7 @@ from pathlib import Path
 from promptgen.audit.plots import histogram_png
 from promptgen.errors import PromptgenError
 from promptgen.fileio import atomic_write_text
+from promptgen.messages import shorten
 
 __all__ = ["write_reports", "render_html", "render_markdown", "summary_text", "make_plots"]
 
@@ -189,6 +190,6 @@ _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\
 
 
 def _clip(text: str, width: int = 70) -> str:
-    """One line for the terminal: no control or direction-changing characters, at most `width`."""
-    text = " ".join(_UNPRINTABLE.sub(" ", text).split())
-    return text if len(text) <= width else text[:width - 1] + "…"
+    """One line for the terminal: no control or direction-changing characters, at most `width`,
+    cut at a word boundary."""
+    return shorten(_UNPRINTABLE.sub(" ", text), width)
