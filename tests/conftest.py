@@ -7,6 +7,8 @@ import os
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -54,3 +56,17 @@ def tiny_clip():
 
 
 TINY_ARGS = ("--clip-model", "promptgen-tiny", "--pretrained", "random")
+
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def copy_checkout(destination: Path) -> Path:
+    """The files git tracks in this checkout (as they are in the working tree), copied to
+    `destination`: what a fresh clone holds, without the clone."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=CHECKOUT, capture_output=True, text=True, check=True)
+    for name in filter(None, listed.stdout.split("\0")):
+        if (CHECKOUT / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(CHECKOUT / name, destination / name)
+    return destination

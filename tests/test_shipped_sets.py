@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +18,8 @@ from promptgen.errors import PromptgenError
 from promptgen.fileio import sha256_file
 from promptgen.paths import BUILTIN_PROMPTS_DIR, shipped_versions
 from promptgen.store import SetRef, Store
+from tests.conftest import CHECKOUT, copy_checkout
 from tests.test_readme import quick_start_commands
-
-CHECKOUT = Path(__file__).resolve().parent.parent
 
 # texts per set (PROVENANCE.md totals, less empty strings and repeats dropped at import)
 SHIPPED = {"imagenet": 5800, "cub": 1312, "dtd": 193, "eurosat": 25, "food101": 499, "pets": 246,
@@ -118,12 +116,7 @@ def test_the_readme_main_job_run_inside_a_checkout_leaves_every_other_root_alone
     """The README's main-job command run in a copy of the checkout (so its output lands in the
     copy's own prompts/), twice, then the same job from another folder: all pass, and no shipped
     set changes."""
-    copy = tmp_path / "checkout"
-    for name in subprocess.run(["git", "ls-files", "-z"], cwd=CHECKOUT, capture_output=True, text=True,
-                               check=True).stdout.split("\0"):
-        if name and (CHECKOUT / name).is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(CHECKOUT / name, copy / name)
+    copy = copy_checkout(tmp_path / "checkout")
     main_job = quick_start_commands()[0].split("&&")[-1].split()
     assert main_job[0] == ".venv/bin/promptgen"
     env = {**os.environ, "PYTHONPATH": str(copy), "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1"}
@@ -157,3 +150,4 @@ def _shipped_files(checkout: Path) -> dict[str, str]:
              for folder in folders for path in sorted(folder.iterdir())}
     assert len(files) == 2 * len(folders)
     return files
+
