@@ -41,9 +41,9 @@ def user_templates_dir(root: Path) -> Path:
 def shipped_versions() -> dict[tuple[str, str], frozenset[int]]:
     """(dataset, set) -> the versions that ship with promptgen, from `prompts/shipped.json`."""
     path = BUILTIN_PROMPTS_DIR / "shipped.json"
-    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"sets": {}}
-    shipped = {}
-    for name, versions in data["sets"].items():
-        dataset, _, set_name = name.partition("/")
-        shipped[(dataset, set_name)] = frozenset(versions)
-    return shipped
+    data = json.loads(path.read_text(encoding="utf-8"))
+    sets = data.get("sets") if data.get("format") == "promptgen.shipped/1" else None
+    if not isinstance(sets, dict) or not all(name.count("/") == 1 and all(name.split("/")) and isinstance(v, list)
+                                             and all(isinstance(n, int) for n in v) for name, v in sets.items()):
+        raise ValueError(f"{path} is not a promptgen.shipped/1 list of {{\"DATASET/SET\": [versions]}}")
+    return {tuple(name.split("/")): frozenset(versions) for name, versions in sets.items()}

@@ -151,3 +151,14 @@ def _shipped_files(checkout: Path) -> dict[str, str]:
     assert len(files) == 2 * len(folders)
     return files
 
+
+def test_a_malformed_shipped_list_is_an_error_not_an_empty_list(tmp_path, monkeypatch):
+    monkeypatch.setattr("promptgen.paths.BUILTIN_PROMPTS_DIR", tmp_path)
+    for content in ({"sets": {"imagenet/dclip-published": [1]}},  # no format
+                    {"format": "promptgen.shipped/1", "sets": {"imagenet": [1]}},
+                    {"format": "promptgen.shipped/1", "sets": {"imagenet/dclip-published": "1"}}):
+        (tmp_path / "shipped.json").write_text(json.dumps(content))
+        shipped_versions.cache_clear()
+        with pytest.raises(ValueError, match="shipped"):
+            shipped_versions()
+    shipped_versions.cache_clear()
