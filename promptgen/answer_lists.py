@@ -67,13 +67,12 @@ class _Entry:
 @dataclass
 class Listed:
     """`items`: the list's items, markers and markup removed; `prose`: every other non-blank line
-    (lead-ins, headings, notes, labels of sub-lists); `empty`: markers with nothing after them;
-    `skipped`: code fences, rules and what follows a "Q:" line."""
+    (lead-ins, headings, notes, labels of sub-lists); `empty`: markers with nothing after them.
+    Code fences, rules and what follows a "Q:" line are in neither."""
 
     items: list[str] = field(default_factory=list)
     prose: list[str] = field(default_factory=list)
     empty: int = 0
-    skipped: int = 0
 
 
 def _letter_runs(lines: list[str]) -> bool:
@@ -106,7 +105,6 @@ def split_list(answer: str | None, *, first_line_continues: bool = False) -> Lis
     went_on = False
     for position, line in enumerate(lines):
         if line.strip().startswith("Q:"):
-            listed.skipped += sum(1 for rest in lines[position:] if rest.strip())
             lines, went_on = lines[:position], True
             break
     letters = _letter_runs(lines)
@@ -125,7 +123,6 @@ def split_list(answer: str | None, *, first_line_continues: bool = False) -> Lis
             item_open = False  # a blank line ends an item: what follows is an item or prose
             continue
         if _FENCE.match(stripped) or _RULE.match(stripped):
-            listed.skipped += 1
             item_open = False
             continue
         text = marked_text(line)

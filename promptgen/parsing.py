@@ -172,7 +172,7 @@ def parse_name_list(answer: str | None, *, max_chars: int = 80) -> Parsed:
             items += _split_names(item, explained=True)
     for line in [] if listed.items else listed.prose:  # no list: names on plain lines, or after a lead-in
         plain = strip_markup(line.lstrip("#").strip())
-        if plain.endswith((":", "!", "?")) or is_heading(line) or _NOTE.match(plain) or is_refusal(normalise(plain)):
+        if plain.endswith(("!", "?")) or is_heading(line) or _NOTE.match(plain) or is_refusal(normalise(plain)):
             parsed.dropped["unparsed"] += 1
         elif _labelled(plain):  # "Here are some names: ATM, cash machine", "The koala is also called: ..."
             items += _split_names(plain, explained=True)
