@@ -171,13 +171,15 @@ class Store:
 
     # -- where sets live ----------------------------------------------------------------------
 
+    def _shipped_sets(self) -> list[tuple[str, str]]:
+        """The (dataset, set) pairs shipped with promptgen as seen from this root: none when this
+        root is the checkout itself (its prompts/ folder is then the user's own, shipped sets and
+        the user's sets side by side), else those prompts/shipped.json lists."""
+        return [] if self.prompts.resolve() == BUILTIN_PROMPTS_DIR.resolve() else list(shipped_versions())
+
     def _shipped_dir(self, dataset: str, set_name: str) -> Path | None:
-        """The shipped folder of a set as seen from this root: None when the set is not listed in
-        prompts/shipped.json, or when this root is the checkout itself (its prompts/ folder is
-        then the user's own, shipped sets and the user's sets side by side)."""
-        if (dataset, set_name) not in shipped_versions() or self.prompts.resolve() == BUILTIN_PROMPTS_DIR.resolve():
-            return None
-        return BUILTIN_PROMPTS_DIR / dataset / set_name
+        """The shipped folder of a set as seen from this root, if it is one (see _shipped_sets)."""
+        return BUILTIN_PROMPTS_DIR / dataset / set_name if (dataset, set_name) in self._shipped_sets() else None
 
     def set_dir(self, dataset: str, set_name: str) -> Path:
         """The folder holding the set: the user's root first, else the sets shipped with promptgen."""
@@ -189,13 +191,11 @@ class Store:
 
     def list_datasets(self) -> list[str]:
         names = {p.parent.parent.name for p in self.prompts.glob("*/*/v*.manifest.json")}
-        return sorted(names | {dataset for dataset, set_name in shipped_versions()
-                               if self._shipped_dir(dataset, set_name) is not None})
+        return sorted(names | {dataset for dataset, _ in self._shipped_sets()})
 
     def list_sets(self, dataset: str) -> list[str]:
         names = {p.parent.name for p in (self.prompts / dataset).glob("*/v*.manifest.json")}
-        return sorted(names | {set_name for shipped_dataset, set_name in shipped_versions()
-                               if shipped_dataset == dataset and self._shipped_dir(dataset, set_name) is not None})
+        return sorted(names | {name for shipped_dataset, name in self._shipped_sets() if shipped_dataset == dataset})
 
     def list_versions(self, dataset: str, set_name: str) -> list[VersionInfo]:
         directory = self.set_dir(dataset, set_name)
