@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from promptgen.classes import load_dataset
+from promptgen.llm.fake_server import FakeLLMServer
 from promptgen.parsing import parse_answer, parse_name_list, parse_pair_answer
 
 CORPORA = {"rendered": Path(__file__).resolve().parent / "data" / "list_answers.jsonl",
@@ -107,9 +109,6 @@ def test_describe_stores_clean_texts_from_chat_shaped_answers_over_http(cli, roo
     """The dclip template against a server that answers as chat models do: the stored records are
     the corpus items, the prose around them is counted in the manifest, and a class whose answer
     is all prose is a failure that says so."""
-    from promptgen.classes import load_dataset
-    from promptgen.llm.fake_server import FakeLLMServer
-
     entries = [e for e in load_corpus() if e["parser"] == "bullets"]
     mixed = [e for e in entries if len(e["shapes"]) >= 3 and "gpt3-continuation" not in e["shapes"]]
     prose = next(e for e in entries if "all-prose" in e["shapes"])
@@ -142,10 +141,8 @@ def test_describe_stores_clean_texts_from_chat_shaped_answers_over_http(cli, roo
 def main() -> None:
     figures = score(load_corpus())
     print(f"{'parser':8} {'shape':18} {'answers':>7} {'items':>6} {'recovered':>9} {'invented':>8}")
-    first = ("all", *CORPORA)
-    for (parser, shape), row in sorted(figures.items(), key=lambda kv: (kv[0][0], kv[0][1] not in first,
-                                                                        first.index(kv[0][1]) if kv[0][1] in first
-                                                                        else 0, kv[0][1])):
+    first = {"all": 0} | {source: rank for rank, source in enumerate(CORPORA, 1)}  # totals before shapes
+    for (parser, shape), row in sorted(figures.items(), key=lambda kv: (kv[0][0], first.get(kv[0][1], 9), kv[0][1])):
         share = f"{row['recovered'] / row['items']:.1%}" if row["items"] else "-"
         print(f"{parser:8} {shape:18} {row['answers']:7} {row['items']:6} {row['recovered']:9} {row['invented']:8}"
               f"  {share}")

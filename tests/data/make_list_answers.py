@@ -142,11 +142,17 @@ def render_items(items: list[str], marker: str, rng: random.Random, *, markup: s
     return lines, expected
 
 
-def descriptor_answers(rng: random.Random) -> list[dict]:
-    records = [json.loads(line) for line in (ROOT / "prompts/imagenet/dclip-published/v1.jsonl").open()]
+def dclip_descriptors() -> dict[str, list[str]]:
+    """Class name -> DCLIP's published ImageNet descriptors, in label order."""
     by_class: dict[str, list[str]] = {}
-    for record in records:
+    for line in (ROOT / "prompts/imagenet/dclip-published/v1.jsonl").open():
+        record = json.loads(line)
         by_class.setdefault(record["class_name"], []).append(record["text"])
+    return by_class
+
+
+def descriptor_answers(rng: random.Random) -> list[dict]:
+    by_class = dclip_descriptors()
     classes = sorted(rng.sample(sorted(by_class), 120))
     answers = []
     plan = []
@@ -250,10 +256,7 @@ def name_answers(rng: random.Random) -> list[dict]:
 
 
 def pair_answers(rng: random.Random) -> list[dict]:
-    records = [json.loads(line) for line in (ROOT / "prompts/imagenet/dclip-published/v1.jsonl").open()]
-    by_class: dict[str, list[str]] = {}
-    for record in records:
-        by_class.setdefault(record["class_name"], []).append(record["text"])
+    by_class = dclip_descriptors()
     names = list(by_class)
     pairs = []
     while len(pairs) < 60:
