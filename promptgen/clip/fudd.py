@@ -13,12 +13,16 @@ multiplies them, so the cost per image is a few sparse products rather than a Py
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
+from promptgen.clip.head_files import load_head
 from promptgen.clip.pairs import check_k
+from promptgen.clip.registry import BuildContext, Head, mean_head, register_builder
+from promptgen.clip.sources import source_from_templates
 from promptgen.errors import PromptgenError
 
 __all__ = ["FuddReranker", "OUTSIDE_TOP_K"]
@@ -147,3 +151,74 @@ class FuddReranker:
         texts = [text for (_, text) in unit_index]
         vectors = encode(texts) if texts else torch.zeros(0, initial.shape[0])
         return FuddReranker(initial, k, sides, vectors)
+
+
+def _unique_per_class(ctx: BuildContext) -> list[torch.Tensor]:
+    """Each class's embeddings with repeated texts counted once (a sentence shared by two pairs)."""
+    embedded = ctx.embedded()
+    columns = []
+    for c in range(len(ctx.classes)):
+        seen, rows = set(), []
+        for s, source in enumerate(ctx.sources):
+            for t, text in enumerate(source.texts[c]):
+                if text not in seen:
+                    seen.add(text)
+                    rows.append(embedded[s][c][t])
+        columns.append(torch.stack(rows) if rows else torch.zeros(0, ctx.encoder.clip.embed_dim))
+    return columns
+
+
+@register_builder("fudd-static", needs_set=True,
+                  summary="FuDD static: mean of each class's differential sentences over all its pairs, "
+                          "de-duplicated, renormalised (methods.md 5, step 5)")
+def _fudd_static(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
+    return mean_head(_unique_per_class(ctx), renormalise=True), {}
+
+
+def _initial_head(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
+    """FuDD's initial head: a template set by name (default photo: "a photo of a {c}."), a head
+    file, or (from Python) a tensor or Head."""
+    initial = ctx.options.get("initial", "photo")
+    if isinstance(initial, Head):
+        initial = initial.weights
+    if isinstance(initial, torch.Tensor):
+        weights, described = initial.float(), {"initial": "tensor"}
+    elif str(initial).endswith((".pt", ".npy")):
+        weights = load_head(Path(initial), ctx.classes, ctx.encoder.clip.embed_dim).weights
+        described = {"initial": str(initial)}
+    else:
+        source = source_from_templates(str(initial), ctx.classes)
+        vectors = ctx.encoder.encode_normalized([t for texts in source.texts for t in texts])
+        per_class = list(vectors.split(source.counts))
+        weights, described = mean_head(per_class, renormalise=True), {"initial": source.name}
+    if weights.shape != (ctx.encoder.clip.embed_dim, len(ctx.classes)):
+        raise PromptgenError(f"the initial head has shape {tuple(weights.shape)}, expected "
+                             f"({ctx.encoder.clip.embed_dim}, {len(ctx.classes)})",
+                             "use a head of the same CLIP model and class list")
+    return weights, described
+
+
+@register_builder("fudd", needs_set=True, options=("k", "initial"), covers_all=False, per_image=True,
+                  summary="FuDD: per image, re-rank the initial head's top-k with each class's differential "
+                          "sentences from its pairs inside the top-k (methods.md 5, step 4)")
+def _fudd(ctx: BuildContext) -> tuple[torch.Tensor, dict, Any]:
+    pair_sources = [s for s in ctx.sources if s.partners is not None]
+    others = [s.name for s in ctx.sources if s.partners is None]
+    if not pair_sources or others:
+        raise PromptgenError(f"the fudd builder takes differential sets (records with pairs); "
+                             f"{', '.join(others)} has none",
+                             f"make one with `promptgen differentiate {ctx.classes.dataset} ...`; give another head "
+                             f"as its initial head with initial=FILE.pt, or mix sets with the pooled builder")
+    k = int(ctx.options.get("k", min(10, len(ctx.classes))))
+    initial, described = _initial_head(ctx)
+    side_texts: dict[tuple[int, int], list[str]] = {}
+    for source in pair_sources:
+        for c, (texts, partners) in enumerate(zip(source.texts, source.partners)):
+            for text, partner in zip(texts, partners):
+                if partner is not None and partner != c:
+                    side_texts.setdefault((c, partner), []).append(text)
+    reranker = FuddReranker.from_texts(initial, k, side_texts, ctx.encoder.encode_normalized)
+    pairs = {tuple(sorted(side)) for side in side_texts}
+    details = {"k": k, **described, "pairs": len(pairs), "unique_sentences": int(len(reranker.vectors)),
+               "failed_pairs": sum(int(s.meta.get("failed_pairs", 0)) for s in pair_sources)}
+    return initial, details, reranker
