@@ -54,26 +54,35 @@ def is_refusal(text: str) -> bool:
     return bool(_REFUSAL_START.match(text) or _REFUSAL_ANYWHERE.search(text))
 
 
-def _keep(text: str, parsed: Parsed, max_chars: int) -> None:
-    if not text:
+def _keep(text: str, parsed: Parsed, max_chars: int, dedupe: bool = False, *, published: bool = False,
+          keep_empty: bool = False) -> None:
+    """Keep an answer's text unless it is empty, a refusal, letterless or too long; a published
+    text (`published`) is only checked for emptiness and length. A repeat is kept (the published
+    methods count every sample as often as it occurs) unless `dedupe`."""
+    if not text and not keep_empty:
         parsed.dropped["empty"] += 1
-    elif is_refusal(text):
+    elif not published and is_refusal(text):
         parsed.dropped["refusal"] += 1
-    elif not _TWO_LETTERS.search(text):
+    elif not published and not _TWO_LETTERS.search(text):
         parsed.dropped["unparsed"] += 1
     elif len(text) > max_chars:
         parsed.dropped["too_long"] += 1
-    elif text in parsed.texts:
+    elif dedupe and text in parsed.texts:
         parsed.dropped["duplicate"] += 1
     else:
         parsed.texts.append(text)
 
 
-def clean_texts(texts: list[str], max_chars: int = 300) -> Parsed:
-    """Normalise and validate texts that arrive already split (imported files)."""
+def clean_texts(texts: list[str], max_chars: int = 300, dedupe: bool = False, keep_empty: bool = False) -> Parsed:
+    """Texts of a published file, as published: whitespace and invisible characters are
+    normalised (the CLIP tokenizer ignores them), everything else is kept, repeats and near-empty
+    texts such as "." included (CuPL's heads count them, docs/methods.md). Empty strings are
+    dropped unless `keep_empty` (a DCLIP descriptor "" is the label "{c}, which has "), and so are
+    texts over `max_chars`; `dedupe` drops repeats within the list."""
     parsed = Parsed()
     for text in texts:
-        _keep(normalise(text), parsed, max_chars)
+        _keep(" ".join(_INVISIBLE.sub(" ", text).split()), parsed, max_chars, dedupe, published=True,
+              keep_empty=keep_empty)
     return parsed
 
 

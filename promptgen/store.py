@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -29,8 +30,8 @@ from promptgen.fileio import atomic_write_text, canonical_json, sha256_file
 from promptgen.messages import shorten
 from promptgen.paths import BUILTIN_PROMPTS_DIR, prompts_dir, shipped_versions
 
-__all__ = ["SetRef", "VersionInfo", "Store", "VersionWriter", "SetLock", "make_record", "record_id", "now_iso",
-           "MANIFEST_FORMAT"]
+__all__ = ["SetRef", "VersionInfo", "Store", "VersionWriter", "SetLock", "make_record", "record_id", "number_repeats",
+           "now_iso", "MANIFEST_FORMAT"]
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +132,23 @@ def _is_locked(path: Path) -> bool:
         return False
 
 
-def record_id(class_index: int, class_name: str, stage: str, text: str) -> str:
-    payload = canonical_json([class_index, class_name, stage, text])
+def record_id(class_index: int, class_name: str, stage: str, text: str, occurrence: int = 1) -> str:
+    """A text's id within its class; a repeat of the same text (CuPL's samples repeat, and every
+    repeat counts in the head) is its occurrence number 2, 3, ..."""
+    payload = canonical_json([class_index, class_name, stage, text] + ([occurrence] if occurrence > 1 else []))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def number_repeats(records: list[dict]) -> list[dict]:
+    """Give each repeat of a (class, text) an id of its own, so ids stay unique when repeats are kept."""
+    seen: Counter = Counter()
+    for record in records:
+        key = (record["class_index"], record["text"])
+        seen[key] += 1
+        if seen[key] > 1:
+            record["id"] = record_id(record["class_index"], record["class_name"], record["stage"], record["text"],
+                                     seen[key])
+    return records
 
 
 def make_record(*, class_index: int, class_name: str, stage: str, kind: str, text: str, template: str | None,
@@ -564,7 +579,7 @@ class VersionWriter:
 
     def finish(self, records: list[dict], manifest: dict) -> VersionInfo:
         """Write the records (canonical order is the caller's) and the final manifest."""
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in number_repeats(records))
         atomic_write_text(self.info.records_path, text, durable=True)
         manifest = {**manifest, "finished": now_iso(), "records_file": self.info.records_path.name,
                     "records_sha256": sha256_file(self.info.records_path)}

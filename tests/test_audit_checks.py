@@ -155,6 +155,17 @@ def test_statistics_count_texts_per_class_drops_and_the_classes_with_too_few(sto
     assert stats["cost_usd"] == 0.25 and stats["tokens"] == {"prompt": 100, "completion": 50}
 
 
+def test_statistics_report_the_repeats_a_set_keeps(store):
+    """Repeats stay in a set (CuPL and DCLIP count each one); the audit counts them per class."""
+    texts = plain(2)
+    texts["cat"] = ["A cat.", "A cat.", "A cat.", "A dog?"]
+    texts["dog"] = ["A dog.", "A dog."]
+    aset = audit_set(store, write_set(store, "repeats", texts))
+    stats = checks.set_statistics(aset, store.classes("cifar10"), min_texts=1)
+    assert stats["repeated_texts"] == 3 and stats["repeats_per_class"] == {"3": 2, "5": 1}
+    assert len({r["id"] for r in aset.records}) == len(aset.records)  # each repeat has its own id
+
+
 def test_template_coverage_names_the_classes_a_question_missed(store):
     classes = store.classes("cifar10")
     records = []

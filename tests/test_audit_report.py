@@ -445,7 +445,7 @@ def test_printed_summary_lists_the_set_and_the_files(mixed) -> None:
     assert header[:2] == ["set", "texts"] and "leaks" in header
     row = next(line for line in lines if line.startswith("cifar10/mixed@v1 "))
     summary = mixed.audit["sets"][0]["summary"]
-    assert row.split() == ["cifar10/mixed@v1", "32", "3", "1", "3", "1", "3", "2",
+    assert row.split() == ["cifar10/mixed@v1", "32", "3", _num(summary["repeats"]), "1", "3", "1", "3", "2",
                            _num(summary["near_duplicates"]), _num(summary["closer_to_other_name"]),
                            _f3(summary["diversity_median"])]
     stdout = mixed.result.stdout

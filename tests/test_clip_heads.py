@@ -185,6 +185,22 @@ def test_cupl_head_is_the_normalised_mean_of_the_sentences(tiny_clip, world, enc
     assert head.info["prompt_counts"] == [4] * 6
 
 
+def test_every_repeat_counts_unless_dedupe(tiny_clip, world, encoder) -> None:
+    """CuPL's head averages its samples as they occur: an imported repeat counts twice; the
+    dedupe option (ours) counts it once."""
+    repeated = {c: texts + texts[:1] for c, texts in SENTENCES.items()}
+    import_prompt_file(world.store, world.classes, write_json(world.base / "reps.json", repeated), "cupl", "reps")
+    source = source_from_set(world.store, "reps@v1", world.classes)
+    assert source.counts == [5] * 6
+    head = build_head("cupl", encoder=encoder, classes=world.classes, sources=[source])
+    expected = ref_mean_head(tiny_clip, [repeated[c] for c in world.classes.names], renormalise=True)
+    assert close(head.weights, expected)
+    once = build_head("cupl", encoder=encoder, classes=world.classes, sources=[source], dedupe=True)
+    assert close(once.weights, ref_mean_head(tiny_clip, sentences_of(world), renormalise=True))
+    assert not close(once.weights, head.weights, atol=1e-4)
+    assert once.info["sources"][0]["deduplicated"] == 6 and once.info["options"]["dedupe"] is True
+
+
 def test_dclip_sentences_follow_the_published_rule(world) -> None:
     source = source_from_set(world.store, "desc@v1", world.classes)
     assert source.texts == dclip_texts_of(world)

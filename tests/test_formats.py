@@ -74,17 +74,19 @@ def test_import_reports_every_problem(root: Path, tmp_path: Path) -> None:
     problems = "\n".join(report.problems)
     for name in ("zebra", "truck", "bird", "cat"):
         assert f"'{name}'" in problems
-    assert report.dropped["duplicate"] == 1 and report.dropped["empty"] == 1
+    # CuPL's head counts a repeated sentence as often as it occurs: the import keeps it
+    assert report.dropped["duplicate"] == 0 and report.dropped["empty"] == 1
 
     texts = _texts_by_class(store, "cifar10/cupl@v1")
     assert texts["cat"] == ["A cat with whiskers.", "A small furry animal."]  # first key kept
-    assert texts["automobile"] == ["A car on a road."]
+    assert texts["automobile"] == ["A car on a road.", "A car on a road."]
     assert "bird" not in texts and "truck" not in texts
     assert all(name in CIFAR10 for name in texts)
 
     records = store.read_records(info)
-    assert len(records) == 2 + 1 + 2 + 1 + 1 + 1 + 1 + 1 == 10
-    assert info.manifest["counts"]["records"] == 10
+    assert len(records) == 2 + 2 + 2 + 1 + 1 + 1 + 1 + 1 == 11
+    assert len({r["id"] for r in records}) == 11  # a repeat has an id of its own
+    assert info.manifest["counts"]["records"] == 11
     assert info.manifest["counts"]["classes"] == 10
     assert info.manifest["counts"]["classes_without_texts"] == 2
     assert {c["class_name"] for c in info.manifest["classes_without_texts"]} == {"bird", "truck"}
@@ -100,8 +102,8 @@ def test_import_reports_every_problem(root: Path, tmp_path: Path) -> None:
     assert imported["missing_classes"] == ["truck"]
     assert imported["empty_keys"] == ["bird"]
     assert imported["duplicated_keys"] == ["cat"]
-    assert imported["matched_keys"] == 9
-    assert info.manifest["dropped"]["duplicate"] == 1
+    assert imported["matched_keys"] == 9 and imported["dedupe"] is False
+    assert info.manifest["dropped"]["duplicate"] == 0
     assert info.manifest["classes"]["hash"] == load_dataset("cifar10").hash
 
 
@@ -109,7 +111,7 @@ def test_import_cli_reports_problems(cli, tmp_path: Path, root: Path) -> None:
     path = _write(tmp_path / "cupl.json", MESSY_CUPL)
     result = cli("import", "cifar10", str(path), "--format", "cupl")
     assert result.exit_code == 0, result.output
-    assert "10 texts for 8/10 classes" in result.stdout
+    assert "11 texts for 8/10 classes" in result.stdout
     for name in ("zebra", "truck", "bird", "cat"):
         assert f"'{name}'" in result.stderr
     assert (root / "prompts" / "cifar10" / "cupl" / "v1.jsonl").is_file()

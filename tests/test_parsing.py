@@ -96,11 +96,11 @@ def test_unknown_parser_raises() -> None:
 
 # -- bullets parser -----------------------------------------------------------------------------
 
-def test_bullets_dedupes() -> None:
-    # realistic descriptors: a text needs two letters to count as words
+def test_bullets_keep_repeats() -> None:
+    # DCLIP counts every descriptor of the list, a repeat as often as it occurs
     parsed = parse_answer("- long tail\n- fur\n- long tail", "bullets")
-    assert parsed.texts == ["long tail", "fur"]
-    assert _dropped(parsed) == {"duplicate": 1}
+    assert parsed.texts == ["long tail", "fur", "long tail"]
+    assert _dropped(parsed) == {}
 
 
 def test_bullets_normalise_each_line() -> None:
@@ -169,11 +169,16 @@ def test_bullets_too_long_and_unparsed_items() -> None:
 
 # -- clean_texts and helpers --------------------------------------------------------------------
 
-def test_clean_texts_counts_every_reason() -> None:
-    parsed = clean_texts(["  A  fish. ", "", "A fish.", "I'm sorry, I can't", "}{", "z" * 20, "Another\nfish."],
-                         max_chars=15)
-    assert parsed.texts == ["A fish.", "Another fish."]
-    assert _dropped(parsed) == {"empty": 1, "duplicate": 1, "refusal": 1, "unparsed": 1, "too_long": 1}
+def test_clean_texts_keeps_published_texts_as_published() -> None:
+    """An imported file is the authors' data: repeats, near-empty texts and even refusals are kept
+    (their heads count them); only empty strings and over-long texts go, and repeats on request."""
+    texts = ["  A  fish. ", "", "A fish.", "I'm sorry, I can't", "}{", ".", "z" * 20, "Another\nfish."]
+    parsed = clean_texts(texts, max_chars=18)
+    assert parsed.texts == ["A fish.", "A fish.", "I'm sorry, I can't", "}{", ".", "Another fish."]
+    assert _dropped(parsed) == {"empty": 1, "too_long": 1}
+    deduped = clean_texts(texts, max_chars=18, dedupe=True)
+    assert deduped.texts == ["A fish.", "I'm sorry, I can't", "}{", ".", "Another fish."]
+    assert _dropped(deduped) == {"empty": 1, "too_long": 1, "duplicate": 1}
     assert set(parsed.dropped) <= set(DROP_REASONS)
 
 

@@ -117,6 +117,12 @@ def set_statistics(aset: AuditSet, classes: ClassList, min_texts: int) -> dict:
     failures = list(manifest.get("failures") or []) + [{"reason": "pair failed"} for _ in manifest.get("failed_pairs") or []]
     too_few = [{"class_index": c, "class_name": classes.names[c], "texts": n}
                for c, n in enumerate(counts) if n < min_texts]
+    # repeats are kept (every one counts in CuPL's and DCLIP's heads); the audit says how many
+    occurrences = Counter((r["class_index"], r["text"]) for r in aset.records)
+    repeats_per_class = Counter()
+    for (c, _), n in occurrences.items():
+        if n > 1 and not aset.is_synonyms:
+            repeats_per_class[c] += n - 1
     template = manifest.get("template") or {}
     return {
         "records": len(aset.records),
@@ -128,6 +134,8 @@ def set_statistics(aset: AuditSet, classes: ClassList, min_texts: int) -> dict:
         "dropped": dropped,
         "dropped_total": sum(dropped.values()),
         "dropped_per_class": dropped_per_class,
+        "repeated_texts": sum(repeats_per_class.values()),
+        "repeats_per_class": {str(c): n for c, n in sorted(repeats_per_class.items())},
         "rejected": rejected,
         "failures": len(failures),
         "failure_reasons": dict(Counter(f.get("reason", "?") for f in failures)),

@@ -138,7 +138,7 @@ def summary_text(audit: dict, written: dict[str, Path] | None = None, examples: 
     lines = [f"{audit['dataset']}: {audit['classes']['count']:,} classes, {len(audit['sets'])} set(s)"
              + (f"; embeddings from {audit['model']['arch']} ({audit['model']['weights']})" if audit.get("model")
                 else "; embedding checks skipped")]
-    columns = [("texts", "records"), ("dropped", "dropped"), ("failed", "failures"), ("too few", "too_few"),
+    columns = [("texts", "records"), ("dropped", "dropped"), ("repeats", "repeats"), ("failed", "failures"), ("too few", "too_few"),
                (f">{audit['settings']['context_length']} tok", "over_length"), ("leaks", "leaks"),
                ("shared", "shared_texts"), ("near-dup", "near_duplicates"), ("closer-other", "closer_to_other_name"),
                ("diversity", "diversity_median")]

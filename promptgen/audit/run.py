@@ -134,7 +134,8 @@ def _audit_set(aset: checks.AuditSet, classes: ClassList, encode: Callable | Non
     embedding = result["embedding"] or {}
     result["summary"] = {
         "records": stats["records"], "classes_with_texts": stats["classes_with_texts"],
-        "dropped": stats["dropped_total"], "failures": stats["failures"], "too_few": len(stats["too_few"]),
+        "dropped": stats["dropped_total"], "repeats": stats["repeated_texts"], "failures": stats["failures"],
+        "too_few": len(stats["too_few"]),
         "over_length": len(result["over_length"]), "leaks": len(result["leaks"]),
         "shared_texts": sum(len(g["records"]) for g in collisions), "collision_groups": len(collisions),
         "name_only": len(name_only),
@@ -149,7 +150,7 @@ def _audit_set(aset: checks.AuditSet, classes: ClassList, encode: Callable | Non
 def _totals(sets: list[dict]) -> dict:
     """Counts added over the sets; a figure no set has (embedding checks skipped) stays None."""
     totals = {}
-    for key in ("records", "dropped", "failures", "too_few", "over_length", "leaks", "shared_texts",
+    for key in ("records", "dropped", "repeats", "failures", "too_few", "over_length", "leaks", "shared_texts",
                 "collision_groups", "name_only", "near_duplicates", "closer_to_other_name", "cost_usd"):
         values = [s["summary"][key] for s in sets if s["summary"][key] is not None]
         totals[key] = sum(values) if values else None

@@ -26,12 +26,14 @@ COMMANDS = []
               help="Query template: cupl, cupl-base, dclip, your own NAME[@vN] in prompts/templates/, or a JSON file.")
 @click.option("--set", "set_name", help="Prompt-set name (default: the style, or 'wordnet').")
 @click.option("--split-samples", is_flag=True, help="Get n samples from n requests even if the provider supports n.")
+@click.option("--dedupe", is_flag=True, help="Keep each text once per class. By default every repeat is kept, as "
+                                             "CuPL and DCLIP count it (docs/methods.md); the audit reports repeats.")
 @llm_options
 @root_option
 @json_option
 @logged("describe")
 def describe_command(dataset: str, classes_file: Path | None, source: str, style: str, set_name: str | None,
-                     split_samples: bool, root: Path | None, as_json: bool, **values: Any) -> None:
+                     split_samples: bool, dedupe: bool, root: Path | None, as_json: bool, **values: Any) -> None:
     """Write descriptions of every class of DATASET as a new prompt-set version."""
     from promptgen.stages.describe import DescribeJob, describe_wordnet, plan_requests, run_describe
 
@@ -67,7 +69,7 @@ def describe_command(dataset: str, classes_file: Path | None, source: str, style
                              f"takes a class template (cupl, cupl-base, dclip)")
     client = make_client(store.root, values, split_samples=True if split_samples else None)
     job = DescribeJob(classes, template, set_name or template.name, draw=values["draw"],
-                      answer_retries=values["answer_retries"])
+                      answer_retries=values["answer_retries"], dedupe=dedupe)
     if dry_run:
         requests = plan_requests(job, client)
         estimate = client.estimate(requests)

@@ -19,7 +19,8 @@ COMMANDS = []
 
 _OPTION_TYPES = {"pool": str, "zpe_mode": str, "zpe_group": str, "name": str, "zpe_tau": float,
                  "waffle_count": int, "seed": int, "source_weights": list, "k": int, "initial": str,
-                 "scorer": str, "filters": str, "margin": float, "rename": str, "base": str}
+                 "scorer": str, "filters": str, "margin": float, "rename": str, "base": str,
+                 "dedupe": bool}
 
 
 def parse_build_spec(spec: str) -> tuple[str, list[str], dict[str, Any]]:
@@ -27,6 +28,7 @@ def parse_build_spec(spec: str) -> tuple[str, list[str], dict[str, Any]]:
     source_weights=[1,2]`, `zpe:openai80,zpe_mode=mad,zpe_tau=2`, `fudd:differential@v1,k=10`. Options are checked against the
     builder's own before any model is loaded."""
     from promptgen.clip.heads import BUILDERS
+    from promptgen.clip.registry import GENERIC_OPTIONS
     from promptgen.errors import PromptgenError
 
     head, *pairs = re.split(r",(?=\s*\w+\s*=)", spec)
@@ -34,7 +36,7 @@ def parse_build_spec(spec: str) -> tuple[str, list[str], dict[str, Any]]:
     builder = builder.strip()
     if builder not in BUILDERS:
         raise PromptgenError(f"--build {spec}: unknown builder {builder!r}", f"builders: {', '.join(sorted(BUILDERS))}")
-    allowed = BUILDERS[builder].options + ("seed", "name")
+    allowed = BUILDERS[builder].options + GENERIC_OPTIONS + ("name",)
     options: dict[str, Any] = {}
     for pair in pairs:
         key, _, value = (part.strip() for part in pair.partition("="))
@@ -42,7 +44,9 @@ def parse_build_spec(spec: str) -> tuple[str, list[str], dict[str, Any]]:
             raise PromptgenError(f"--build {spec}: the {builder} builder has no option {key!r}",
                                  f"its options: {', '.join(allowed)}")
         try:
-            parsed = json.loads(value) if _OPTION_TYPES[key] in (list, float, int) else value
+            parsed = json.loads(value) if _OPTION_TYPES[key] in (list, float, int, bool) else value
+            if _OPTION_TYPES[key] is bool and not isinstance(parsed, bool):
+                raise ValueError("not true or false")
             if _OPTION_TYPES[key] is list:
                 if not isinstance(parsed, list) or not all(isinstance(x, (int, float)) for x in parsed):
                     raise ValueError("not a list of numbers")

@@ -46,6 +46,8 @@ def builder_options(function: Callable) -> Callable:
         click.option("--zpe-group", type=click.Choice(["auto", "family", "class"]), default=None,
                      help="zpe: weight templates/questions across classes, or each class's texts."),
         click.option("--waffle-count", type=int, default=None, help="waffle: random word/character pairs (15)."),
+        click.option("--dedupe", is_flag=True, default=None, help="Count each text once per class and source (the "
+                                                                 "methods count every repeat)."),
         click.option("--scorer", default=None, help="real: frequency, clip or first (llm: use --rename FILE)."),
         click.option("--filters", default=None, help="real, synonym-ensemble: ambiguous+subset+clip, or none."),
         click.option("--margin", type=float, default=None, help="real: a synonym must beat the official score by this."),
@@ -61,7 +63,8 @@ def builder_options(function: Callable) -> Callable:
 
 def builder_kwargs(values: dict[str, Any]) -> dict[str, Any]:
     """The builder options the user set, as build_head keywords."""
-    names = ("pool", "zpe_mode", "zpe_tau", "zpe_group", "waffle_count", "scorer", "filters", "margin", "rename", "base")
+    names = ("pool", "zpe_mode", "zpe_tau", "zpe_group", "waffle_count", "scorer", "filters", "margin", "rename", "base",
+             "dedupe")
     kwargs = {name: values[name] for name in names if values.get(name) is not None}
     if values.get("source_weights"):
         kwargs["source_weights"] = list(values["source_weights"])

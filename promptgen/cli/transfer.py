@@ -28,12 +28,15 @@ COMMANDS = []
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Your own class list, for a dataset promptgen does not know yet.")
 @click.option("--notice", help="Licence or provenance note to keep in the manifest.")
+@click.option("--dedupe", is_flag=True, help="cupl, dclip: keep each text once per class. By default every text is "
+                                             "kept as published, repeats included, as the authors' heads count them.")
 @wait_option
 @root_option
 @json_option
 @logged("import")
 def import_command(dataset: str, file: Path, fmt: str, set_name: str | None, match: str, strict: bool,
-                   classes_file: Path | None, notice: str | None, wait: bool, root: Path | None, as_json: bool) -> None:
+                   classes_file: Path | None, notice: str | None, dedupe: bool, wait: bool, root: Path | None,
+                   as_json: bool) -> None:
     """Import a CuPL, DCLIP or FuDD JSON FILE as a new prompt-set version of DATASET."""
     store = store_from(root, wait=wait)
     classes = store.classes(dataset, classes_file)
@@ -41,7 +44,7 @@ def import_command(dataset: str, file: Path, fmt: str, set_name: str | None, mat
         info, report = import_fudd_file(store, classes, file, set_name or "differential", strict=strict, notice=notice)
     else:
         info, report = import_prompt_file(store, classes, file, fmt, set_name or fmt, match=match, strict=strict,
-                                          notice=notice)
+                                          notice=notice, dedupe=dedupe)
     if as_json:
         emit_json(info.manifest)
         return

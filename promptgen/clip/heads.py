@@ -87,6 +87,10 @@ def build_head(builder: str, *, encoder: TextEncoder, classes: ClassList, source
         raise PromptgenError(f"the {builder} builder has no option {', '.join(unknown)}",
                              f"its options: {', '.join(spec.options + GENERIC_OPTIONS)}")
     sources = list(sources)
+    if options.get("dedupe") is not None and not isinstance(options["dedupe"], bool):
+        raise PromptgenError(f"dedupe={options['dedupe']!r} is not true or false", "use dedupe=true")
+    if options.get("dedupe"):  # our option: the methods count every repeat
+        sources = [s.deduplicated() for s in sources]
     if spec.needs_set and not any(s.kind == "set" for s in sources):
         raise PromptgenError(f"the {builder} builder needs a prompt set", f"give --set {classes.dataset}/SET@vN")
     if not sources and spec.default_templates:

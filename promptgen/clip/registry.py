@@ -19,8 +19,8 @@ __all__ = ["HeadBuilder", "BUILDERS", "register_builder", "list_builders", "Head
            "mean_head", "HEAD_FORMAT", "GENERIC_OPTIONS"]
 
 HEAD_FORMAT = "promptgen.head/1"
-# options every builder takes
-GENERIC_OPTIONS = ("seed",)
+# options every builder takes: the seed, and how set texts are read
+GENERIC_OPTIONS = ("seed", "dedupe")
 
 
 @dataclass

@@ -41,6 +41,14 @@ class PromptSource:
     def counts(self) -> list[int]:
         return [len(t) for t in self.texts]
 
+    def deduplicated(self) -> "PromptSource":
+        """Each text once per class, first occurrence kept (the `dedupe` head option)."""
+        keep = [[t for t, text in enumerate(texts) if text not in texts[:t]] for texts in self.texts]
+        pick = (lambda rows: [[row[t] for t in kept] for row, kept in zip(rows, keep)])
+        return PromptSource(self.name, self.kind, pick(self.texts), pick(self.families),
+                            {**self.meta, "deduplicated": sum(map(len, self.texts)) - sum(map(len, keep))},
+                            pick(self.partners) if self.partners is not None else None)
+
 
 def list_template_sets() -> list[str]:
     return sorted(p.stem for p in TEMPLATE_DIR.glob("*.json"))

@@ -100,9 +100,11 @@ MATCH_MODES = ("name", "loose", "order")
 
 
 def import_prompt_file(store: Store, classes: ClassList, path: str | Path, fmt: str, set_name: str,
-                       match: str = "name", strict: bool = False, notice: str | None = None
+                       match: str = "name", strict: bool = False, notice: str | None = None, dedupe: bool = False
                        ) -> tuple[VersionInfo, ImportReport]:
-    """Import a CuPL or DCLIP JSON file as a new version of `set_name`.
+    """Import a CuPL or DCLIP JSON file as a new version of `set_name`. Texts are kept as
+    published, repeats and near-empty ones included, since the authors' heads count every one
+    (docs/methods.md); `dedupe` keeps each text once per class.
 
     match: "name" (exact), "loose" (exact, else the one class equal up to case, spaces, '_' and
     '-'), or "order" (key i is class i, for files in label order)."""
@@ -144,17 +146,17 @@ def import_prompt_file(store: Store, classes: ClassList, path: str | Path, fmt: 
         assigned[class_index] = [key, texts]
         report.matched += 1
     report.missing_classes = [name for i, name in enumerate(classes.names) if i not in assigned]
+    text_kind = IMPORT_FORMATS[fmt]["text_kind"]
     if not assigned:
         raise PromptgenError(f"{path}: no key matches a class of {classes.dataset}",
                              "check the dataset, or use --match order for a file in label order with other names")
     if strict and report.problems:
         raise PromptgenError(f"{path} does not fit {classes.dataset} exactly: " + "; ".join(report.problems),
                              "fix the file, or import without --strict to skip what does not fit")
-    text_kind = IMPORT_FORMATS[fmt]["text_kind"]
     records = []
     for class_index in sorted(assigned):
         key, texts = assigned[class_index]
-        parsed = clean_texts(texts, max_chars=10_000)
+        parsed = clean_texts(texts, max_chars=10_000, dedupe=dedupe, keep_empty=text_kind == "descriptor")
         report.dropped.update(parsed.dropped)
         for position, text in enumerate(parsed.texts):
             records.append(make_record(class_index=class_index, class_name=classes.names[class_index], stage="import",
@@ -166,7 +168,8 @@ def import_prompt_file(store: Store, classes: ClassList, path: str | Path, fmt: 
         "stage": "import", "source": "file", "network": False, "needs_api_key": False, "model": None,
         "text_kind": text_kind,
         "classes": {"count": len(classes), "hash": classes.hash, "source": classes.source},
-        "import": {"format": fmt, "file": path.name, "sha256": sha256_file(path), "match": match, **report.to_json()},
+        "import": {"format": fmt, "file": path.name, "sha256": sha256_file(path), "match": match, "dedupe": dedupe,
+                   **report.to_json()},
         "counts": {"records": len(records), "classes": len(classes),
                    "classes_without_texts": len(classes) - len(per_class),
                    "texts_per_class_min": min((per_class[i] for i in range(len(classes))), default=0),

@@ -38,6 +38,7 @@ class DescribeJob:
     draw: int = 0
     answer_retries: int = 2
     stage: str = STAGE
+    dedupe: bool = False    # drop repeated texts of a class (CuPL and DCLIP count every repeat)
 
     def __post_init__(self) -> None:
         if self.template.kind != "class":
@@ -99,7 +100,7 @@ def run_describe(job: DescribeJob, client: LLMClient, store: Store, *, resume: b
             "needs_api_key": client.api_key_env is not None or client.api_base is None,
             "job": fingerprint, "classes": _class_summary(job.classes), "model": client.describe(),
             "template": job.template.manifest_entry(), "sampling": job.template.sampling,
-            "text_kind": job.template.text_kind, "answer_retries": job.answer_retries,
+            "text_kind": job.template.text_kind, "answer_retries": job.answer_retries, "dedupe": job.dedupe,
             "requests_planned": len(requests)}, classes=job.classes)
     with writer:
         return _run(job, client, writer, requests)
@@ -144,7 +145,11 @@ def _run(job: DescribeJob, client: LLMClient, writer: VersionWriter, requests: l
     records = collected.records
     if job.template.text_kind == "synonym":  # the official name is always one of a class's names
         records = official_name_records(job.classes, job.stage) + records
-    kept, duplicates = dedupe_records(records, ignore_case=job.template.text_kind == "synonym")
+    # names are a set; descriptions keep every repeat unless asked, as the methods count them
+    if job.template.text_kind == "synonym" or job.dedupe:
+        kept, duplicates = dedupe_records(records, ignore_case=job.template.text_kind == "synonym")
+    else:
+        kept, duplicates = records, 0
     if job.template.text_kind == "synonym":
         kept = with_source_ids(kept)
     collected.dropped["duplicate"] += duplicates
