@@ -91,7 +91,8 @@ def parse_answer(answer: str | None, parser: str = "sentence", *, append: str = 
     """Parse one answer (one choice of one request).
 
     sentence: the whole answer is one text, markup removed; `append` (CuPL's ".") is added
-    unless it already ends a sentence. bullets: one text per item of the answer's list, read by
+    as CuPL does after every answer, "?" and "!" included, unless the answer already ends with
+    it (a provider that ignored the stop sequence). bullets: one text per item of the answer's list, read by
     `answer_lists.split_list` (markers, markup, lead-ins, headings, notes; lines after a "Q:"
     line are ignored); `continues_bullet` takes an unmarked first line as an item, for prompts
     that end with "-". list: names, see `parse_name_list`.
@@ -100,7 +101,7 @@ def parse_answer(answer: str | None, parser: str = "sentence", *, append: str = 
     answer = answer or ""
     if parser == "sentence":
         text = normalise(strip_markup(answer))
-        if text and append and not text.endswith(TERMINAL):
+        if text and append and not text.endswith(append):  # CuPL: after "?" and "!" too
             text += append
         _keep(text, parsed, max_chars)
         return parsed

@@ -20,10 +20,12 @@ def test_sentence_appends_period() -> None:
     assert _dropped(parsed) == {}
 
 
-@pytest.mark.parametrize("ending", [".", "!", "?"])
-def test_sentence_keeps_existing_terminal_punctuation(ending: str) -> None:
+@pytest.mark.parametrize("ending, text", [(".", "It is a fish."), ("!", "It is a fish!."), ("?", "It is a fish?.")])
+def test_sentence_appends_after_every_answer_as_cupl(ending: str, text: str) -> None:
+    """CuPL appends "." to every answer (generate_image_prompts.py:42), after "?" and "!" too; an
+    answer already ending with "." (a provider that ignored the stop sequence) keeps one."""
     parsed = parse_answer(f"It is a fish{ending}", "sentence", append=".")
-    assert parsed.texts == [f"It is a fish{ending}"]
+    assert parsed.texts == [text]
 
 
 def test_sentence_without_append_is_unchanged() -> None:
