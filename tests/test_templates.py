@@ -291,3 +291,14 @@ def test_sentence_breaks_and_markup_in_a_name_are_quoted(name):
                                             ("FBI van", "an"), ("LCD screen", "an"), ("APPLE", "an")])
 def test_all_caps_words_are_read_as_words_and_short_ones_spelled(phrase, article):
     assert indefinite_article(phrase) == article
+
+
+@pytest.mark.parametrize("name, authors", [("dclip", "always says 'a {c}'"), ("cupl", "upper-case vowel"),
+                                           ("cupl-base", "chosen by sound")])
+def test_templates_state_where_they_leave_the_authors_prompt(name, authors):
+    """DCLIP writes "a {c}" and CuPL "an" only before an upper-case vowel; ours choose by sound."""
+    from promptgen.templates import load_template
+
+    template = load_template(name)
+    assert authors in template.description and "{a}" in template.description
+    assert all("{a} {c}" in question.text for question in template.questions)
