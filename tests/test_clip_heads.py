@@ -56,7 +56,7 @@ SENTENCES = {
 }
 
 # DCLIP-style descriptors covering the three sentence rules; "amber eyes" / "angular ..." start
-# with the letter a but not the article, so they take "which has"
+# with the letter a but not the article: DCLIP's own rule tests the letter and gives "which is"
 DESCRIPTORS = {
     "red fox": ["a small wild canine", "an orange coat", "has a bushy tail", "often seen at dusk", "amber eyes"],
     "fire truck": ["a large red vehicle", "ladders on the roof", "can spray water", "typically has sirens"],
@@ -87,11 +87,13 @@ def embed(clip, texts: list[str]) -> torch.Tensor:
 
 
 def ref_dclip_sentence(c: str, d: str) -> str:
-    first = d.split()[0]
-    if first in ("a", "an"):
+    """DCLIP's make_descriptor_sentence: case-sensitive prefix tests (descriptor_strings.py)."""
+    if d.startswith("a"):
         return f"{c}, which is {d}"
-    if first in ("has", "often", "typically", "may", "can"):
+    if any(d.startswith(w) for w in ("has", "often", "typically", "may", "can")):
         return f"{c}, which {d}"
+    if d.startswith("used"):
+        return f"{c}, which is {d}"
     return f"{c}, which has {d}"
 
 
@@ -209,7 +211,10 @@ def test_dclip_sentences_follow_the_published_rule(world) -> None:
     assert fox[1] == "red fox, which is an orange coat"
     assert fox[2] == "red fox, which has a bushy tail"
     assert fox[3] == "red fox, which often seen at dusk"
-    assert fox[4] == "red fox, which has amber eyes"  # the article, not the letter a
+    assert fox[4] == "red fox, which is amber eyes"  # DCLIP tests the letter a, not the article
+    grammatical = source.with_sentence_rule("grammatical", world.classes)
+    assert grammatical.texts[0][4] == "red fox, which has amber eyes"  # our option: the word
+    assert grammatical.texts[0][:4] == fox[:4] and grammatical.meta["sentence_rule"] == "grammatical"
 
 
 def test_dclip_head_is_the_mean_without_renormalisation(tiny_clip, world, encoder) -> None:

@@ -286,12 +286,13 @@ def test_export_clip_benchmark_from_descriptors(cli, tmp_path: Path) -> None:
         "airplane, which typically silver",
         "airplane, which may have windows",
         "airplane, which can fly",
-        "airplane, which has apple-shaped nose",
-        "airplane, which has another feature",
+        "airplane, which is apple-shaped nose",  # DCLIP's rule tests the letter a
+        "airplane, which is another feature",
         "airplane, which has is metal",
         "airplane, which is used for travel",
     ]
-    assert prompts["cat"] == ["cat, which is An upright tail", "cat, which Has whiskers", "cat, which has Usually small"]
+    assert prompts["cat"] == ["cat, which has An upright tail", "cat, which has Has whiskers",  # case-sensitive
+                              "cat, which has Usually small"]
     assert prompts["dog"] == ["dog, which has dog shape"]
     names_file = tmp_path / "bench.classnames.json"
     assert names_file.is_file()
@@ -341,24 +342,34 @@ def test_export_unknown_format_and_set(root: Path, tmp_path: Path) -> None:
 
 # -- dclip_sentence -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("descriptor,sentence", [
-    ("apple-shaped", "tench, which has apple-shaped"),     # DCLIP's own code says "which is" here
-    ("a long body", "tench, which is a long body"),
-    ("an olive colour", "tench, which is an olive colour"),
-    ("A long body", "tench, which is A long body"),
-    ("ash grey", "tench, which has ash grey"),
-    ("animal-like fins", "tench, which has animal-like fins"),
-    ("has red eyes", "tench, which has red eyes"),
-    ("often found in ponds", "tench, which often found in ponds"),
-    ("typically green", "tench, which typically green"),
-    ("may be golden", "tench, which may be golden"),
-    ("can be large", "tench, which can be large"),
-    ("hasty fins", "tench, which has hasty fins"),
-    ("canine teeth", "tench, which has canine teeth"),
-    # a hyphenated word starting with the letter a is not the article either
-    ("A-shaped tail", "tench, which has A-shaped tail"),
-    ("a-frame fin", "tench, which has a-frame fin"),
-    ("small scales", "tench, which has small scales"),
+@pytest.mark.parametrize("descriptor,authors,grammatical", [
+    # DCLIP's make_descriptor_sentence tests string prefixes, case-sensitively: the letter "a", and
+    # "has"/"can" inside "hasty"/"canine"; the grammatical rule (our option) tests the first word
+    ("apple-shaped", "is", "has"),
+    ("a long body", "is", "is"),
+    ("an olive colour", "is", "is"),
+    ("A long body", "has", "is"),
+    ("ash grey", "is", "has"),
+    ("animal-like fins", "is", "has"),
+    ("antlers", "is", "has"),
+    ("has red eyes", "", ""),
+    ("often found in ponds", "", ""),
+    ("typically green", "", ""),
+    ("may be golden", "", ""),
+    ("can be large", "", ""),
+    ("hasty fins", "", "has"),
+    ("canine teeth", "", "has"),
+    ("used for fishing", "is", "is"),
+    ("Used for fishing", "has", "is"),
+    ("A-shaped tail", "has", "has"),
+    ("a-frame fin", "is", "has"),
+    ("small scales", "has", "has"),
 ])
-def test_dclip_sentence(descriptor: str, sentence: str) -> None:
-    assert dclip_sentence("tench", descriptor) == sentence
+def test_dclip_sentence(descriptor: str, authors: str, grammatical: str) -> None:
+    def sentence(verb: str) -> str:
+        return f"tench, which {verb + ' ' if verb else ''}{descriptor}"
+    assert dclip_sentence("tench", descriptor) == sentence(authors)
+    assert dclip_sentence("tench", descriptor, "authors") == sentence(authors)
+    assert dclip_sentence("tench", descriptor, "grammatical") == sentence(grammatical)
+    with pytest.raises(PromptgenError, match="sentence rule"):
+        dclip_sentence("tench", descriptor, "other")

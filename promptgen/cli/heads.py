@@ -48,6 +48,8 @@ def builder_options(function: Callable) -> Callable:
         click.option("--waffle-count", type=int, default=None, help="waffle: random word/character pairs (15)."),
         click.option("--dedupe", is_flag=True, default=None, help="Count each text once per class and source (the "
                                                                  "methods count every repeat)."),
+        click.option("--sentence-rule", type=click.Choice(["authors", "grammatical"]), default=None,
+                     help="Descriptor sets: DCLIP's own sentence rule (default) or the word-based a/an rule (ours)."),
         click.option("--scorer", default=None, help="real: frequency, clip or first (llm: use --rename FILE)."),
         click.option("--filters", default=None, help="real, synonym-ensemble: ambiguous+subset+clip, or none."),
         click.option("--margin", type=float, default=None, help="real: a synonym must beat the official score by this."),
@@ -64,7 +66,7 @@ def builder_options(function: Callable) -> Callable:
 def builder_kwargs(values: dict[str, Any]) -> dict[str, Any]:
     """The builder options the user set, as build_head keywords."""
     names = ("pool", "zpe_mode", "zpe_tau", "zpe_group", "waffle_count", "scorer", "filters", "margin", "rename", "base",
-             "dedupe")
+             "dedupe", "sentence_rule")
     kwargs = {name: values[name] for name in names if values.get(name) is not None}
     if values.get("source_weights"):
         kwargs["source_weights"] = list(values["source_weights"])

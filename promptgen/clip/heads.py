@@ -87,6 +87,8 @@ def build_head(builder: str, *, encoder: TextEncoder, classes: ClassList, source
         raise PromptgenError(f"the {builder} builder has no option {', '.join(unknown)}",
                              f"its options: {', '.join(spec.options + GENERIC_OPTIONS)}")
     sources = list(sources)
+    if options.get("sentence_rule") is not None:  # DCLIP's rule by default (docs/methods.md, dclip)
+        sources = [s.with_sentence_rule(str(options["sentence_rule"]), classes) for s in sources]
     if options.get("dedupe") is not None and not isinstance(options["dedupe"], bool):
         raise PromptgenError(f"dedupe={options['dedupe']!r} is not true or false", "use dedupe=true")
     if options.get("dedupe"):  # our option: the methods count every repeat

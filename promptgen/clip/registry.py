@@ -20,7 +20,7 @@ __all__ = ["HeadBuilder", "BUILDERS", "register_builder", "list_builders", "Head
 
 HEAD_FORMAT = "promptgen.head/1"
 # options every builder takes: the seed, and how set texts are read
-GENERIC_OPTIONS = ("seed", "dedupe")
+GENERIC_OPTIONS = ("seed", "dedupe", "sentence_rule")
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """What a head is built from: per-class texts from prompt-set versions or CLIP template sets.
 
 Record kinds decide the text a CLIP model sees: a `descriptor` (DCLIP/WaffleCLIP phrase) becomes
-"{c}, which (is|has) {d}" (methods.md section 3), a `sentence` (CuPL, WordNet gloss) is used verbatim
-(methods.md section 2). Builders differ only in how they aggregate these texts.
+"{c}, which (is|has) {d}" as DCLIP's loader builds it (docs/methods.md, dclip), a `sentence` (CuPL,
+WordNet gloss) is used verbatim (docs/methods.md, cupl). Every record counts, repeats included.
+Builders differ only in how they aggregate these texts.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from promptgen.classes import ClassList
 from promptgen.errors import PromptgenError
-from promptgen.formats import dclip_sentence
+from promptgen.formats import DCLIP_RULES, dclip_sentence
 from promptgen.paths import BUILTIN_PROMPTS_DIR
 from promptgen.store import SetRef, Store, describe_class_mismatch
 
@@ -36,10 +37,23 @@ class PromptSource:
     families: list[list[str]]
     meta: dict = field(default_factory=dict)
     partners: list[list[int | None]] | None = None  # differential sets: the other class of each text's pair
+    descriptors: list[list[str]] | None = None      # descriptor sets: the phrase behind each text
+    label_names: list[str] | None = None            # descriptor sets: the name DCLIP's labels use (the file's key)
 
     @property
     def counts(self) -> list[int]:
         return [len(t) for t in self.texts]
+
+    def with_sentence_rule(self, rule: str, classes: ClassList) -> "PromptSource":
+        """A descriptor set's texts rebuilt with another DCLIP sentence rule (sources of other
+        kinds are returned as they are)."""
+        if self.descriptors is None or rule == self.meta.get("sentence_rule"):
+            return self
+        suffix = self.meta.get("sentence_suffix", "")
+        texts = [[dclip_label(name, d, rule) + suffix for d in per_class]
+                 for name, per_class in zip(self.label_names or classes.names, self.descriptors)]
+        return PromptSource(self.name, self.kind, texts, self.families, {**self.meta, "sentence_rule": rule},
+                            self.partners, self.descriptors, self.label_names)
 
     def deduplicated(self) -> "PromptSource":
         """Each text once per class, first occurrence kept (the `dedupe` head option)."""
@@ -47,7 +61,16 @@ class PromptSource:
         pick = (lambda rows: [[row[t] for t in kept] for row, kept in zip(rows, keep)])
         return PromptSource(self.name, self.kind, pick(self.texts), pick(self.families),
                             {**self.meta, "deduplicated": sum(map(len, self.texts)) - sum(map(len, keep))},
-                            pick(self.partners) if self.partners is not None else None)
+                            pick(self.partners) if self.partners is not None else None,
+                            pick(self.descriptors) if self.descriptors is not None else None, self.label_names)
+
+
+def dclip_label(class_name: str, descriptor: str, rule: str = "authors") -> str:
+    """DCLIP's label for a descriptor: the class name with "_" as spaces (their `wordify`), ", ",
+    and the descriptor's sentence."""
+    if rule not in DCLIP_RULES:
+        raise PromptgenError(f"unknown DCLIP sentence rule {rule!r}", f"use sentence_rule={' or '.join(DCLIP_RULES)}")
+    return dclip_sentence(class_name.replace("_", " "), descriptor, rule)
 
 
 def list_template_sets() -> list[str]:
@@ -93,12 +116,6 @@ def source_from_templates(name_or_file: str, classes: ClassList) -> PromptSource
                         {"templates": name, "count": len(templates), "sha256": digest})
 
 
-def _class_text(record: dict, class_name: str) -> str:
-    if record.get("kind") == "descriptor":
-        return dclip_sentence(class_name, record["text"])
-    return record["text"]
-
-
 def source_from_set(store: Store, ref: SetRef | str, classes: ClassList) -> PromptSource:
     """Texts per class of a prompt-set version. A set of the same dataset must have been written
     for this class list; a set of another dataset is matched by class name (every class of
@@ -129,17 +146,45 @@ def source_from_set(store: Store, ref: SetRef | str, classes: ClassList) -> Prom
                                  f"use a set of {classes.dataset}: {', '.join(store.list_sets(classes.dataset)) or '(none)'}")
         # classes the set lacks stay empty: the head's coverage check names them
         mapping = {by_name[c]: i for i, c in enumerate(classes.names) if c in by_name}
+    descriptors: list[list[str]] = [[] for _ in classes.names]
+    label_names = list(classes.names)  # DCLIP's labels name the class by the file's key
     for record in records:
         target = mapping.get(record["class_index"])
         if target is None:
             continue
-        texts[target].append(_class_text(record, classes.names[target]))
+        texts[target].append(record["text"])
+        descriptors[target].append(record["text"] if record.get("kind") == "descriptor" else "")
+        if record.get("source_key"):
+            label_names[target] = record["source_key"]
         families[target].append(record.get("template") or "")
         other = record.get("other_class_index")
         partners[target].append(mapping.get(other) if other is not None else None)
     has_pairs = any(p is not None for per_class in partners for p in per_class)
-    return PromptSource(str(info.ref), "set", texts, families, partners=partners if has_pairs else None, meta=
-                        {"set": str(info.ref), "version": info.version, "records_sha256": info.manifest.get(
-                            "records_sha256"), "text_kind": info.manifest.get("text_kind"),
-                         "status": info.status, "matched_by": "index" if info.dataset == classes.dataset else "name",
-                         **({"failed_pairs": len(info.manifest.get("failed_pairs") or [])} if has_pairs else {})})
+    meta = {"set": str(info.ref), "version": info.version, "records_sha256": info.manifest.get("records_sha256"),
+            "text_kind": info.manifest.get("text_kind"), "status": info.status,
+            "matched_by": "index" if info.dataset == classes.dataset else "name",
+            **({"failed_pairs": len(info.manifest.get("failed_pairs") or [])} if has_pairs else {})}
+    source = PromptSource(str(info.ref), "set", texts, families, meta, partners if has_pairs else None)
+    if info.manifest.get("text_kind") == "descriptor" or any(r.get("kind") == "descriptor" for r in records[:1]):
+        source = _descriptor_source(source, descriptors, label_names, classes, mapping)
+    return source
+
+
+def _descriptor_source(source: PromptSource, descriptors: list[list[str]], label_names: list[str],
+                       classes: ClassList, mapping: dict[int, int]) -> PromptSource:
+    """DCLIP's loader (docs/methods.md, dclip): the label names the class as the file's key does
+    (ImageNet's "eft" and "maillot", where our list says "newt" and "tights"), an empty descriptor
+    list becomes [""] ("{c}, which has "), and on ImageNet every sentence ends with "."."""
+    covered = set(mapping.values())
+    empty = [c for c in range(len(classes)) if c in covered and not descriptors[c]]
+    for c in empty:
+        descriptors[c] = [""]
+        source.families[c] = ["empty"]
+    suffix = "." if classes.dataset == "imagenet" else ""
+    texts = [[dclip_label(name, d) + suffix for d in per_class] for name, per_class in zip(label_names, descriptors)]
+    meta = {**source.meta, "sentence_rule": "authors", "sentence_suffix": suffix,
+            "empty_descriptor_lists": [classes.names[c] for c in empty],
+            "labels_with_the_file_key": {classes.names[c]: key for c, key in enumerate(label_names)
+                                         if key != classes.names[c]}}
+    return PromptSource(source.name, source.kind, texts, source.families, meta, source.partners, descriptors,
+                        label_names)

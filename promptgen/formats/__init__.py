@@ -28,7 +28,7 @@ from promptgen.store import Store, VersionInfo, make_record
 from promptgen.templates import indefinite_article
 
 __all__ = ["IMPORT_FORMATS", "EXPORT_FORMATS", "ImportReport", "import_prompt_file", "import_fudd_file",
-           "export_version", "dclip_sentence", "list_formats"]
+           "export_version", "dclip_sentence", "DCLIP_RULES", "list_formats"]
 
 IMPORT_FORMATS: dict[str, dict] = {}
 EXPORT_FORMATS: dict[str, Callable] = {}
@@ -184,22 +184,34 @@ def import_prompt_file(store: Store, classes: ClassList, path: str | Path, fmt: 
     return store.write_version(classes.dataset, set_name, records, manifest, classes=classes), report
 
 
-_ARTICLE = re.compile(r"^(a|an)(?=\s)", re.IGNORECASE)
-_VERB_START = re.compile(r"^(has|often|typically|may|can)(?=\s)", re.IGNORECASE)
-_USED = re.compile(r"^used(?=\s)", re.IGNORECASE)
+DCLIP_RULES = ("authors", "grammatical")
+_GRAMMAR_IS = re.compile(r"^(a|an|used)(?=\s)", re.IGNORECASE)
+_GRAMMAR_VERB = re.compile(r"^(has|often|typically|may|can)(?=\s)", re.IGNORECASE)
 
 
-def dclip_sentence(class_name: str, descriptor: str) -> str:
-    """DCLIP's prompt for a descriptor (methods.md section 3): "{c}, which is {d}" when the
-    descriptor starts with the article a/an (the word, unlike DCLIP's own code, which tests the
-    letter), "{c}, which {d}" for has/often/typically/may/can, "{c}, which is {d}" for "used ..."
-    (as DCLIP's code does), else "{c}, which has {d}" -- even where that reads oddly ("which has
-    usually ..."), so that heads reproduce the published prompts."""
-    if _ARTICLE.match(descriptor) or _USED.match(descriptor):
-        return f"{class_name}, which is {descriptor}"
-    if _VERB_START.match(descriptor):
-        return f"{class_name}, which {descriptor}"
-    return f"{class_name}, which has {descriptor}"
+def dclip_sentence(class_name: str, descriptor: str, rule: str = "authors") -> str:
+    """"{c}, which ... {d}": DCLIP's `make_descriptor_sentence` (docs/methods.md, dclip).
+
+    authors (default): case-sensitive prefix tests, exactly as DCLIP's code: "which is" when the
+    descriptor starts with the letter "a" (so "antlers" gives "which is antlers"), "which" for
+    has/often/typically/may/can, "which is" for "used", else "which has".
+    grammatical (our option): the same branches on the whole first word, any case: "a"/"an"/"used"
+    take "which is", so "antlers" gives "which has antlers"."""
+    if rule == "authors":
+        if descriptor.startswith("a"):
+            verb = "which is"
+        elif descriptor.startswith(("has", "often", "typically", "may", "can")):
+            verb = "which"
+        elif descriptor.startswith("used"):
+            verb = "which is"
+        else:
+            verb = "which has"
+    elif rule == "grammatical":
+        verb = "which is" if _GRAMMAR_IS.match(descriptor) else "which" if _GRAMMAR_VERB.match(descriptor) \
+            else "which has"
+    else:
+        raise PromptgenError(f"unknown DCLIP sentence rule {rule!r}", f"use sentence_rule={' or '.join(DCLIP_RULES)}")
+    return f"{class_name}, {verb} {descriptor}"
 
 
 def _texts_by_class(classes: ClassList, records: list[dict]) -> list[list[str]]:
