@@ -5,7 +5,6 @@ the head file and its sidecar; the `promptgen head` CLI against the Python API."
 from __future__ import annotations
 
 import json
-import string
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +18,7 @@ from promptgen.clip.api import make_head
 from promptgen.clip.embed import TextEncoder
 from promptgen.clip.evaluate import evaluate_heads
 from promptgen.clip.heads import Head, build_head, list_builders, load_head, save_head
-from promptgen.clip.sources import TEMPLATE_DIR, load_template_set, source_from_set, source_from_templates
+from promptgen.clip.sources import load_template_set, source_from_set, source_from_templates
 from promptgen.errors import PromptgenError
 from promptgen.formats import import_prompt_file
 from promptgen.store import SetRef, Store
@@ -369,37 +368,58 @@ def test_zpe_class_mode_on_a_description_set(tiny_clip, world, encoder) -> None:
     assert not close(head.weights, torch.stack([e.mean(0) for e in per_class], dim=1), atol=1e-4)
 
 
-def test_waffle_is_seeded_and_matches_the_formula(tiny_clip, world, encoder) -> None:
-    count = 4
-    head = build_head("waffle", encoder=encoder, classes=world.classes, sources=[], waffle_count=count, seed=7)
-    again = build_head("waffle", encoder=encoder, classes=world.classes, sources=[], waffle_count=count, seed=7)
-    other = build_head("waffle", encoder=encoder, classes=world.classes, sources=[], waffle_count=count, seed=8)
+def test_waffle_is_seeded_and_shares_its_random_descriptors(tiny_clip, world, encoder) -> None:
+    """The draw-for-draw comparison with WaffleCLIP's generator is in test_faithful_heads.py."""
+    desc = source_from_set(world.store, "desc@v1", world.classes)
+    head = build_head("waffle", encoder=encoder, classes=world.classes, sources=[desc], waffle_count=4, seed=7)
+    again = build_head("waffle", encoder=encoder, classes=world.classes, sources=[desc], waffle_count=4, seed=7)
+    other = build_head("waffle", encoder=encoder, classes=world.classes, sources=[desc], waffle_count=4, seed=8)
     assert torch.equal(head.weights, again.weights)
-    descriptors = head.info["details"]["descriptors"]
-    assert descriptors == again.info["details"]["descriptors"]
-    assert other.info["details"]["descriptors"] != descriptors
     assert not close(other.weights, head.weights, atol=1e-4)
-
-    words = set((TEMPLATE_DIR / "waffle_words.txt").read_text(encoding="utf-8").split())
-    assert len(descriptors) == 2 * count
-    for word, chars in zip(descriptors[::2], descriptors[1::2]):
-        assert word in words
-        assert len(chars) == len(word) and set(chars) <= set(string.ascii_lowercase)
-    assert head.info["prompt_counts"] == [2 * count] * 6
-    texts = [[f"A photo of a {c}, which has {d}." for d in descriptors] for c in world.classes.names]
-    expected = ref_mean_head(tiny_clip, texts, renormalise=False)  # same descriptors for every class
-    assert close(head.weights, expected)
-    assert bool((head.weights.norm(dim=0) < 0.999).all())
+    assert head.info["prompt_counts"] == [8] * 6 and head.info["details"]["characters_from"] == "toy6/desc@v1"
+    texts = head.info["details"]["example"]
+    assert all(t.startswith("A photo of a red fox, which ") and t.endswith(".") for t in texts)
+    assert bool((head.weights.norm(dim=0) < 0.999).all())  # a mean, not renormalised
 
 
-def test_waffle_with_a_set_adds_its_texts(tiny_clip, world, encoder) -> None:
-    source = source_from_set(world.store, "desc@v1", world.classes)
-    head = build_head("waffle", encoder=encoder, classes=world.classes, sources=[source], waffle_count=3, seed=1)
-    descriptors = head.info["details"]["descriptors"]
-    texts = [mine + [f"A photo of a {c}, which has {d}." for d in descriptors]
-             for c, mine in zip(world.classes.names, dclip_texts_of(world))]
-    assert head.info["prompt_counts"] == [len(t) for t in texts]
-    assert close(head.weights, ref_mean_head(tiny_clip, texts, renormalise=False))
+def test_waffle_takes_only_descriptor_sets(world, encoder) -> None:
+    cupl = source_from_set(world.store, "sents@v1", world.classes)
+    with pytest.raises(PromptgenError, match="descriptor set"):
+        build_head("waffle", encoder=encoder, classes=world.classes, sources=[cupl])
+    with pytest.raises(PromptgenError, match="descriptor set"):
+        build_head("waffle+gpt", encoder=encoder, classes=world.classes, sources=[cupl])
+
+
+def test_waffle_gpt_mixes_random_pairs_and_the_class_descriptors(tiny_clip, world, encoder) -> None:
+    desc = source_from_set(world.store, "desc@v1", world.classes)
+    head = build_head("waffle+gpt", encoder=encoder, classes=world.classes, sources=[desc], seed=3)
+    assert head.info["prompt_counts"] == [30] * 6  # int(2/3 * 15) * 3
+    assert head.info["details"]["texts_per_class"] == 30
+
+
+def test_eval_reports_waffle_as_the_mean_and_std_over_seeds(tiny_clip, world, encoder, tmp_path: Path) -> None:
+    """WaffleCLIP reports the mean and (population) std of 7 seeds; eval --build waffle,reps=N does too."""
+    features, labels = planted_images(tiny_clip, dclip_texts_of(world), per_class=10, noise=0.2, seed=9)
+    np.savez(tmp_path / "f.npz", features=features.numpy(), labels=labels.numpy())
+    out = tmp_path / "res.json"
+    result = run_cli("eval", "toy6", "--features", tmp_path / "f.npz", "--build", "waffle:desc,reps=3,waffle_count=4",
+                     *TINY_ARGS, "-o", out, root=world.root)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert [h["head"] for h in report["heads"]] == [f"waffle:desc,reps=3,waffle_count=4 seed={s}" for s in range(3)]
+    (summary,) = report["seed_means"]
+    top1 = np.array([h["top1"] for h in report["heads"]])
+    assert summary["runs"] == 3 and summary["top1"] == pytest.approx(top1.mean())
+    assert summary["top1_std"] == pytest.approx(top1.std())
+    for seed, row in enumerate(report["heads"]):  # each run is the builder at that seed
+        head = build_head("waffle", encoder=encoder, classes=world.classes,
+                          sources=[source_from_set(world.store, "desc@v1", world.classes)], waffle_count=4, seed=seed)
+        assert row["top1"] == pytest.approx(top1_of(features, labels, head))
+    assert "(mean of 3 seeds): top-1" in result.output
+
+
+def top1_of(features: torch.Tensor, labels: torch.Tensor, head: Head) -> float:
+    return float(((F.normalize(features, dim=-1) @ head.weights).argmax(dim=1) == labels).double().mean())
 
 
 # -- 2. planted signal ------------------------------------------------------------------------

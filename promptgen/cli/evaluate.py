@@ -20,7 +20,7 @@ COMMANDS = []
 _OPTION_TYPES = {"pool": str, "zpe_mode": str, "zpe_group": str, "name": str, "zpe_tau": float,
                  "waffle_count": int, "seed": int, "source_weights": list, "k": int, "initial": str,
                  "scorer": str, "filters": str, "margin": float, "rename": str, "base": str,
-                 "dedupe": bool, "sentence_rule": str}
+                 "dedupe": bool, "sentence_rule": str, "reps": int}
 
 
 def parse_build_spec(spec: str) -> tuple[str, list[str], dict[str, Any]]:
@@ -36,7 +36,7 @@ def parse_build_spec(spec: str) -> tuple[str, list[str], dict[str, Any]]:
     builder = builder.strip()
     if builder not in BUILDERS:
         raise PromptgenError(f"--build {spec}: unknown builder {builder!r}", f"builders: {', '.join(sorted(BUILDERS))}")
-    allowed = BUILDERS[builder].options + GENERIC_OPTIONS + ("name",)
+    allowed = BUILDERS[builder].options + GENERIC_OPTIONS + ("name",) + (("reps",) if builder.startswith("waffle") else ())
     options: dict[str, Any] = {}
     for pair in pairs:
         key, _, value = (part.strip() for part in pair.partition("="))
@@ -106,7 +106,7 @@ def eval_command(dataset: str, images_spec: str | None, features_file: Path | No
     """Zero-shot accuracy of several heads on DATASET's images (top-1, top-5, mean per-class recall)."""
     from promptgen.clip.api import collect_sources
     from promptgen.clip.embed import TextEncoder
-    from promptgen.clip.evaluate import evaluate_heads, format_table
+    from promptgen.clip.evaluate import evaluate_heads, format_table, seed_summary
     from promptgen.clip.heads import build_head, load_head
     from promptgen.clip.images import encode_images, load_feature_file, open_image_set
     from promptgen.errors import PromptgenError
@@ -153,15 +153,29 @@ def eval_command(dataset: str, images_spec: str | None, features_file: Path | No
                                  "evaluate heads and features from the same CLIP model and weights")
     pool = load_feature_file(zpe_pool, embed_dim=features.features.shape[1]).features if zpe_pool else None
     encoder = TextEncoder(clip, cache_dir(store.root), show_progress=True) if builds else None
+    repeated: list[tuple[str, list[int]]] = []  # builds over several seeds: (name, head positions)
     for spec, builder, sources, options in builds:
-        extra = {k: v for k, v in options.items() if k not in ("name",)}
+        extra = {k: v for k, v in options.items() if k not in ("name", "reps")}
         uses_images = builder == "zpe" or options.get("base") == "zpe"
         image_features = features.features if uses_images else None  # unlabeled use: labels never reach ZPE
-        heads.append(build_head(builder, encoder=encoder, classes=classes, sources=sources,
-                                allow_empty=allow_empty, image_features=image_features,
-                                pool_features=pool if uses_images else None,
-                                name=options.get("name", spec), **{"seed": seed, **extra}))
+        first_seed = extra.pop("seed", seed)
+        reps = options.get("reps", 1)
+        if reps < 1:
+            raise PromptgenError(f"--build {spec}: reps={reps}", "reps is the number of seeds, 1 or more (WaffleCLIP: 7)")
+        name = options.get("name", spec)
+        positions = []
+        for run_seed in range(first_seed, first_seed + reps):
+            positions.append(len(heads))
+            heads.append(build_head(builder, encoder=encoder, classes=classes, sources=list(sources),
+                                    allow_empty=allow_empty, image_features=image_features,
+                                    pool_features=pool if uses_images else None,
+                                    name=f"{name} seed={run_seed}" if reps > 1 else name,
+                                    **{"seed": run_seed, **extra}))
+        if reps > 1:
+            repeated.append((name, positions))
     results = evaluate_heads(features.features, features.labels, heads, len(classes))
+    summaries = [seed_summary(f"{name} (mean of {len(positions)} seeds)", [results[p] for p in positions])
+                 for name, positions in repeated]
     report = {"format": "promptgen.eval/1", "dataset": dataset, "classes": {"count": len(classes), "hash": classes.hash,
                                                                          "names": list(classes.names)},
               "images": {k: v for k, v in features.meta.items() if k != "model"},
@@ -169,7 +183,8 @@ def eval_command(dataset: str, images_spec: str | None, features_file: Path | No
               "encoding": {**encoder.stats.as_dict(), "trimming": encoder.trim_reason} if encoder else None,
               "seconds": round(time.perf_counter() - started, 3),
               "heads": [{**result, "info": {k: v for k, v in head.info.items() if k not in ("classes", "prompt_counts")}}
-                        for result, head in zip(results, heads)]}
+                        for result, head in zip(results, heads)],
+              **({"seed_means": summaries} if summaries else {})}
     if output:
         write_json_file(output, report)
     if as_json:
@@ -180,6 +195,11 @@ def eval_command(dataset: str, images_spec: str | None, features_file: Path | No
                + (f" ({meta['skipped']} skipped: could not be decoded)" if meta.get("skipped") else "")
                + (", features from cache" if meta.get("from_cache") and images_spec else ""))
     click.echo(format_table(results, heads))
+    for summary in summaries:
+        click.echo(f"{summary['head']}: top-1 {100 * summary['top1']:.2f} +- {100 * summary['top1_std']:.2f}, "
+                   f"top-5 {100 * summary['top5']:.2f} +- {100 * summary['top5_std']:.2f}, "
+                   f"mean/class {100 * summary['mean_per_class_recall']:.2f} "
+                   f"+- {100 * summary['mean_per_class_recall_std']:.2f}")
     for result in results:
         rerank = result.get("rerank")
         if rerank:

@@ -45,7 +45,8 @@ def builder_options(function: Callable) -> Callable:
                                                                  "(0.5 ImageNet family, 2.0 fine-grained)."),
         click.option("--zpe-group", type=click.Choice(["auto", "family", "class"]), default=None,
                      help="zpe: weight templates/questions across classes, or each class's texts."),
-        click.option("--waffle-count", type=int, default=None, help="waffle: random word/character pairs (15)."),
+        click.option("--waffle-count", type=int, default=None, help="waffle, waffle+gpt: random word/character "
+                                                                     "pairs (15)."),
         click.option("--dedupe", is_flag=True, default=None, help="Count each text once per class and source (the "
                                                                  "methods count every repeat)."),
         click.option("--sentence-rule", type=click.Choice(["authors", "grammatical"]), default=None,

@@ -1,4 +1,4 @@
-"""Zero-shot evaluation of heads on image features: logits = 100 * v @ W (methods.md preamble)."""
+"""Zero-shot evaluation of heads on image features: logits = 100 * v @ W (docs/methods.md, notation)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from promptgen.clip.heads import Head
 from promptgen.errors import PromptgenError
 
-__all__ = ["evaluate_heads", "format_table"]
+__all__ = ["evaluate_heads", "format_table", "seed_summary"]
 
 
 def evaluate_heads(features: torch.Tensor, labels: torch.Tensor, heads: list[Head], num_classes: int,
@@ -89,3 +89,14 @@ def format_table(results: list[dict], heads: list[Head]) -> str:
              for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def seed_summary(name: str, results: list[dict]) -> dict:
+    """Mean and standard deviation over the runs of one build with several seeds, as WaffleCLIP
+    reports its numbers (np.mean, np.std over seeds 0..reps-1, base_main.py)."""
+    summary: dict = {"head": name, "seeds": [r["head"] for r in results], "runs": len(results)}
+    for key in ("top1", "top5", "mean_per_class_recall"):
+        values = torch.tensor([r[key] for r in results], dtype=torch.float64)
+        summary[key] = float(values.mean())
+        summary[f"{key}_std"] = float(values.std(unbiased=False)) if len(values) > 1 else 0.0
+    return summary

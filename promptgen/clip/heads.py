@@ -106,7 +106,7 @@ def build_head(builder: str, *, encoder: TextEncoder, classes: ClassList, source
                                  f"{encoder.clip.arch} embeds in {encoder.clip.embed_dim}",
                                  "compute the features with the same CLIP model as the head")
     fallback: list[str] = []
-    if spec.covers_all and (sources or builder != "waffle"):
+    if spec.covers_all:
         counts = [sum(s.counts[c] for s in sources) for c in range(len(classes))]
         empty = [classes.names[c] for c, n in enumerate(counts) if n == 0]
         if empty and not allow_empty:
