@@ -294,14 +294,14 @@ def test_zpe_softmax_family_mode(tiny_clip, world, encoder, with_pool: bool) -> 
     head = build_head("zpe", encoder=encoder, classes=world.classes, sources=[source], image_features=images,
                       pool_features=pool)
     q, E = _zpe_family_reference(tiny_clip, world.classes.names, FEW_TEMPLATES, images, pool)
-    w = torch.softmax(q, dim=0)
+    w = torch.softmax(q, dim=0) / len(FEW_TEMPLATES)  # the notebook's mean over prompts of weighted logits
     details = head.info["details"]
     assert details["zpe_group"] == "family" and details["zpe_mode"] == "softmax"
     assert details["correction"] == ("pre+test" if with_pool else "test-only")
     assert len(details["families"]) == len(FEW_TEMPLATES)
     assert np.allclose(details["quality"], q.numpy(), atol=1e-3)
     assert np.allclose(details["weights"], w.numpy(), atol=1e-5)
-    assert abs(sum(details["weights"]) - 1) < 1e-6
+    assert abs(sum(details["weights"]) * len(FEW_TEMPLATES) - 1) < 1e-6
     expected = torch.einsum("p,pcd->dc", w, E)  # no renormalisation
     assert close(head.weights, expected)
 
@@ -331,12 +331,20 @@ def test_zpe_mad_selection_keeps_prompts_above_tau(tiny_clip, world, encoder) ->
                       zpe_mode="mad", zpe_tau=tau)
     keep = (qn - median) / mad > tau
     assert keep.sum() == 3
-    expected = E[torch.from_numpy(keep)].mean(dim=0).T
+    # the kept prompts keep their softmax weights (over all prompts), averaged over the kept ones
+    expected_weights = torch.softmax(q, dim=0).numpy() * keep / keep.sum()
+    expected = torch.einsum("p,pcd->dc", torch.from_numpy(expected_weights), E)
     details = head.info["details"]
     assert details["kept"] == 3 and details["tau"] == tau
     assert abs(details["median"] - median) < 1e-3 and abs(details["mad"] - mad) < 1e-3
-    assert np.allclose(details["weights"], keep / 3, atol=1e-7)
+    assert np.allclose(details["weights"], expected_weights, atol=1e-6)
+    assert not np.allclose(details["weights"], keep / 3, atol=1e-3)  # not equal weights
     assert close(head.weights, expected)
+    # equal weights over the kept prompts is the paper's separate ablation, an option
+    equal = build_head("zpe", encoder=encoder, classes=world.classes, sources=[source], image_features=images,
+                       zpe_mode="mad-equal", zpe_tau=tau)
+    assert np.allclose(equal.info["details"]["weights"], keep / 3, atol=1e-7)
+    assert close(equal.weights, E[torch.from_numpy(keep)].mean(dim=0).T)
 
 
 def test_zpe_class_mode_on_a_description_set(tiny_clip, world, encoder) -> None:
@@ -359,7 +367,7 @@ def test_zpe_class_mode_on_a_description_set(tiny_clip, world, encoder) -> None:
             w = torch.full((len(e),), 1 / len(e), dtype=torch.float64)
             uniform += 1
         else:
-            w = torch.softmax(corrected[mine].mean(dim=0), dim=0)
+            w = torch.softmax(corrected[mine].mean(dim=0), dim=0)  # summing to 1 in every class
         columns.append(w @ e)
     assert uniform >= 1
     assert head.info["details"]["classes_with_uniform_weights"] == uniform

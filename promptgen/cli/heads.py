@@ -40,11 +40,14 @@ def builder_options(function: Callable) -> Callable:
                      help="zpe: unlabeled image features (.npz/.pt) of the target images."),
         click.option("--zpe-pool", type=click.Path(dir_okay=False, path_type=Path),
                      help="zpe: features of a generic image pool for mu_pre (else test-only correction)."),
-        click.option("--zpe-mode", type=click.Choice(["softmax", "mad"]), default=None, help="zpe: weighting rule."),
+        click.option("--zpe-mode", type=click.Choice(["softmax", "mad", "mad-equal"]), default=None,
+                     help="zpe: softmax weights (default), MAD selection keeping their softmax weights, or MAD "
+                          "selection with equal weights (the paper's ablation)."),
         click.option("--zpe-tau", type=float, default=None, help="zpe mad: keep prompts with robust z > tau "
                                                                  "(0.5 ImageNet family, 2.0 fine-grained)."),
         click.option("--zpe-group", type=click.Choice(["auto", "family", "class"]), default=None,
-                     help="zpe: weight templates/questions across classes, or each class's texts."),
+                     help="zpe: weight templates/questions shared by all classes (ZPE), or each class's own texts "
+                          "(class: promptgen's extension, not in the paper)."),
         click.option("--waffle-count", type=int, default=None, help="waffle, waffle+gpt: random word/character "
                                                                      "pairs (15)."),
         click.option("--dedupe", is_flag=True, default=None, help="Count each text once per class and source (the "

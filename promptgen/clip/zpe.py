@@ -1,4 +1,4 @@
-"""ZPE, zero-shot prompt ensembling (Allingham et al., ICML 2023; methods.md 6): prompts
+"""ZPE, zero-shot prompt ensembling (Allingham et al., ICML 2023; docs/methods.md, zpe): prompts
 weighted by their zero-shot quality on unlabeled images."""
 
 from __future__ import annotations
@@ -16,30 +16,42 @@ __all__: list[str] = []
 
 
 def _zpe_scores_correction(scores: torch.Tensor, pool_scores: torch.Tensor | None) -> torch.Tensor:
-    """(mu_pre + mu_test) / 2 per column, or mu_test alone without a generic pool (methods.md 6, step 2)."""
+    """(mu_pre + mu_test) / 2 per column, or mu_test alone without a generic pool (docs/methods.md, zpe)."""
     mu_test = scores.mean(dim=0)
     return mu_test if pool_scores is None else (pool_scores.mean(dim=0) + mu_test) / 2
 
 
+ZPE_MODES = ("softmax", "mad", "mad-equal")
+
+
 def _zpe_select(quality: torch.Tensor, mode: str, tau: float) -> tuple[torch.Tensor, dict]:
-    """Weights over prompts from their quality q (methods.md 6, steps 4 and 6)."""
+    """The factor of each prompt's e(prompt_p(c)) in the head, from the prompts' quality q, as the
+    authors' notebook aggregates (the mean over prompts of the weighted logits):
+    softmax: w_p / P with w = softmax(q) (ZPE step 4-5);
+    mad: w_p / |S| for the prompts S with (q - median) / MAD > tau, w the softmax over all
+    prompts, 0 for the others (step 6; the kept prompts keep their softmax weights);
+    mad-equal: 1 / |S| over S (equal weights, the notebook's separate variant).
+    The scale is the notebook's too: logits (and probabilities) match theirs, not only the argmax."""
+    softmax = torch.softmax(quality.double(), dim=0)
     if mode == "softmax":
-        return torch.softmax(quality, dim=0), {}
+        return (softmax / len(quality)).to(quality.dtype), {}
     q = quality.double().numpy()
     median = float(np.median(q))
     mad = float(np.median(np.abs(q - median)))
     keep = np.ones_like(q, dtype=bool) if mad == 0 else (q - median) / mad > tau
-    note = {}
-    if not keep.any():
+    note = {"mad_is_zero_all_kept": True} if mad == 0 else {}
+    if not keep.any():  # the notebook has no fallback: keep the best prompt
         keep[int(np.argmax(q))] = True
         note = {"no_prompt_above_tau": True}
-    weights = torch.from_numpy(keep / keep.sum()).to(quality.dtype)
-    return weights, {"median": median, "mad": mad, "kept": int(keep.sum()), **note}
+    kept = torch.from_numpy(keep)
+    weights = (kept.double() if mode == "mad-equal" else softmax * kept) / int(keep.sum())
+    return weights.to(quality.dtype), {"median": median, "mad": mad, "kept": int(keep.sum()), **note}
 
 
 @register_builder("zpe", needs_images=True, options=("zpe_mode", "zpe_tau", "zpe_group"),
-                  summary="ZPE: prompts weighted by their zero-shot quality on unlabeled images, softmax or MAD "
-                          "selection, no renormalisation (methods.md 6)")
+                  summary="ZPE: prompt templates weighted by their zero-shot quality on unlabeled images, softmax or "
+                          "MAD selection, no renormalisation (docs/methods.md, zpe); zpe_group=class, weighting each "
+                          "class's own descriptions, is promptgen's extension, not the paper's")
 def _zpe(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
     images = ctx.image_features
     if images is None or len(images) == 0:
@@ -47,8 +59,8 @@ def _zpe(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
                              "give --zpe-features FILE (or build it inside `promptgen eval`, which uses the "
                              "evaluation images without their labels)")
     mode = ctx.options.get("zpe_mode", "softmax")
-    if mode not in ("softmax", "mad"):
-        raise PromptgenError(f"unknown ZPE mode {mode!r}", "use --zpe-mode softmax or --zpe-mode mad")
+    if mode not in ZPE_MODES:
+        raise PromptgenError(f"unknown ZPE mode {mode!r}", "use --zpe-mode softmax, mad or mad-equal")
     tau = float(ctx.options.get("zpe_tau", 0.5))
     group = ctx.options.get("zpe_group", "auto")
     images = images.float()
@@ -70,7 +82,7 @@ def _zpe(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
                              "use --zpe-group class to weight each class's texts separately")
     info: dict[str, Any] = {"zpe_mode": mode, "zpe_group": group, "correction": "pre+test" if pool is not None
                             else "test-only", "images": int(len(images))}
-    if mode == "mad":
+    if mode != "softmax":
         info["tau"] = tau
     if group == "family":
         # (P, C, D): e(prompt_p(c)), the family's texts for class c averaged and normalised
@@ -110,7 +122,10 @@ def _zpe(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
             kept.append(len(vectors))
         else:
             weights, selection = _zpe_select(corrected[mine].double().mean(dim=0), mode, tau)
+            weights = weights / weights.sum()  # columns of classes with more or fewer texts stay comparable
             kept.append(int((weights > 0).sum()))
         columns.append(weights.float() @ vectors)
-    info.update({"classes_with_uniform_weights": uniform, "kept_per_class": kept})
+    info.update({"extension": "zpe_group=class weights each class's own descriptions: promptgen's extension of "
+                              "ZPE, which weights templates shared by all classes",
+                 "classes_with_uniform_weights": uniform, "kept_per_class": kept})
     return stack_columns(columns), info
