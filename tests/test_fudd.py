@@ -20,6 +20,7 @@ from promptgen.clip.embed import TextEncoder
 from promptgen.clip.evaluate import evaluate_heads
 from promptgen.clip.fudd import OUTSIDE_TOP_K, FuddReranker
 from promptgen.clip.heads import build_head, save_head
+from promptgen.clip.sources import PromptSource
 from promptgen.clip.pairs import all_pairs, pair_key
 from promptgen.clip.sources import source_from_set
 from promptgen.errors import PromptgenError
@@ -306,13 +307,16 @@ def test_fudd_builder_attaches_each_sentence_to_its_own_pair(world, tiny_clip) -
     the records (class_index, other_class_index), vectors from encode_text in float64."""
     encoder = CountingEncoder(tiny_clip)
     source = source_from_set(world.store, "differential", world.classes)
-    head = build_head("fudd", encoder=encoder, classes=world.classes, sources=[source], k=3)
+    # as written (capitalize=False) over the photo head, so the reference below reads the records
+    head = build_head("fudd", encoder=encoder, classes=world.classes, sources=[source], k=3, capitalize=False,
+                      initial="photo")
     record_texts = {r["text"] for r in world.records}
     sentence_calls = [call for call in encoder.calls if record_texts & set(call)]
     assert len(sentence_calls) == 1
     units = {(r["class_index"], r["text"]) for r in world.records}
-    assert Counter(sentence_calls[0]) == Counter(t for _, t in units)
-    assert head.info["details"]["unique_sentences"] == len(units)
+    templates = [f"a photo of a {name}." for name in world.classes.names]  # for pairs without descriptions
+    assert Counter(sentence_calls[0]) == Counter([t for _, t in units] + templates)
+    assert head.info["details"]["unique_sentences"] == len(units) + len(templates)
 
     side_texts: dict[tuple[int, int], list[str]] = {}
     for r in world.records:
@@ -364,16 +368,17 @@ def test_fudd_recovers_the_planted_pair_signal(fake_llm, root: Path, tiny_clip, 
     out = tmp_path / "differential.fudd.json"
     export_version(store, result.info, "fudd", out)
     shuffled_file = tmp_path / "shuffled.fudd.json"
-    shuffled_file.write_text(json.dumps(shuffled_fudd_file(json.loads(out.read_text(encoding="utf-8")))),
-                             encoding="utf-8")
-    info, _ = import_fudd_file(store, classes, shuffled_file, "shuffled")
-    shuffled_records = store.read_records(info)
+    exported = json.loads(out.read_text(encoding="utf-8"))
+    shuffled_file.write_text(json.dumps(shuffled_fudd_file(exported)), encoding="utf-8")
+    # the control itself, built in memory: class c gets the sentences (and partner) of class c-2
+    shift = [(c - 2) % len(NAMES) for c in range(len(NAMES))]
+    moved = PromptSource("shuffled", "set", [source.texts[shift[c]] for c in range(len(NAMES))],
+                         [source.families[shift[c]] for c in range(len(NAMES))], {},
+                         partners=[[(p + 2) % len(NAMES) for p in source.partners[shift[c]]]
+                                   for c in range(len(NAMES))])
     for c, p in PLANTED_PAIRS:  # the planted pairs' sentences really moved
-        mine = {r["text"] for r in records if r["pair"] == pair_key(c, p)}
-        moved = {r["text"] for r in shuffled_records if r["pair"] == pair_key(c, p)}
-        assert moved and not (mine & moved)
-    shuffled = build_head("fudd", encoder=encoder, classes=classes,
-                          sources=[source_from_set(store, "shuffled", classes)], k=2, name="shuffled")
+        assert moved.texts[c] and not set(moved.texts[c]) & set(source.texts[c])
+    shuffled = build_head("fudd", encoder=encoder, classes=classes, sources=[moved], k=2, name="shuffled")
 
     initial_r, fudd_r, shuffled_r = evaluate_heads(features, labels, [W0, fudd, shuffled], 6)
     assert initial_r["top1"] <= 0.7, initial_r["top1"]
@@ -390,10 +395,11 @@ def test_fudd_recovers_the_planted_pair_signal(fake_llm, root: Path, tiny_clip, 
 # -- 4. the static head -------------------------------------------------------------------------
 
 def static_reference(world, tiny_clip) -> torch.Tensor:
+    """FuDD's static head: each class's sentences once, capitalised as str.capitalize does."""
     columns = []
     for c in range(len(NAMES)):
         texts = list(dict.fromkeys(r["text"] for r in world.records if r["class_index"] == c))
-        columns.append(embed(tiny_clip, texts).mean(0))
+        columns.append(embed(tiny_clip, [t[:1].upper() + t[1:].lower() for t in texts]).mean(0))
     return F.normalize(torch.stack(columns, dim=1), dim=0)
 
 
@@ -401,7 +407,7 @@ def test_fudd_static_is_the_normalised_mean_of_unique_sentences(world, tiny_clip
     expected = static_reference(world, tiny_clip)
     # the set repeats sentences across pairs, so counting them twice would be another head
     with_repeats = F.normalize(torch.stack(
-        [embed(tiny_clip, [r["text"] for r in world.records if r["class_index"] == c]).mean(0)
+        [embed(tiny_clip, [r["text"].capitalize() for r in world.records if r["class_index"] == c]).mean(0)
          for c in range(len(NAMES))], dim=1), dim=0)
     assert not torch.allclose(with_repeats, expected, atol=1e-4)
     source = source_from_set(world.store, "differential", world.classes)
@@ -441,12 +447,12 @@ def test_cli_eval_builds_fudd(cli, world, world_root: Path, tmp_path: Path, enco
     report = json.loads(out.read_text(encoding="utf-8"))
     fudd, template, explicit, from_file = report["heads"]
     assert fudd["head"] == "fudd:differential,k=3" and fudd["info"]["builder"] == "fudd"
-    assert fudd["info"]["details"]["initial"] == "templates:photo"
+    assert fudd["info"]["details"]["initial"] == "authors"  # FuDD's: "A photo of a {c}." capitalised
     assert explicit["head"] == "explicit" and from_file["info"]["details"]["initial"] == str(photo)
-    for other in (explicit, from_file):
-        assert other["top1"] == fudd["top1"] and other["rerank"] == fudd["rerank"]
+    assert explicit["top1"] == from_file["top1"] and explicit["rerank"] == from_file["rerank"]  # both the photo head
     assert "rerank" not in template
-    rerank = fudd["rerank"]
+    assert fudd["rerank"]["fallback_columns"] == 0
+    rerank = explicit["rerank"]
     assert rerank["k"] == 3 and rerank["images"] == len(world.labels)
     top3 = (F.normalize(world.features.double(), dim=-1) @ world.W0).topk(3, dim=1).indices
     recall = float((top3 == world.labels[:, None]).any(dim=1).double().mean())
@@ -611,7 +617,7 @@ def test_export_of_a_set_without_pairs_fails(cli, world_root: Path, tmp_path: Pa
     # nor does the fudd builder accept it
     store = Store(world_root)
     classes = store.classes("planted")
-    with pytest.raises(PromptgenError, match="takes differential sets"):
+    with pytest.raises(PromptgenError, match="take differential sets"):
         build_head("fudd", encoder=encoder, classes=classes, sources=[source_from_set(store, "plain", classes)])
 
 

@@ -20,7 +20,7 @@ COMMANDS = []
 _OPTION_TYPES = {"pool": str, "zpe_mode": str, "zpe_group": str, "name": str, "zpe_tau": float,
                  "waffle_count": int, "seed": int, "source_weights": list, "k": int, "initial": str,
                  "scorer": str, "filters": str, "margin": float, "rename": str, "base": str,
-                 "dedupe": bool, "sentence_rule": str, "reps": int}
+                 "dedupe": bool, "sentence_rule": str, "reps": int, "capitalize": bool}
 
 
 def parse_build_spec(spec: str) -> tuple[str, list[str], dict[str, Any]]:
@@ -205,8 +205,8 @@ def eval_command(dataset: str, images_spec: str | None, features_file: Path | No
         if rerank:
             recall = rerank["topk_recall"]
             click.echo(f"  {result['head']}: top-{rerank['k']} recall {100 * recall:.2f}% (the ceiling of re-ranking); "
-                       f"{100 * rerank['fallback_fraction']:.1f}% of top-{rerank['k']} classes had no differential "
-                       f"sentence there and kept their initial score")
+                       f"{100 * rerank['fallback_fraction']:.1f}% of top-{rerank['k']} classes met a pair without "
+                       f"descriptions there and got 'a photo of a {{c}}.' for it")
     if output:
         click.echo(f"wrote {output}")
 

@@ -54,9 +54,13 @@ def builder_options(function: Callable) -> Callable:
                                                                  "methods count every repeat)."),
         click.option("--sentence-rule", type=click.Choice(["authors", "grammatical"]), default=None,
                      help="Descriptor sets: DCLIP's own sentence rule (default) or the word-based a/an rule (ours)."),
+        click.option("--no-capitalize", "capitalize", flag_value=False, default=None,
+                     help="fudd, fudd-static: embed texts as written instead of FuDD's str.capitalize()."),
         click.option("--scorer", default=None, help="real: frequency, clip or first (llm: use --rename FILE)."),
         click.option("--filters", default=None, help="real, synonym-ensemble: ambiguous+subset+clip, or none."),
         click.option("--margin", type=float, default=None, help="real: a synonym must beat the official score by this."),
+        click.option("--counts", type=click.Path(dir_okay=False), default=None,
+                     help="real: caption counts per name (REAL's metrics JSON); scored by REAL's rule."),
         click.option("--rename", type=click.Path(dir_okay=False), default=None,
                      help="real: a rename map from `promptgen rename -o`."),
         click.option("--base", default=None, help="real, synonym-ensemble: aggregate with template, cupl, dclip, "
@@ -70,7 +74,7 @@ def builder_options(function: Callable) -> Callable:
 def builder_kwargs(values: dict[str, Any]) -> dict[str, Any]:
     """The builder options the user set, as build_head keywords."""
     names = ("pool", "zpe_mode", "zpe_tau", "zpe_group", "waffle_count", "scorer", "filters", "margin", "rename", "base",
-             "dedupe", "sentence_rule")
+             "dedupe", "sentence_rule", "capitalize")
     kwargs = {name: values[name] for name in names if values.get(name) is not None}
     if values.get("source_weights"):
         kwargs["source_weights"] = list(values["source_weights"])
