@@ -370,6 +370,8 @@ def test_fudd_recovers_the_planted_pair_signal(fake_llm, root: Path, tiny_clip, 
     shuffled_file = tmp_path / "shuffled.fudd.json"
     exported = json.loads(out.read_text(encoding="utf-8"))
     shuffled_file.write_text(json.dumps(shuffled_fudd_file(exported)), encoding="utf-8")
+    with pytest.raises(PromptgenError, match="do not name their class"):
+        import_fudd_file(store, classes, shuffled_file, "shuffled")  # a file indexing other classes is refused
     # the control itself, built in memory: class c gets the sentences (and partner) of class c-2
     shift = [(c - 2) % len(NAMES) for c in range(len(NAMES))]
     moved = PromptSource("shuffled", "set", [source.texts[shift[c]] for c in range(len(NAMES))],
@@ -545,7 +547,7 @@ SWAPPED_OR_IDENTICAL = {"classes": [0, 1], "prompt_pairs": [
     ("{not json", "as JSON"),
     ([{"0_1": GOOD_PAIR}], "not a JSON object"),
     ({"a_b": GOOD_PAIR}, "'a_b'"),
-    ({"0_9": {**GOOD_PAIR, "classes": [0, 9]}}, "below 6"),
+    ({"0_9": {**GOOD_PAIR, "classes": [0, 9]}}, "planted has 6 classes"),
     ({"0_2": {**GOOD_PAIR, "classes": [0, 3]}}, "disagree"),
     ({"0_1": SWAPPED_OR_IDENTICAL}, "no usable pair"),
     # JSON true is not the class index 1 (Python's bool is an int): must not become pair "0_True"
@@ -555,16 +557,16 @@ SWAPPED_OR_IDENTICAL = {"classes": [0, 1], "prompt_pairs": [
 def test_import_rejects_files_with_nothing_usable(cli, world_root: Path, tmp_path: Path, content, needle) -> None:
     path = tmp_path / "bad.json"
     path.write_text(content if isinstance(content, str) else json.dumps(content), encoding="utf-8")
-    result = cli("import", "planted", path, "--format", "fudd", "--set", "bad")
+    result = cli("import", "planted", path, "--format", "fudd", "--set", "bad", "--filter-attributes")
     assert result.exit_code == 2, result.output
     assert "error:" in result.stderr and needle in result.stderr, result.stderr
     assert Store(world_root).list_versions("planted", "bad") == []
 
 
 @pytest.mark.parametrize("extra", [
-    {"a_b": GOOD_PAIR}, {"0_9": {**GOOD_PAIR, "classes": [0, 9]}}, {"1_4": {**GOOD_PAIR, "classes": [1, 5]}},
+    {"a_b": GOOD_PAIR}, {"1_4": {**GOOD_PAIR, "classes": [1, 5]}},
     {"0_1": SWAPPED_OR_IDENTICAL}, {"2_0": GOOD_PAIR},
-], ids=["bad-key", "out-of-range", "classes-disagree", "only-rejected", "duplicate-pair"])
+], ids=["bad-key", "classes-disagree", "only-rejected", "duplicate-pair"])
 def test_import_keeps_what_fits_and_strict_fails(cli, world_root: Path, tmp_path: Path, extra: dict) -> None:
     path = tmp_path / "mixed.json"
     path.write_text(json.dumps({"0_2": GOOD_PAIR, **extra}), encoding="utf-8")
@@ -574,7 +576,7 @@ def test_import_keeps_what_fits_and_strict_fails(cli, world_root: Path, tmp_path
     store = Store(world_root)
     assert store.list_versions("planted", "mixed") == []
 
-    result = cli("import", "planted", path, "--format", "fudd", "--set", "mixed", "--json")
+    result = cli("import", "planted", path, "--format", "fudd", "--set", "mixed", "--json", "--filter-attributes")
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)
     assert manifest["import"]["pairs"] == 1 and manifest["counts"]["records"] == 2
@@ -598,11 +600,18 @@ def test_import_counts_rejected_attributes_of_a_kept_pair(cli, world_root: Path,
     path.write_text(json.dumps({"0_1": entry}), encoding="utf-8")
     strict = cli("import", "planted", path, "--format", "fudd", "--set", "partial", "--strict")
     assert strict.exit_code == 2 and "rejected" in strict.stderr
-    result = cli("import", "planted", path, "--format", "fudd", "--set", "partial", "--json")
+    result = cli("import", "planted", path, "--format", "fudd", "--set", "partial", "--json", "--filter-attributes")
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)
     assert manifest["rejected"]["swapped"] == 1 and manifest["rejected"]["identical"] == 1
     assert manifest["counts"]["records"] == 2 and manifest["import"]["pairs_without_usable_attributes"] == []
+    # by default FuDD's attributes are kept as published (their heads use every one), only counted
+    published = cli("import", "planted", path, "--format", "fudd", "--set", "published", "--json")
+    manifest = json.loads(published.stdout)
+    assert manifest["counts"]["records"] == 6 and manifest["filter_attributes"] is False
+    assert manifest["rejected"]["swapped"] == 1 and manifest["rejected"]["identical"] == 1
+    assert "flagged swapped: kept as published" in cli("import", "planted", path, "--format", "fudd",
+                                                       "--set", "published").stderr
 
 
 def test_export_of_a_set_without_pairs_fails(cli, world_root: Path, tmp_path: Path, encoder) -> None:

@@ -30,18 +30,24 @@ COMMANDS = []
 @click.option("--notice", help="Licence or provenance note to keep in the manifest.")
 @click.option("--dedupe", is_flag=True, help="cupl, dclip: keep each text once per class. By default every text is "
                                              "kept as published, repeats included, as the authors' heads count them.")
+@click.option("--class-names", "fudd_class_names", type=click.Path(dir_okay=False, path_type=Path),
+              help="fudd: the file's own class list (FuDD's DATASET_class_names.json), checked against DATASET's.")
+@click.option("--filter-attributes", is_flag=True,
+              help="fudd: drop the attributes the differentiate stage's checks reject (swapped, identical, naming "
+                   "another class). By default every attribute is kept as published and the flagged ones counted.")
 @wait_option
 @root_option
 @json_option
 @logged("import")
 def import_command(dataset: str, file: Path, fmt: str, set_name: str | None, match: str, strict: bool,
-                   classes_file: Path | None, notice: str | None, dedupe: bool, wait: bool, root: Path | None,
-                   as_json: bool) -> None:
+                   classes_file: Path | None, notice: str | None, dedupe: bool, fudd_class_names: Path | None,
+                   filter_attributes: bool, wait: bool, root: Path | None, as_json: bool) -> None:
     """Import a CuPL, DCLIP or FuDD JSON FILE as a new prompt-set version of DATASET."""
     store = store_from(root, wait=wait)
     classes = store.classes(dataset, classes_file)
     if fmt == "fudd":
-        info, report = import_fudd_file(store, classes, file, set_name or "differential", strict=strict, notice=notice)
+        info, report = import_fudd_file(store, classes, file, set_name or "differential", strict=strict, notice=notice,
+                                        class_names=fudd_class_names, filter_attributes=filter_attributes)
     else:
         info, report = import_prompt_file(store, classes, file, fmt, set_name or fmt, match=match, strict=strict,
                                           notice=notice, dedupe=dedupe)
@@ -54,7 +60,9 @@ def import_command(dataset: str, file: Path, fmt: str, set_name: str | None, mat
                f"({report.matched} {'pairs' if fmt == 'fudd' else 'keys matched by ' + match})")
     for reason, count in info.manifest.get("rejected", {}).items():
         if count:
-            click.echo(f"  {count} attribute(s) rejected: {reason}", err=True)
+            action = "dropped" if info.manifest.get("filter_attributes") else \
+                "kept as published (--filter-attributes drops them)"
+            click.echo(f"  {count} attribute(s) flagged {reason}: {action}", err=True)
     for line in report.problems:
         click.echo(f"  {line}", err=True)
     if report.renamed:

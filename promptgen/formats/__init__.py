@@ -23,6 +23,7 @@ from typing import Callable
 from promptgen.classes import ClassList, loose_name
 from promptgen.errors import PromptgenError
 from promptgen.fileio import atomic_write_text, sha256_file
+from promptgen.messages import shorten
 from promptgen.parsing import DROP_REASONS, clean_texts
 from promptgen.store import Store, VersionInfo, make_record
 from promptgen.templates import indefinite_article
@@ -288,15 +289,87 @@ def export_fudd(classes: ClassList, records: list[dict], manifest: dict, out: Pa
     return [out]
 
 
+def _check_fudd_class_names(path: Path, classes: ClassList) -> None:
+    """FuDD's own class-name file for the pairs file must list our classes, in our order."""
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PromptgenError(f"cannot read {path} as JSON ({exc})", "give FuDD's DATASET_class_names.json") from None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise PromptgenError(f"{path} is not a JSON list of class names", "give FuDD's DATASET_class_names.json")
+    given = [loose_name(n) for n in names]  # FuDD turns "_" into spaces (prompt_factory.py:34)
+    expected = [loose_name(n) for n in classes.names]
+    if given != expected:
+        wrong = [f"{i}: {names[i]!r} vs {classes.names[i]!r}" for i in range(min(len(given), len(expected)))
+                 if given[i] != expected[i]]
+        raise PromptgenError(f"{path.name} lists {len(names)} classes and {classes.dataset} has {len(classes)}"
+                             + (f"; {len(wrong)} differ by position, e.g. " + "; ".join(wrong[:3]) if wrong else ""),
+                             "import the file into the dataset it was made for (FuDD indexes classes by position)")
+
+
+_PHOTO_OF = re.compile(r"^an? (?:photo|picture|image) of (?:an? |the )?([^,]+?),", re.IGNORECASE)
+
+
+def _check_fudd_names(path: Path, classes: ClassList, sides: list[tuple[int, int, str]]) -> None:
+    """FuDD's sentences name their class ("a photo of a pug, ..."). When most of them name a class
+    of the list outside their pair instead, the file indexes another class list (FuDD's 100
+    aircraft variants onto the 70 families) and every pair would land on the wrong classes. (A
+    sentence naming its partner is the pair parser's "swapped" case.)"""
+    from promptgen.parsing import name_pattern
+
+    own = sum(1 for c, _, text in sides if name_pattern(classes.names[c]).search(text))
+    if own * 2 >= len(sides):
+        return
+    # FuDD's sentences open with "a photo of a {class}, ..." (their differential prompt asks for it)
+    named = [(c, match.group(1)) for c, _, text in sides if (match := _PHOTO_OF.match(text))]
+    if len(named) * 2 >= len(sides):
+        c, name = next((c, n) for c, n in named if loose_name(n) != loose_name(classes.names[c]))
+        raise PromptgenError(f"{path.name} does not fit {classes.dataset}: {len(sides) - own} of {len(sides)} "
+                             f"sentences do not name their class, e.g. class {c} {classes.names[c]!r} gets "
+                             f"'a photo of a {name}, ...'", "import the file into the dataset it was made for; FuDD "
+                             "files index classes by position in their own class list (check it with --class-names)")
+    patterns = [name_pattern(name) for name in classes.names]
+    sample = sides[:: max(1, len(sides) // 2000)]
+    elsewhere = [(c, text) for c, partner, text in sample if not patterns[c].search(text)
+                 and any(p.search(text) for i, p in enumerate(patterns) if i not in (c, partner))]
+    if len(elsewhere) * 2 >= len(sample):
+        example = elsewhere[0]
+        raise PromptgenError(f"{path.name} does not fit {classes.dataset}: {len(elsewhere)} of {len(sample)} sentences "
+                             f"name another class than their index says, e.g. class {example[0]} "
+                             f"{classes.names[example[0]]!r} gets {shorten(example[1], 80)!r}",
+                             "import the file into the dataset it was made for; FuDD files index classes by position "
+                             "in their own class list (check it with --class-names FILE)")
+
+
+def _published_attributes(items: list) -> list:
+    """Every attribute of a FuDD entry as published (whitespace normalised), each with its two sentences."""
+    from promptgen.parsing import PairAttribute
+
+    kept = []
+    for item in items:
+        pair = item.get("prompt_pair") if isinstance(item, dict) else None
+        if isinstance(pair, list) and len(pair) == 2 and all(isinstance(t, str) for t in pair):
+            kept.append(PairAttribute(str(item.get("attr_type") or ""), " ".join(pair[0].split()),
+                                      " ".join(pair[1].split())))
+    return kept
+
+
 def import_fudd_file(store: Store, classes: ClassList, path: str | Path, set_name: str, strict: bool = False,
-                     notice: str | None = None) -> tuple[VersionInfo, ImportReport]:
-    """Import FuDD's differential descriptions as a differential set. Every pair is checked as the
-    differentiate stage checks answers (sentences naming the other class, swapped, identical or
-    one-sided are dropped and counted); keys that do not fit the class list are reported."""
+                     notice: str | None = None, class_names: str | Path | None = None,
+                     filter_attributes: bool = False) -> tuple[VersionInfo, ImportReport]:
+    """Import FuDD's differential descriptions as a differential set, every attribute as published
+    (FuDD's heads use them all). Each pair is also checked as the differentiate stage checks answers
+    (sentences naming the other class, swapped, identical or one-sided): the manifest counts what
+    the checks flag, and `filter_attributes` drops it. Keys that do not fit the class list are
+    reported. A file made for another class list is refused: an index beyond the list,
+    `class_names` (FuDD's own class-name file) disagreeing with it, or sentences naming other
+    classes than their index."""
     from promptgen.parsing import PAIR_REJECT_REASONS, parse_pair_answer
     from promptgen.stages.differentiate import pair_records
 
     path = Path(path)
+    if class_names is not None:
+        _check_fudd_class_names(Path(class_names), classes)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -304,6 +377,20 @@ def import_fudd_file(store: Store, classes: ClassList, path: str | Path, set_nam
     if not isinstance(data, dict):
         raise PromptgenError(f"{path} is not a JSON object of pairs", 'FuDD files look like {"0_1": {"classes": [0, 1], '
                                                                       '"prompt_pairs": [...]}}')
+    indices = [int(part) for key in data for part in key.split("_") if part.isdigit()]
+    if indices and max(indices) >= len(classes):
+        raise PromptgenError(f"{path.name} indexes classes up to {max(indices)}, but {classes.dataset} has "
+                             f"{len(classes)} classes: the file was made for another class list",
+                             "import it into the dataset it was made for (FuDD's fgvc_aircraft file has the 100 "
+                             "variants, not the 70 families)")
+    sides = [(c, partner, sentence) for key, entry in data.items() if isinstance(entry, dict)
+             and isinstance(entry.get("classes"), list) and len(entry["classes"]) == 2
+             and isinstance(entry.get("prompt_pairs"), list)
+             for item in entry["prompt_pairs"] if isinstance(item, dict) and isinstance(item.get("prompt_pair"), list)
+             for c, partner, sentence in zip(entry["classes"], entry["classes"][::-1], item["prompt_pair"])
+             if type(c) is int and 0 <= c < len(classes) and isinstance(sentence, str)]
+    if sides:
+        _check_fudd_names(path, classes, sides)
     report, rejected, bad = ImportReport(), Counter(), []
     records, seen_pairs = [], set()
     for key, entry in data.items():
@@ -333,7 +420,9 @@ def import_fudd_file(store: Store, classes: ClassList, path: str | Path, set_nam
         parsed = parse_pair_answer(json.dumps(entry["prompt_pairs"]), classes.names[first], classes.names[second],
                                    max_chars=10_000)
         rejected.update(parsed.rejected)
-        attributes = parsed.attributes
+        # FuDD's heads use every published attribute: the differentiate stage's checks only flag
+        # them, unless `filter_attributes` (ours) drops what they reject
+        attributes = parsed.attributes if filter_attributes else _published_attributes(entry["prompt_pairs"])
         if first > second:  # stored lower index first
             for attribute in attributes:
                 attribute.first, attribute.second = attribute.second, attribute.first
@@ -347,6 +436,7 @@ def import_fudd_file(store: Store, classes: ClassList, path: str | Path, set_nam
         raise PromptgenError(f"{path}: no usable pair for {classes.dataset}" + (f" ({bad[0]})" if bad else ""),
                              "check the dataset: FuDD files index classes in the dataset's label order")
     if strict and (bad or report.empty_keys or report.duplicated_keys or sum(rejected.values())):
+        # strict: everything fits and no attribute is flagged
         raise PromptgenError(f"{path} does not fit {classes.dataset} exactly: "
                              + "; ".join(bad[:5] + [f"{n} sentences rejected ({r})" for r, n in rejected.items()]),
                              "fix the file, or import without --strict to skip what does not fit")
@@ -362,6 +452,8 @@ def import_fudd_file(store: Store, classes: ClassList, path: str | Path, set_nam
         "pairs": {"method": "file", "pairs": report.matched, "all_pairs": len(classes) * (len(classes) - 1) // 2},
         "counts": {"records": len(records), "classes": len(classes),
                    "classes_without_texts": len(classes) - len(per_class)},
+        "filter_attributes": filter_attributes,
+        # what the checks rejected (dropped with filter_attributes, else kept as published and only counted)
         "rejected": {reason: rejected.get(reason, 0) for reason in PAIR_REJECT_REASONS},
         "dropped": {reason: 0 for reason in DROP_REASONS},
         "tokens": {"prompt": 0, "completion": 0}, "cost_usd": None, "failed_pairs": [],
