@@ -1,4 +1,4 @@
-"""Choosing each class's most recognisable name (REAL-Prompt, methods.md section 7).
+"""Choosing each class's most recognisable name (REAL-Prompt, docs/methods.md, real).
 
 Candidates come from a synonyms set (the official name always among them). Optional filters drop
 a candidate that another class also goes by (`ambiguous`), whose words are all inside the
@@ -27,7 +27,7 @@ from promptgen.errors import PromptgenError
 from promptgen.stages.synonyms import Candidate
 
 __all__ = ["SCORERS", "FILTERS", "register_scorer", "list_scorers", "choose_names", "filter_candidates",
-           "rating_requests", "ScoreContext",
+           "rating_requests", "ScoreContext", "load_counts_file", "real_tokens", "is_subset_name",
            "load_rename_file", "RenameResult", "replace_name", "RENAME_FORMAT"]
 
 RENAME_FORMAT = "promptgen.rename/1"
@@ -45,6 +45,7 @@ class ScoreContext:
     draw: int = 0
     answer_retries: int = 2
     report: dict = field(default_factory=dict)   # what a scorer wants the reader to know (llm: model, failures)
+    counts: list[dict[str, float]] | None = None  # caption counts per class and name (the counts scorer)
     _margins: list[list[float]] | None = None
 
     def margins(self) -> list[list[float]]:
@@ -105,6 +106,40 @@ def _frequency(ctx: ScoreContext) -> list[list[float]]:
     return [[float(zipf_frequency(cand.name, "en")) for cand in per_class] for per_class in ctx.candidates]
 
 
+@register_scorer("counts", "caption counts of each name (REAL's metrics file, counts=FILE)")
+def _counts(ctx: ScoreContext) -> list[list[float]]:
+    if ctx.counts is None:
+        raise PromptgenError("the counts scorer needs caption counts", "give counts=FILE (REAL's metrics JSON)")
+    # the official name is looked up as written, else cleaned (REAL's find_most_common_name)
+    return [[float(counts.get(cand.name.casefold(), counts.get(real_clean(cand.name), 0.0) if cand.official else 0.0))
+             for cand in per_class] for per_class, counts in zip(ctx.candidates, ctx.counts)]
+
+
+def load_counts_file(path: Path, classes: ClassList) -> list[list[tuple[str, float]]]:
+    """Names and caption counts per class from REAL's metrics JSON ({"0": {"name": official,
+    "alternates": {name: count}}, ...}, keys in label order). The official names must be the
+    classes' own (compared loosely), so counts never land on the wrong class."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PromptgenError(f"cannot read counts file {path} ({exc})", "give REAL's metrics-*.json") from None
+    entries = list(data.values()) if isinstance(data, dict) else None
+    if not entries or not all(isinstance(e, dict) and isinstance(e.get("alternates"), dict) for e in entries):
+        raise PromptgenError(f"{path} is not a counts file", 'REAL\'s format: {"0": {"name": ..., "alternates": '
+                                                              '{"name": count, ...}}, ...}')
+    if len(entries) != len(classes):
+        raise PromptgenError(f"{path} has counts for {len(entries)} classes, {classes.dataset} has {len(classes)}",
+                             "use the counts file of this dataset")
+    wrong = [f"{c}: {e.get('name')!r} vs {name!r}" for c, (e, name) in enumerate(zip(entries, classes.names))
+             if loose_name(e.get("name", name)) != loose_name(name)]
+    if len(wrong) * 2 > len(classes):
+        raise PromptgenError(f"{path} names other classes than {classes.dataset}'s: " + "; ".join(wrong[:3]),
+                             "use the counts file of this dataset, in its label order")
+    return [[(str(n), float(v)) for n, v in e["alternates"].items()] for e in entries]
+
+
 @register_scorer("clip", "self-consistency margin: the name's prompt is nearest its own class by how much")
 def _clip(ctx: ScoreContext) -> list[list[float]]:
     return ctx.margins()
@@ -159,8 +194,21 @@ def _llm(ctx: ScoreContext) -> list[list[float]]:
     return scores
 
 
-def _tokens(name: str) -> set[str]:
-    return set(re.findall(r"[^\W_]+", name.casefold()))
+def real_clean(name: str) -> str:
+    """REAL's clean_text (laion_parser.py): quotes dropped, "-" and "_" as spaces, lower case."""
+    return name.strip().replace("'", "").replace('"', "").replace("-", " ").replace("_", " ").replace("  ", " ").lower()
+
+
+def real_tokens(name: str) -> set[str]:
+    """A name's words as REAL compares them (find_most_common_name): cleaned, punctuation dropped."""
+    return set(re.sub(r"[^\w\s]", "", real_clean(name)).split())
+
+
+def is_subset_name(name: str, official: str) -> bool:
+    """REAL's rejected names: every word inside the official name's, and not the same words
+    reordered ("honda" for "honda accord" is one; "accord honda" is not)."""
+    words, official_words = real_tokens(name), real_tokens(official)
+    return words <= official_words and words != official_words
 
 
 def filter_candidates(classes: ClassList, candidates: list[list[Candidate]], filters: tuple[str, ...], *,
@@ -205,7 +253,7 @@ def _filter(ctx: ScoreContext, filters: tuple[str, ...]) -> list[list[str | None
             elif "ambiguous" in filters and owners[loose_name(cand.name)] - {c}:
                 others = sorted(owners[loose_name(cand.name)] - {c})
                 reason = "ambiguous: also " + ", ".join(repr(ctx.classes.names[o]) for o in others[:3])
-            elif "subset" in filters and _tokens(cand.name) <= _tokens(official):
+            elif "subset" in filters and is_subset_name(cand.name, official):
                 reason = f"subset of {official!r}"
             elif margins is not None and margins[c][k] <= 0:
                 reason = f"clip: nearer another class ({margins[c][k]:+.3f})"
@@ -247,23 +295,32 @@ class RenameResult:
 
 def choose_names(classes: ClassList, candidates: list[list[Candidate]], scorer: str = "frequency", *,
                  filters: tuple[str, ...] = ("ambiguous", "subset"), margin: float = 0.0, encoder: Any = None,
-                 client: Any = None, root: Any = None, draw: int = 0, answer_retries: int = 2) -> RenameResult:
-    """The winning name of each class, with every candidate's score and verdict. A synonym wins only
-    when its score beats the official name's by more than `margin`."""
+                 client: Any = None, root: Any = None, draw: int = 0, answer_retries: int = 2,
+                 counts: list[dict[str, float]] | None = None) -> RenameResult:
+    """The winning name of each class, with every candidate's score and verdict, by REAL's rule
+    (docs/methods.md, real): walk the names by descending score (ties in candidate order); a name
+    scoring above the best so far wins, except a subset name (filter `subset`), which is not
+    chosen but still raises the best score, so the official name stays when such a name scores
+    highest. Names dropped by our filters (`ambiguous`, `clip`) are skipped. With `margin` (ours)
+    a name must also beat the official name's score by more than it."""
     if scorer not in SCORERS:
         raise PromptgenError(f"unknown scorer {scorer!r}", f"scorers: {', '.join(list_scorers())}")
     if len(candidates) != len(classes):
         raise PromptgenError(f"{len(candidates)} candidate lists for {len(classes)} classes", "one list per class")
-    ctx = ScoreContext(classes, candidates, encoder, client, root, draw, answer_retries)
+    ctx = ScoreContext(classes, candidates, encoder, client, root, draw, answer_retries, counts=counts)
     verdicts = _filter(ctx, tuple(filters))
     scores = SCORERS[scorer].score(ctx)
     result = RenameResult(scorer, tuple(filters), scorer_report=ctx.report)
     for c, per_class in enumerate(candidates):
         official_score = next(s for cand, s in zip(per_class, scores[c]) if cand.official)
         best, best_score = classes.names[c], official_score
-        for cand, score, reason in zip(per_class, scores[c], verdicts[c]):
-            if reason is None and not cand.official and score > best_score and score - official_score > margin:
-                best, best_score = cand.name, score
+        for k in sorted(range(len(per_class)), key=lambda k: scores[c][k], reverse=True):
+            cand, score, reason = per_class[k], scores[c][k], verdicts[c][k]
+            if cand.official or score <= best_score or (reason is not None and not reason.startswith("subset")):
+                continue
+            if reason is None and score - official_score > margin:
+                best = cand.name
+            best_score = score
         result.rows.append({
             "class_index": c, "official": classes.names[c], "chosen": best, "renamed": best != classes.names[c],
             "candidates": [{"name": cand.name, "sources": cand.sources, "score": round(float(score), 6),
@@ -271,14 +328,18 @@ def choose_names(classes: ClassList, candidates: list[list[Candidate]], scorer: 
     return result
 
 
-def replace_name(text: str, official: str, name: str) -> str:
-    """`text` with every mention of the official class name (whole phrase, any case) replaced."""
+def replace_name(text: str, official: str, name: str, adjust_article: bool = True) -> str:
+    """`text` with every mention of the official class name (whole phrase, any case) replaced;
+    `adjust_article` makes an "a"/"an" before it follow the new name (REAL formats its templates
+    with the name as it is: no adjustment there)."""
     if official == name:
         return text
     from promptgen.parsing import name_pattern
     from promptgen.templates import indefinite_article
 
     renamed = name_pattern(official).sub(lambda _: name, text)
+    if not adjust_article:
+        return renamed
     # "an automobile" -> "a car": the article before a replaced name follows the new name
     return re.sub(r"\b([Aa]n?)(\s+)(" + re.escape(name) + r")\b",
                   lambda m: _article_like(m.group(1), indefinite_article(m.group(3))) + m.group(2) + m.group(3),

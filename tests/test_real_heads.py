@@ -169,7 +169,20 @@ def encoder(tiny_clip, tmp_path_factory: pytest.TempPathFactory):
 
 
 def build(world, encoder, builder: str, sources: list, **options):
+    """Most tests here are about scorers: they keep our `ambiguous` filter on (the real builder's own
+    default is REAL's rule alone, see test_real_default_is_reals_rule_alone)."""
+    if builder == "real":
+        options.setdefault("filters", "ambiguous+subset")
     return build_head(builder, encoder=encoder, classes=world.classes, sources=sources, **options)
+
+
+def test_real_default_is_reals_rule_alone(tiny_clip, world, encoder) -> None:
+    real = build_head("real", encoder=encoder, classes=world.classes, sources=[world.synonyms, world.simple7],
+                      scorer="frequency")
+    assert real.info["details"]["filters"] == ["subset"]
+    # "kettle" also names the violin: only our ambiguous filter would keep "teapot"
+    assert real.info["details"]["names"]["teapot"] == "kettle"
+    assert "honda accord" not in real.info["details"]["names"]  # REAL rejects a subset name
 
 
 # -- 0. the synonyms set as written is a synonyms set -------------------------------------------
@@ -363,7 +376,7 @@ def _features_file(tiny_clip, path: Path) -> Path:
 def test_cli_head_real_writes_the_renamed_head(tiny_clip, cli, cli_world) -> None:
     out = cli_world.base / "h.pt"
     result = cli("head", "realx", "--builder", "real", "--set", "synonyms", "--templates", "simple7",
-                 "--scorer", "frequency", *TINY_ARGS, "-o", out)
+                 "--scorer", "frequency", "--filters", "ambiguous+subset", *TINY_ARGS, "-o", out)
     assert result.exit_code == 0, result.output
     weights = torch.load(out, weights_only=True)
     assert weights.shape == (64, 6)

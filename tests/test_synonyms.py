@@ -291,11 +291,11 @@ def test_official_name_never_rejected_even_when_another_class_lists_it():
 
 def test_subset_filter():
     classes = ClassList("t", ("honda accord", "great white shark"))
-    candidates = [cands("honda accord", "honda", "Accord", "accord coupe", "Honda-Accord"),
+    candidates = [cands("honda accord", "honda", "Accord", "accord coupe", "Honda-Accord", "accord honda"),
                   cands("great white shark", "white shark", "shark", "man-eater")]
     verdicts = filter_candidates(classes, candidates, ("subset",))
-    assert verdicts[0] == [None, "subset of 'honda accord'", "subset of 'honda accord'", None,
-                           "subset of 'honda accord'"]
+    # REAL keeps a name with the official name's words in another order or spelling (laion_parser.py)
+    assert verdicts[0] == [None, "subset of 'honda accord'", "subset of 'honda accord'", None, None, None]
     assert verdicts[1] == [None, "subset of 'great white shark'", "subset of 'great white shark'", None]
 
 

@@ -20,7 +20,7 @@ COMMANDS = []
 _OPTION_TYPES = {"pool": str, "zpe_mode": str, "zpe_group": str, "name": str, "zpe_tau": float,
                  "waffle_count": int, "seed": int, "source_weights": list, "k": int, "initial": str,
                  "scorer": str, "filters": str, "margin": float, "rename": str, "base": str,
-                 "dedupe": bool, "sentence_rule": str, "reps": int, "capitalize": bool}
+                 "dedupe": bool, "sentence_rule": str, "capitalize": bool, "reps": int, "counts": str}
 
 
 def parse_build_spec(spec: str) -> tuple[str, list[str], dict[str, Any]]:

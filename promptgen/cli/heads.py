@@ -74,7 +74,7 @@ def builder_options(function: Callable) -> Callable:
 def builder_kwargs(values: dict[str, Any]) -> dict[str, Any]:
     """The builder options the user set, as build_head keywords."""
     names = ("pool", "zpe_mode", "zpe_tau", "zpe_group", "waffle_count", "scorer", "filters", "margin", "rename", "base",
-             "dedupe", "sentence_rule", "capitalize")
+             "dedupe", "sentence_rule", "capitalize", "counts")
     kwargs = {name: values[name] for name in names if values.get(name) is not None}
     if values.get("source_weights"):
         kwargs["source_weights"] = list(values["source_weights"])

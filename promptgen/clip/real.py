@@ -1,5 +1,5 @@
-"""REAL-Prompt (Parashar et al., CVPR 2024; methods.md 7): each class's most recognisable name in
-the templates or descriptions, and the synonym ensemble."""
+"""REAL-Prompt (Parashar et al., CVPR 2024; docs/methods.md, real): each class's most recognisable
+name in the templates or descriptions, and the synonym ensemble."""
 
 from __future__ import annotations
 
@@ -12,18 +12,18 @@ from promptgen.clip.registry import BUILDERS, BuildContext, register_builder
 from promptgen.clip.sources import FALLBACK_TEMPLATE, PromptSource, source_from_templates
 from promptgen.errors import PromptgenError
 from promptgen.parsing import name_pattern
-from promptgen.rename import choose_names, filter_candidates, load_rename_file, replace_name
+from promptgen.rename import choose_names, filter_candidates, load_counts_file, load_rename_file, replace_name
 from promptgen.stages.synonyms import Candidate, add_name
 
 __all__: list[str] = []
 
 
-def _synonym_candidates(ctx: BuildContext) -> tuple[list, list[PromptSource]]:
-    """The candidates of the synonyms set among the sources, and the other sources (whose texts get
-    the new names); without other sources, the photo template."""
+def _synonym_candidates(ctx: BuildContext, counted: list | None = None) -> tuple[list, list[PromptSource]]:
+    """The candidates of the synonyms set(s) among the sources and of a counts file, and the other
+    sources (whose texts get the new names); without other sources, the photo template."""
     synonyms = [s for s in ctx.sources if s.meta.get("text_kind") == "synonym"]
-    if not synonyms:
-        raise PromptgenError("this builder needs a synonyms set among its sources",
+    if not synonyms and counted is None:
+        raise PromptgenError("this builder needs a synonyms set among its sources (or counts=FILE for real)",
                              f"make one with `promptgen synonyms {ctx.classes.dataset} --source wordnet`")
     candidates = []
     for c in range(len(ctx.classes)):  # several sets (wordnet + llm) merge: the union of their names
@@ -31,6 +31,8 @@ def _synonym_candidates(ctx: BuildContext) -> tuple[list, list[PromptSource]]:
         for source in synonyms:
             for name, family in zip(source.texts[c], source.families[c]):
                 add_name(per_class, name, [] if family == "official" else [family or "set"])
+        for name, _ in counted[c] if counted is not None else []:
+            add_name(per_class, name, ["counts"])
         candidates.append(per_class)
     others = [s for s in ctx.sources if all(s is not syn for syn in synonyms)]
     if not others:
@@ -60,7 +62,9 @@ def _renamed_sources(ctx: BuildContext, sources: list[PromptSource], names: list
             texts.append([])
             families.append([])
             for text, family in zip(class_texts, class_families):
-                variants = list(dict.fromkeys(replace_name(text, official, name) for name in names[c]))
+                # templates are formatted with the name as REAL does; in descriptions, a/an follows it (ours)
+                variants = list(dict.fromkeys(replace_name(text, official, name, source.kind != "templates")
+                                              for name in names[c]))
                 if any(name != official for name in names[c]) and not name_pattern(official).search(text):
                     unmatched += 1  # the text never names the class: it stays as it is, once
                 texts[-1] += variants
@@ -85,16 +89,18 @@ _RENAME_OPTIONS = ("scorer", "filters", "margin", "rename", "base")
 _BASE_OPTIONS = ("zpe_mode", "zpe_tau", "zpe_group", "pool", "source_weights")
 
 
-def _filters(ctx: BuildContext) -> tuple[str, ...]:
-    value = ctx.options.get("filters", "ambiguous+subset")
+def _filters(ctx: BuildContext, default: str = "ambiguous+subset") -> tuple[str, ...]:
+    value = ctx.options.get("filters", default)
     return tuple(f for f in re.split(r"[+,\s]+", value) if f and f != "none") if isinstance(value, str) else tuple(value)
 
 
-@register_builder("real", needs_set=True, options=_RENAME_OPTIONS + _BASE_OPTIONS,
-                  summary="REAL-Prompt: each class's most recognisable name (synonyms set + scorer, or a rename "
-                          "file) in the templates or descriptions (methods.md 7)")
+@register_builder("real", options=_RENAME_OPTIONS + ("counts",) + _BASE_OPTIONS, covers_all=False,
+                  summary="REAL-Prompt: each class's most recognisable name by REAL's rule (synonyms set and/or "
+                          "counts=FILE, a scorer, or a rename file) in the templates or descriptions "
+                          "(docs/methods.md, real)")
 def _real(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
-    candidates, others = _synonym_candidates(ctx)
+    counted = load_counts_file(Path(ctx.options["counts"]), ctx.classes) if ctx.options.get("counts") else None
+    candidates, others = _synonym_candidates(ctx, counted)
     if ctx.options.get("scorer") == "llm" and not ctx.options.get("rename"):
         raise PromptgenError("the real builder does not ask an LLM itself",
                              f"run `promptgen rename {ctx.classes.dataset} --scorer llm --model ... -o names.json`, "
@@ -103,20 +109,23 @@ def _real(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
         chosen = load_rename_file(Path(ctx.options["rename"]), ctx.classes)
         how = {"rename_file": str(ctx.options["rename"])}
     else:
-        result = choose_names(ctx.classes, candidates, ctx.options.get("scorer", "frequency"), filters=_filters(ctx),
-                              margin=float(ctx.options.get("margin", 0.0)), encoder=ctx.encoder)
+        counts = [{name.casefold(): n for name, n in per_class} for per_class in counted] if counted else None
+        scorer = ctx.options.get("scorer", "counts" if counts else "frequency")
+        result = choose_names(ctx.classes, candidates, scorer, filters=_filters(ctx, "subset"),
+                              margin=float(ctx.options.get("margin", 0.0)), encoder=ctx.encoder, counts=counts)
         chosen = result.chosen
-        how = {"scorer": result.scorer, "filters": list(result.filters)}
+        how = {"scorer": result.scorer, "filters": list(result.filters),
+               **({"counts": str(ctx.options["counts"])} if counts else {})}
     synonyms = [src.name for src in ctx.sources if src.meta.get("text_kind") == "synonym"]
     ctx.sources = _renamed_sources(ctx, others, [[name] for name in chosen])  # the texts the head is made of
-    weights, details = _delegate(ctx, ctx.sources, _RENAME_OPTIONS)
+    weights, details = _delegate(ctx, ctx.sources, _RENAME_OPTIONS + ("counts",))
     renamed = {ctx.classes.names[c]: name for c, name in enumerate(chosen) if name != ctx.classes.names[c]}
     return weights, {"synonyms": synonyms, **how, "renamed": len(renamed), "names": renamed, **details}
 
 
 @register_builder("synonym-ensemble", needs_set=True, options=_RENAME_OPTIONS + _BASE_OPTIONS,
                   summary="every kept name of a class (synonyms set, filtered) in every template or description, "
-                          "averaged per class (methods.md 7)")
+                          "averaged per class (docs/methods.md, real)")
 def _synonym_ensemble(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
     candidates, others = _synonym_candidates(ctx)
     verdicts = filter_candidates(ctx.classes, candidates, _filters(ctx), encoder=ctx.encoder)
