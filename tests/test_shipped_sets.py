@@ -21,16 +21,18 @@ from promptgen.store import SetRef, Store
 from tests.conftest import CHECKOUT, copy_checkout
 from tests.test_readme import quick_start_commands
 
-# texts per set (PROVENANCE.md totals, less empty strings and repeats dropped at import)
+# texts per set: every descriptor of the published files (PROVENANCE.md totals), empty strings
+# and repeats included since v2 of cars and places365 (v1 of those two dropped 9 and 3)
 SHIPPED = {"imagenet": 5800, "cub": 1312, "dtd": 193, "eurosat": 25, "food101": 499, "pets": 246,
-           "flowers102": 626, "cars": 1522, "places365": 2105, "fgvc-aircraft-family": 499}
+           "flowers102": 626, "cars": 1531, "places365": 2108, "fgvc-aircraft-family": 499}
+PUBLISHED_FILE = {"fgvc-aircraft-family": "fgvcaircraft"}  # tests/data/waffle/descriptors_NAME.json
 
 
 @pytest.mark.parametrize("dataset,count", sorted(SHIPPED.items()))
 def test_shipped_set_is_complete_intact_and_licensed(dataset, count, root):
     store = Store(root)  # an empty root: the shipped sets are found anyway
     info = store.resolve(SetRef(dataset, "dclip-published"))
-    assert info.status == "complete" and info.version == 1
+    assert info.status == "complete" and info.version == max(shipped_versions()[(dataset, "dclip-published")])
     assert sha256_file(info.records_path) == info.manifest["records_sha256"]
     records = store.read_records(info)
     assert len(records) == count == info.manifest["counts"]["records"]
@@ -39,6 +41,19 @@ def test_shipped_set_is_complete_intact_and_licensed(dataset, count, root):
     assert info.manifest["classes"]["hash"] == classes.hash
     assert all(classes.names[r["class_index"]] == r["class_name"] for r in records)
     assert "MIT" in info.manifest["license"] and "Karsten Roth" in info.manifest["license"]
+
+
+@pytest.mark.parametrize("dataset", sorted(SHIPPED))
+def test_shipped_set_is_the_published_file_descriptor_for_descriptor(dataset, root):
+    """Every descriptor of WaffleCLIP's file, in its order, under its key (DCLIP's labels use it)."""
+    published = json.loads((CHECKOUT / "tests" / "data" / "waffle" /
+                            f"descriptors_{PUBLISHED_FILE.get(dataset, dataset)}.json").read_text(encoding="utf-8"))
+    store = Store(root)
+    records = store.read_records(store.resolve(SetRef(dataset, "dclip-published")))
+    shipped: dict[str, list[str]] = {}
+    for record in records:
+        shipped.setdefault(record.get("source_key") or record["class_name"], []).append(record["text"])
+    assert shipped == {key: [" ".join(t.split()) for t in texts] for key, texts in published.items() if texts}
 
 
 def test_licence_notice_ships_with_the_sets():
@@ -148,7 +163,7 @@ def _shipped_files(checkout: Path) -> dict[str, str]:
     folders = [checkout / "prompts" / dataset / set_name for dataset, set_name in shipped_versions()]
     files = {str(path.relative_to(checkout)): sha256_file(path)
              for folder in folders for path in sorted(folder.iterdir())}
-    assert len(files) == 2 * len(folders)
+    assert len(files) == 2 * sum(len(versions) for versions in shipped_versions().values())
     return files
 
 
