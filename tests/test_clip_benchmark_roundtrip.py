@@ -1,4 +1,4 @@
-"""Interop with CLIP_benchmark (methods.md section 8): an exported set gives CLIP_benchmark's own
+"""Interop with CLIP_benchmark (docs/methods.md, formats): an exported set gives CLIP_benchmark's own
 zero-shot classifier the same head promptgen builds, and a saved head file is read by its
 `evaluate(..., load_clfs=[...])` with the same accuracy promptgen's evaluation reports."""
 

@@ -1,4 +1,4 @@
-"""Head builders against the formulas of methods.md (sections 1-4 and 6), recomputed here from
+"""Head builders against the formulas of docs/methods.md (template, cupl, dclip, waffle, zpe), recomputed here from
 `encode_text` directly, on the tiny random CLIP model; planted-signal recovery; bad input;
 the head file and its sidecar; the `promptgen head` CLI against the Python API."""
 
@@ -273,7 +273,7 @@ def _template_file(base: Path) -> Path:
 
 
 def _zpe_family_reference(clip, names, templates, images, pool):
-    """methods.md 6 over template families: returns (quality q, prompt vectors E (P, C, D))."""
+    """ZPE (docs/methods.md, zpe) over template families: returns (quality q, prompt vectors E (P, C, D))."""
     E = torch.stack([embed(clip, [t.replace("{c}", c) for c in names]) for t in templates])  # (P, C, D)
     V = F.normalize(images.double(), dim=-1)
     S = 100 * torch.einsum("nd,pcd->pnc", V, E)

@@ -1,4 +1,4 @@
-"""FuDD (methods.md 5): the per-image re-ranker against an independent per-image reference, its
+"""FuDD (docs/methods.md, fudd): the per-image re-ranker against an independent per-image reference, its
 one-time embedding, planted-signal recovery through the real differentiate stage (fake LLM) and
 the tiny random CLIP model, the static head, the `promptgen eval/head` CLI, and the FuDD file format."""
 

@@ -1,4 +1,4 @@
-"""REAL-Prompt heads (`real`, `synonym-ensemble`, methods.md section 7) against independent
+"""REAL-Prompt heads (`real`, `synonym-ensemble`, docs/methods.md, real) against independent
 recomputations on the tiny random CLIP model: the chosen names substituted into templates, CuPL
 sentences and DCLIP descriptors; ZPE as the base; planted-signal recovery; the CLI and bad input."""
 

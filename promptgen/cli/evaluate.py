@@ -86,7 +86,8 @@ def _split_sources(store, classes, names: list[str]) -> tuple[list[str], list[st
 @click.option("--build", "build_specs", multiple=True,
               help="Build a head on the fly: BUILDER[:SOURCE[+SOURCE]][,key=value], e.g. cupl:cupl@v1, "
                    "template:openai80, pooled:cupl@v1+openai80, zpe:openai80,zpe_mode=mad, "
-                   "fudd:differential@v1,k=10,initial=photo; repeatable.")
+                   "fudd:differential@v1,k=10; waffle:dclip-published,reps=7 builds seeds 0-6 and reports "
+                   "their mean and std; repeatable.")
 @clip_options
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N images.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per forward pass.")

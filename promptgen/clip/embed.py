@@ -1,7 +1,7 @@
 """The text embedding engine every head uses: de-duplicate, look up the disk cache, encode what is
 missing in length-grouped batches, and for causal text towers run only the positions that matter.
 
-Context trimming (methods.md section 9): in a causal tower position i attends only to positions
+Context trimming (docs/methods.md, speed): in a causal tower position i attends only to positions
 <= i, and the pooled feature is read at the end-of-text token, so running the transformer on the
 first L positions (L = the longest prompt in the batch, EOT included) with the positional embedding
 and causal mask sliced to L gives the same vectors as the full 77-token pass. Sorting prompts by
@@ -197,7 +197,7 @@ def _pool_positions(tower: _TextTower, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def _encode_trimmed(tower: _TextTower, tokens: torch.Tensor, length: int) -> torch.Tensor:
-    """open_clip's encode_text on the first `length` positions only (methods.md section 9)."""
+    """open_clip's encode_text on the first `length` positions only (docs/methods.md, speed)."""
     from open_clip.transformer import text_global_pool
 
     tokens = tokens[:, :length]
@@ -315,5 +315,5 @@ class TextEncoder:
         return result
 
     def encode_normalized(self, texts: Sequence[str]) -> torch.Tensor:
-        """e(t) of methods.md: L2-normalised features."""
+        """e(t) of docs/methods.md: L2-normalised features."""
         return F.normalize(self.encode(texts), dim=-1)

@@ -1,5 +1,5 @@
 """Classifier heads: named builders that turn per-class texts into a (D, C) matrix W, so that
-logits = 100 * v @ W for normalised image features v (methods.md, preamble).
+logits = 100 * v @ W for normalised image features v (docs/methods.md, notation).
 
 Every builder is registered with `@register_builder` (promptgen/clip/registry.py): template,
 cupl, dclip and pooled here, the others in the module of their method (zpe, waffle, fudd, real).
@@ -30,26 +30,27 @@ __all__ = ["Head", "HeadBuilder", "BUILDERS", "register_builder", "list_builders
 
 
 @register_builder("template", default_templates="photo",
-                  summary="one template or a template set (e.g. openai80): mean of e(t), renormalised (methods.md 1)")
+                  summary="one template or a template set (e.g. openai80): mean of e(t), renormalised "
+                          "(docs/methods.md, template)")
 def _template(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
     return mean_head(ctx.per_class(), renormalise=True), {}
 
 
 @register_builder("cupl", needs_set=True,
-                  summary="CuPL: mean of the class's sentence embeddings, renormalised (methods.md 2)")
+                  summary="CuPL: mean of the class's sentence embeddings, renormalised (docs/methods.md, cupl)")
 def _cupl(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
     return mean_head(ctx.per_class(), renormalise=True), {}
 
 
 @register_builder("dclip", needs_set=True,
-                  summary="DCLIP: mean of '{c}, which (is|has) {d}' embeddings, NOT renormalised (methods.md 3)")
+                  summary="DCLIP: mean of '{c}, which (is|has) {d}' embeddings, NOT renormalised (docs/methods.md, dclip)")
 def _dclip(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
     return mean_head(ctx.per_class(), renormalise=False), {}
 
 
 @register_builder("pooled", options=("pool", "source_weights"),
                   summary="several sources pooled into one mean per class, weighted per source, renormalised "
-                          "(CuPL + templates, methods.md 2)")
+                          "(CuPL + templates, docs/methods.md, cupl)")
 def _pooled(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
     """pool=count (CuPL's "CuPL + templates"): W_c = normalise(sum_s w_s * sum_t e(t)), so each
     source counts by its number of texts; pool=mean: W_c = normalise(sum_s w_s * mean_t e(t)),

@@ -1,5 +1,5 @@
 """Loading open_clip models: built-in architectures, a model-config JSON, pretrained tags, local
-weight files and `hf-hub:` names (methods.md section 8), plus seeded random weights for tests.
+weight files and `hf-hub:` names (docs/methods.md, formats), plus seeded random weights for tests.
 
 Every loaded model carries an identity (architecture config + weights) that keys the embedding
 and image-feature caches, so two models never share cached vectors.

@@ -1,6 +1,6 @@
 """Confusable class pairs: which pairs of classes the differentiate stage asks an LLM about.
 
-From images (methods.md 5, steps 2-3): the top-k classes of every image under an initial head;
+From images (docs/methods.md, fudd, steps 2-3): the top-k classes of every image under an initial head;
 each unordered pair inside a top-k counts once for that image. From text: the M most similar
 partners of every class by the cosine of their head columns. Either way the result is a
 `PairPlan`: the chosen pairs (i < j), how they were chosen and what the choice costs, against

@@ -19,7 +19,7 @@ __all__ = ["HeadBuilder", "BUILDERS", "register_builder", "list_builders", "Head
            "mean_head", "HEAD_FORMAT", "GENERIC_OPTIONS"]
 
 HEAD_FORMAT = "promptgen.head/1"
-# options every builder takes: the seed, and how set texts are read
+# options every builder takes: the seed, and how set texts are read (docs/methods.md)
 GENERIC_OPTIONS = ("seed", "dedupe", "sentence_rule")
 
 

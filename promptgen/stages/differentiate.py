@@ -1,4 +1,4 @@
-"""Differentiate stage: what tells two confusable classes apart (FuDD, methods.md section 5).
+"""Differentiate stage: what tells two confusable classes apart (FuDD, docs/methods.md, fudd).
 
 spec (class list + pair template + a `PairPlan` of confusable pairs) -> one request per unordered
 pair (i < j, so a pair is asked once whichever way it came up) -> JSON answers, parsed and

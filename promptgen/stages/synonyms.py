@@ -1,4 +1,4 @@
-"""Synonyms stage: the names each class goes by (REAL, methods.md section 7).
+"""Synonyms stage: the names each class goes by (REAL, docs/methods.md, real).
 
 Two sources write the same kind of set, `prompts/<dataset>/synonyms/vN.jsonl`, one record per
 (class, name, source): `llm` asks a list question (template `synonyms`, parsed by the `list`
