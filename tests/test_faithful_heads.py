@@ -201,6 +201,11 @@ def test_dclip_an_empty_list_gives_which_has(world, embed, encoder) -> None:
     head = build_head("dclip", encoder=encoder, classes=classes, sources=[source])
     assert ref_dclip_texts(data, classes.dataset)["sea gull"] == ["sea gull, which has "]
     assert_close(head.weights, ref_dclip_head(embed, data, classes.dataset), "dclip head with an empty list")
+    assert head.info["sources"][0]["empty_descriptor_lists"] == ["sea gull"]
+    # a class the file lacks (or a describe request that failed) is not an empty list: still an error
+    missing = imported(world, classes, {k: v for k, v in data.items() if k != "sea gull"}, "dclip", "partial")
+    with pytest.raises(PromptgenError, match="1 of 3 classes have no prompt.*'sea gull'"):
+        build_head("dclip", encoder=encoder, classes=classes, sources=[missing])
 
 
 def test_dclip_underscores_become_spaces(world, embed, encoder) -> None:

@@ -166,20 +166,17 @@ def source_from_set(store: Store, ref: SetRef | str, classes: ClassList) -> Prom
             **({"failed_pairs": len(info.manifest.get("failed_pairs") or [])} if has_pairs else {})}
     source = PromptSource(str(info.ref), "set", texts, families, meta, partners if has_pairs else None)
     if info.manifest.get("text_kind") == "descriptor" or any(r.get("kind") == "descriptor" for r in records[:1]):
-        source = _descriptor_source(source, descriptors, label_names, classes, mapping)
+        source = _descriptor_source(source, descriptors, label_names, classes)
     return source
 
 
 def _descriptor_source(source: PromptSource, descriptors: list[list[str]], label_names: list[str],
-                       classes: ClassList, mapping: dict[int, int]) -> PromptSource:
+                       classes: ClassList) -> PromptSource:
     """DCLIP's loader (docs/methods.md, dclip): the label names the class as the file's key does
-    (ImageNet's "eft" and "maillot", where our list says "newt" and "tights"), an empty descriptor
-    list becomes [""] ("{c}, which has "), and on ImageNet every sentence ends with "."."""
-    covered = set(mapping.values())
-    empty = [c for c in range(len(classes)) if c in covered and not descriptors[c]]
-    for c in empty:
-        descriptors[c] = [""]
-        source.families[c] = ["empty"]
+    (ImageNet's "eft" and "maillot", where our list says "newt" and "tights"), and on ImageNet
+    every sentence ends with ".". (An empty descriptor list is the descriptor "", which the import
+    writes as a record: "{c}, which has ". A class without records stays without texts.)"""
+    empty = [c for c in range(len(classes)) if descriptors[c] and not any(descriptors[c])]
     suffix = "." if classes.dataset == "imagenet" else ""
     texts = [[dclip_label(name, d) + suffix for d in per_class] for name, per_class in zip(label_names, descriptors)]
     meta = {**source.meta, "sentence_rule": "authors", "sentence_suffix": suffix,

@@ -157,6 +157,8 @@ def import_prompt_file(store: Store, classes: ClassList, path: str | Path, fmt: 
     records = []
     for class_index in sorted(assigned):
         key, texts = assigned[class_index]
+        if not texts and text_kind == "descriptor":  # DCLIP's loader reads an empty list as [""]
+            texts = [""]
         parsed = clean_texts(texts, max_chars=10_000, dedupe=dedupe, keep_empty=text_kind == "descriptor")
         report.dropped.update(parsed.dropped)
         for position, text in enumerate(parsed.texts):
