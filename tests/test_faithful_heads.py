@@ -465,6 +465,30 @@ def test_fudd_import_refuses_a_file_for_other_classes(world, names, pairs) -> No
         import_fudd_file(world.store, classes, path, "wrong")
 
 
+def test_fudd_import_accepts_its_own_files_with_other_spellings(world, embed, encoder) -> None:
+    """FuDD's own names may be spelled otherwise (cars put the year first, ImageNet says "eft" for
+    "newt"): the file still fits, and FuDD's templates use FuDD's names, as prompt_factory.py does."""
+    ours = ["Acura RL Sedan 2012", "Audi R8 Coupe 2012", "BMW X5 SUV 2007"]
+    theirs = ["2012 Acura RL Sedan", "2012 Audi R8 Coupe", "bmw_x5_suv_2007"]
+    pairs = {"0_1": {"classes": [0, 1], "prompt_pairs": [
+        _pair("grille", f"a photo of a {theirs[0]}, with a chrome grille.", f"a photo of a {theirs[1]}, with a wide grille.")]}}
+    classes = user_classes(world, "fuddcars", ours)
+    path = write_json(world.base / "fuddcars.json", pairs)
+    names_file = write_json(world.base / "fuddcars_class_names.json", theirs)
+    info, _ = import_fudd_file(world.store, classes, path, "fudd", class_names=names_file)
+    assert info.manifest["import"]["class_names"] == ["2012 Acura RL Sedan", "2012 Audi R8 Coupe", "bmw x5 suv 2007"]
+    assert info.manifest["import"]["class_names_differ"] == []  # the same words, in another order
+    head = build_head("fudd", encoder=encoder, classes=classes, sources=[source_from_set(world.store, "fudd", classes)],
+                      k=2)
+    initial = torch.cat([embed([f"a photo of a {name}.".capitalize()]) for name in info.manifest["import"]["class_names"]]).T
+    assert_close(head.weights, initial, "fudd initial head from FuDD's own names")
+    with pytest.raises(PromptgenError, match="lists 2 classes"):  # another count: refused
+        import_fudd_file(world.store, classes, path, "fudd", class_names=write_json(world.base / "two.json", theirs[:2]))
+    with pytest.raises(PromptgenError, match="differ by position"):  # most names differ: refused
+        import_fudd_file(world.store, classes, path, "fudd",
+                         class_names=write_json(world.base / "other.json", ["Boeing 707-320", "A300B4", "BMW X5 SUV 2007"]))
+
+
 # -- ZPE --------------------------------------------------------------------------------------
 
 ZPE_CLASSES = ["red fox", "fire truck", "violin", "sunflower", "sailboat", "teapot"]

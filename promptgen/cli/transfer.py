@@ -68,6 +68,10 @@ def import_command(dataset: str, file: Path, fmt: str, set_name: str | None, mat
     if report.renamed:
         click.echo(f"  {len(report.renamed)} keys matched by {match} have another name, e.g. "
                    + ", ".join(f"{r['key']!r} -> {r['class_name']!r}" for r in report.renamed[:4]), err=True)
+    differ = (info.manifest.get("import") or {}).get("class_names_differ") or []
+    if differ:
+        click.echo(f"  {len(differ)} classes have another name in {fudd_class_names.name}, which FuDD's templates "
+                   "use: " + ", ".join(f"{d['fudd']!r} for {d['ours']!r}" for d in differ[:4]), err=True)
 
 
 @click.command("export")

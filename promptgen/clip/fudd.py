@@ -223,12 +223,22 @@ def _fudd_static(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
     for (c, _), texts in sorted(_side_texts(ctx).items()):
         per_class[c] += texts
     without = [c for c, texts in enumerate(per_class) if not texts]
+    names = _fudd_names(ctx)
     for c in without:
-        per_class[c] = [fudd_template(ctx.classes.names[c])]
+        per_class[c] = [fudd_template(names[c])]
     texts = [[fudd_text(t, capitalize) for t in dict.fromkeys(texts)] for texts in per_class]
     vectors = ctx.encoder.encode_normalized([t for per in texts for t in per])
     columns = list(vectors.split([len(per) for per in texts]))
     return mean_head(columns, renormalise=True), {"capitalize": capitalize, "classes_with_the_template": len(without)}
+
+
+def _fudd_names(ctx: BuildContext) -> list[str]:
+    """The class names FuDD's templates say: its own class-name file's where the set recorded it
+    (import --class-names), else ours."""
+    for source in ctx.sources:
+        if source.partners is not None and source.label_names is not None:
+            return list(source.label_names)
+    return list(ctx.classes.names)
 
 
 def _initial_head(ctx: BuildContext, capitalize: bool) -> tuple[torch.Tensor, dict]:
@@ -243,7 +253,7 @@ def _initial_head(ctx: BuildContext, capitalize: bool) -> tuple[torch.Tensor, di
         weights = load_head(Path(initial), ctx.classes, ctx.encoder.clip.embed_dim).weights
         described = {"initial": str(initial)}
     elif initial == "authors":
-        texts = [fudd_text(fudd_template(name), capitalize) for name in ctx.classes.names]
+        texts = [fudd_text(fudd_template(name), capitalize) for name in _fudd_names(ctx)]
         weights = ctx.encoder.encode_normalized(texts).T.contiguous().float()
         described = {"initial": "authors", "initial_example": texts[0]}
     else:
@@ -266,7 +276,7 @@ def _fudd(ctx: BuildContext) -> tuple[torch.Tensor, dict, Any]:
     side_texts = _side_texts(ctx)
     k = int(ctx.options.get("k", min(10, len(ctx.classes))))
     initial, described = _initial_head(ctx, capitalize)
-    templates = [fudd_template(name) for name in ctx.classes.names]
+    templates = [fudd_template(name) for name in _fudd_names(ctx)]
     reranker = FuddReranker.from_texts(initial, k, side_texts, ctx.encoder.encode_normalized, templates=templates,
                                        capitalize=capitalize)
     pairs = {tuple(sorted(side)) for side in side_texts}

@@ -165,6 +165,9 @@ def source_from_set(store: Store, ref: SetRef | str, classes: ClassList) -> Prom
             "matched_by": "index" if info.dataset == classes.dataset else "name",
             **({"failed_pairs": len(info.manifest.get("failed_pairs") or [])} if has_pairs else {})}
     source = PromptSource(str(info.ref), "set", texts, families, meta, partners if has_pairs else None)
+    fudd_names = (info.manifest.get("import") or {}).get("class_names")  # FuDD's own, from --class-names
+    if has_pairs and info.dataset == classes.dataset and isinstance(fudd_names, list) and len(fudd_names) == len(classes):
+        source.label_names = [str(name) for name in fudd_names]
     if info.manifest.get("text_kind") == "descriptor" or any(r.get("kind") == "descriptor" for r in records[:1]):
         source = _descriptor_source(source, descriptors, label_names, classes)
     return source

@@ -291,54 +291,62 @@ def export_fudd(classes: ClassList, records: list[dict], manifest: dict, out: Pa
     return [out]
 
 
-def _check_fudd_class_names(path: Path, classes: ClassList) -> None:
-    """FuDD's own class-name file for the pairs file must list our classes, in our order."""
+def _words(name: str) -> frozenset[str]:
+    """A name's words, any order and case ("2012 Acura RL Sedan" ~ "Acura RL Sedan 2012")."""
+    return frozenset(loose_name(name).split())
+
+
+def _fudd_class_names(path: Path, classes: ClassList) -> list[str]:
+    """FuDD's own class-name file, checked against our list: the same count, and the same class at
+    most positions (a few names may be spelled otherwise: ImageNet's "eft" for our "newt")."""
     try:
         names = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise PromptgenError(f"cannot read {path} as JSON ({exc})", "give FuDD's DATASET_class_names.json") from None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise PromptgenError(f"{path} is not a JSON list of class names", "give FuDD's DATASET_class_names.json")
-    given = [loose_name(n) for n in names]  # FuDD turns "_" into spaces (prompt_factory.py:34)
-    expected = [loose_name(n) for n in classes.names]
-    if given != expected:
-        wrong = [f"{i}: {names[i]!r} vs {classes.names[i]!r}" for i in range(min(len(given), len(expected)))
-                 if given[i] != expected[i]]
+    names = [n.replace("_", " ") for n in names]  # as FuDD reads them (prompt_factory.py:34)
+    differ = [i for i, (a, b) in enumerate(zip(names, classes.names)) if _words(a) != _words(b)]
+    if len(names) != len(classes) or len(differ) * 2 > len(classes):
+        shown = "; ".join(f"{i}: {names[i]!r} vs {classes.names[i]!r}" for i in differ[:3])
         raise PromptgenError(f"{path.name} lists {len(names)} classes and {classes.dataset} has {len(classes)}"
-                             + (f"; {len(wrong)} differ by position, e.g. " + "; ".join(wrong[:3]) if wrong else ""),
+                             + (f"; {len(differ)} differ by position, e.g. {shown}" if differ else ""),
                              "import the file into the dataset it was made for (FuDD indexes classes by position)")
+    return names
 
 
 _PHOTO_OF = re.compile(r"^an? (?:photo|picture|image) of (?:an? |the )?([^,]+?),", re.IGNORECASE)
 
 
-def _check_fudd_names(path: Path, classes: ClassList, sides: list[tuple[int, int, str]]) -> None:
-    """FuDD's sentences name their class ("a photo of a pug, ..."). When most of them name a class
-    of the list outside their pair instead, the file indexes another class list (FuDD's 100
-    aircraft variants onto the 70 families) and every pair would land on the wrong classes. (A
-    sentence naming its partner is the pair parser's "swapped" case.)"""
+def _check_fudd_names(path: Path, classes: ClassList, names: list[str], sides: list[tuple[int, int, str]]) -> None:
+    """FuDD's sentences name their class ("a photo of a pug, ..."). When most of them name something
+    else, the file indexes another class list (FuDD's 100 aircraft variants onto the 70 families)
+    and every pair would land on the wrong classes. A sentence names its class when the class's
+    name (FuDD's, from `names`) is in it, or when its "a photo of a X," has the name's words in
+    any order; a sentence naming its partner is the pair parser's "swapped" case."""
     from promptgen.parsing import name_pattern
 
-    own = sum(1 for c, _, text in sides if name_pattern(classes.names[c]).search(text))
-    if own * 2 >= len(sides):
+    patterns = [name_pattern(name) for name in names]
+    words = [_words(name) for name in names]
+    named = [(c, match.group(1) if (match := _PHOTO_OF.match(text)) else None, text) for c, _, text in sides]
+    own = [patterns[c].search(text) is not None or (x is not None and _words(x) == words[c]) for c, x, text in named]
+    if sum(own) * 2 >= len(sides):
         return
-    # FuDD's sentences open with "a photo of a {class}, ..." (their differential prompt asks for it)
-    named = [(c, match.group(1)) for c, _, text in sides if (match := _PHOTO_OF.match(text))]
-    if len(named) * 2 >= len(sides):
-        c, name = next((c, n) for c, n in named if loose_name(n) != loose_name(classes.names[c]))
-        raise PromptgenError(f"{path.name} does not fit {classes.dataset}: {len(sides) - own} of {len(sides)} "
-                             f"sentences do not name their class, e.g. class {c} {classes.names[c]!r} gets "
-                             f"'a photo of a {name}, ...'", "import the file into the dataset it was made for; FuDD "
+    foreign = [(c, x) for (c, x, _), mine in zip(named, own) if x is not None and not mine]
+    if len(foreign) * 2 >= len(sides):  # they say whose photo they describe, and it is not ours
+        c, x = foreign[0]
+        raise PromptgenError(f"{path.name} does not fit {classes.dataset}: {len(sides) - sum(own)} of {len(sides)} "
+                             f"sentences do not name their class, e.g. class {c} {names[c]!r} gets "
+                             f"'a photo of a {x}, ...'", "import the file into the dataset it was made for; FuDD "
                              "files index classes by position in their own class list (check it with --class-names)")
-    patterns = [name_pattern(name) for name in classes.names]
     sample = sides[:: max(1, len(sides) // 2000)]
     elsewhere = [(c, text) for c, partner, text in sample if not patterns[c].search(text)
                  and any(p.search(text) for i, p in enumerate(patterns) if i not in (c, partner))]
-    if len(elsewhere) * 2 >= len(sample):
-        example = elsewhere[0]
+    if elsewhere and len(elsewhere) * 2 >= len(sample):
+        c, text = elsewhere[0]
         raise PromptgenError(f"{path.name} does not fit {classes.dataset}: {len(elsewhere)} of {len(sample)} sentences "
-                             f"name another class than their index says, e.g. class {example[0]} "
-                             f"{classes.names[example[0]]!r} gets {shorten(example[1], 80)!r}",
+                             f"name another class than their index says, e.g. class {c} {names[c]!r} gets "
+                             f"{shorten(text, 80)!r}",
                              "import the file into the dataset it was made for; FuDD files index classes by position "
                              "in their own class list (check it with --class-names FILE)")
 
@@ -370,8 +378,7 @@ def import_fudd_file(store: Store, classes: ClassList, path: str | Path, set_nam
     from promptgen.stages.differentiate import pair_records
 
     path = Path(path)
-    if class_names is not None:
-        _check_fudd_class_names(Path(class_names), classes)
+    fudd_names = _fudd_class_names(Path(class_names), classes) if class_names is not None else None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -392,7 +399,7 @@ def import_fudd_file(store: Store, classes: ClassList, path: str | Path, set_nam
              for c, partner, sentence in zip(entry["classes"], entry["classes"][::-1], item["prompt_pair"])
              if type(c) is int and 0 <= c < len(classes) and isinstance(sentence, str)]
     if sides:
-        _check_fudd_names(path, classes, sides)
+        _check_fudd_names(path, classes, fudd_names or list(classes.names), sides)
     report, rejected, bad = ImportReport(), Counter(), []
     records, seen_pairs = [], set()
     for key, entry in data.items():
@@ -449,6 +456,10 @@ def import_fudd_file(store: Store, classes: ClassList, path: str | Path, set_nam
         "text_kind": "sentence",
         "classes": {"count": len(classes), "hash": classes.hash, "source": classes.source},
         "import": {"format": "fudd", "file": path.name, "sha256": sha256_file(path), "pairs": report.matched,
+                   # FuDD's own names (its templates say them), where the class-name file was given
+                   **({"class_names": fudd_names, "class_names_differ": [
+                       {"class_index": i, "fudd": a, "ours": b} for i, (a, b) in enumerate(zip(fudd_names, classes.names))
+                       if _words(a) != _words(b)]} if fudd_names else {}),
                    "bad_keys": bad, "pairs_without_usable_attributes": report.empty_keys,
                    "duplicated_keys": report.duplicated_keys},
         "pairs": {"method": "file", "pairs": report.matched, "all_pairs": len(classes) * (len(classes) - 1) // 2},
