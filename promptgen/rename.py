@@ -132,11 +132,14 @@ def load_counts_file(path: Path, classes: ClassList) -> list[list[tuple[str, flo
     if len(entries) != len(classes):
         raise PromptgenError(f"{path} has counts for {len(entries)} classes, {classes.dataset} has {len(classes)}",
                              "use the counts file of this dataset")
+    # REAL's walk starts from the official name's count and tests subsets against its words: a
+    # class the file names otherwise would be renamed by another rule than REAL's
     wrong = [f"{c}: {e.get('name')!r} vs {name!r}" for c, (e, name) in enumerate(zip(entries, classes.names))
-             if loose_name(e.get("name", name)) != loose_name(name)]
-    if len(wrong) * 2 > len(classes):
-        raise PromptgenError(f"{path} names other classes than {classes.dataset}'s: " + "; ".join(wrong[:3]),
-                             "use the counts file of this dataset, in its label order")
+             if loose_name(e.get("name", "")) != loose_name(name)]
+    if wrong:
+        raise PromptgenError(f"{path} names {len(wrong)} classes otherwise than {classes.dataset}: "
+                             + "; ".join(wrong[:3]), "use the counts file of this dataset, in its label order, or a "
+                             "class list with REAL's official names (--classes FILE)")
     return [[(str(n), float(v)) for n, v in e["alternates"].items()] for e in entries]
 
 

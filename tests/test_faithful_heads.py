@@ -588,3 +588,8 @@ def test_real_builder_is_the_authors_rule(world, embed, encoder) -> None:
     expected = torch.stack([embed([f"a photo of a {name}."])[0] for name in chosen], dim=1)
     assert_close(head.weights, expected, "real head over the photo template")
     assert head.info["details"]["names"] == {"spider web": "cobweb", "automobile": "car", "eft": "eft red"}
+    # REAL's rule starts from the file's official name: a file naming a class otherwise is refused
+    other = {**REAL_COUNTS, "3": {"name": "red eft", "alternates": {"red eft": 5, "eft": 50}}}
+    with pytest.raises(PromptgenError, match="names 1 classes otherwise.*'red eft' vs 'eft'"):
+        build_head("real", encoder=encoder, classes=classes, sources=[],
+                   counts=str(write_json(world.base / "metrics-other.json", other)))
