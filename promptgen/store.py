@@ -140,14 +140,17 @@ def record_id(class_index: int, class_name: str, stage: str, text: str, occurren
 
 
 def number_repeats(records: list[dict]) -> list[dict]:
-    """Give each repeat of a (class, text) an id of its own, so ids stay unique when repeats are kept."""
+    """Give a repeat of a (class, text) whose id is taken an id of its own, so ids stay unique when
+    repeats are kept; ids that already differ (a differential set's pair ids) stay as they are."""
     seen: Counter = Counter()
+    ids: set[str] = set()
     for record in records:
         key = (record["class_index"], record["text"])
         seen[key] += 1
-        if seen[key] > 1:
+        if record["id"] in ids:
             record["id"] = record_id(record["class_index"], record["class_name"], record["stage"], record["text"],
                                      seen[key])
+        ids.add(record["id"])
     return records
 
 

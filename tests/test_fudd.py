@@ -405,6 +405,16 @@ def static_reference(world, tiny_clip) -> torch.Tensor:
     return F.normalize(torch.stack(columns, dim=1), dim=0)
 
 
+def test_pair_ids_survive_repeated_sentences(world) -> None:
+    """A sentence shared by two pairs is two records with their pair's ids, not renumbered as repeats."""
+    from promptgen.stages.differentiate import _record_id
+
+    texts = Counter((r["class_index"], r["text"]) for r in world.records)
+    assert max(texts.values()) > 1  # the set does repeat sentences across pairs
+    assert all(r["id"] == _record_id(r) for r in world.records)
+    assert len({r["id"] for r in world.records}) == len(world.records)
+
+
 def test_fudd_static_is_the_normalised_mean_of_unique_sentences(world, tiny_clip, encoder) -> None:
     expected = static_reference(world, tiny_clip)
     # the set repeats sentences across pairs, so counting them twice would be another head
