@@ -415,6 +415,13 @@ def test_pair_ids_survive_repeated_sentences(world) -> None:
     assert len({r["id"] for r in world.records}) == len(world.records)
 
 
+def test_dedupe_is_refused_for_pair_sets(world, encoder) -> None:
+    """dedupe would drop a sentence from its second pair; FuDD de-duplicates per image itself."""
+    source = source_from_set(world.store, "differential", world.classes)
+    with pytest.raises(PromptgenError, match="dedupe does not apply to differential sets"):
+        build_head("fudd-static", encoder=encoder, classes=world.classes, sources=[source], dedupe=True)
+
+
 def test_fudd_static_is_the_normalised_mean_of_unique_sentences(world, tiny_clip, encoder) -> None:
     expected = static_reference(world, tiny_clip)
     # the set repeats sentences across pairs, so counting them twice would be another head

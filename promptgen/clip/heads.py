@@ -92,6 +92,10 @@ def build_head(builder: str, *, encoder: TextEncoder, classes: ClassList, source
         sources = [s.with_sentence_rule(str(options["sentence_rule"]), classes) for s in sources]
     if options.get("dedupe") is not None and not isinstance(options["dedupe"], bool):
         raise PromptgenError(f"dedupe={options['dedupe']!r} is not true or false", "use dedupe=true")
+    if options.get("dedupe") and any(s.partners is not None for s in sources):
+        raise PromptgenError("dedupe does not apply to differential sets: a sentence shared by two pairs belongs to "
+                             "both", "drop dedupe; the fudd builders de-duplicate each class's texts per image, as "
+                             "FuDD does")
     if options.get("dedupe"):  # our option: the methods count every repeat
         sources = [s.deduplicated() for s in sources]
     if spec.needs_set and not any(s.kind == "set" for s in sources):
