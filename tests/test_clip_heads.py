@@ -4,6 +4,7 @@ the head file and its sidecar; the `promptgen head` CLI against the Python API."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -403,6 +404,10 @@ def test_waffle_gpt_mixes_random_pairs_and_the_class_descriptors(tiny_clip, worl
     head = build_head("waffle+gpt", encoder=encoder, classes=world.classes, sources=[desc], seed=3)
     assert head.info["prompt_counts"] == [30] * 6  # int(2/3 * 15) * 3
     assert head.info["details"]["texts_per_class"] == 30
+    # a class the descriptor set lacks (a set of another dataset, matched by name) is named, not a numpy error
+    lacking = dataclasses.replace(desc, descriptors=[[] if c == 2 else d for c, d in enumerate(desc.descriptors)])
+    with pytest.raises(PromptgenError, match="1 classes have no DCLIP descriptor to draw: 'violin'"):
+        build_head("waffle+gpt", encoder=encoder, classes=world.classes, sources=[lacking], seed=3)
 
 
 def test_eval_reports_waffle_as_the_mean_and_std_over_seeds(tiny_clip, world, encoder, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from promptgen.clip.registry import BuildContext, mean_head, register_builder
 from promptgen.clip.sources import TEMPLATE_DIR, PromptSource
 from promptgen.errors import PromptgenError
 from promptgen.formats import dclip_sentence
-from promptgen.paths import BUILTIN_PROMPTS_DIR
+from promptgen.paths import BUILTIN_PROMPTS_DIR, shipped_versions
 
 __all__ = ["WaffleSetup", "waffle_setup", "waffle_texts", "waffle_gpt_texts", "waffle_word_list"]
 
@@ -47,7 +47,7 @@ def _label(descriptor: str, name: str) -> str:
 class WaffleSetup:
     """What the generator draws from, derived from the class names and the DCLIP descriptors."""
 
-    words: list[str]            # the word list, each word cut to `word_length` characters
+    words: np.ndarray           # the word list, each word cut to `word_length` characters
     characters: np.ndarray      # every character of the descriptors' words ("," and "." removed), sorted
     words_per_descriptor: int   # the rounded mean word count of the class names (at least 1)
     word_length: int            # the rounded mean word length of the class names
@@ -68,7 +68,9 @@ def waffle_setup(names: list[str], descriptors: list[str]) -> WaffleSetup:
     length = int(np.ceil(np.mean([np.max([len(y) for y in x.split(" ")]) for x in names])))
     length += groups - length % groups
     pattern = " ".join(["a" * (length // groups)] * groups)
-    return WaffleSetup([w[:word_length] for w in waffle_word_list()], characters, words_per, word_length, pattern)
+    # an array once, not a list numpy converts at every draw (the draws are the same)
+    words = np.array([w[:word_length] for w in waffle_word_list()])
+    return WaffleSetup(words, characters, words_per, word_length, pattern)
 
 
 def _draw_pair(rng: np.random.RandomState, setup: WaffleSetup) -> tuple[str, str]:
@@ -102,6 +104,10 @@ def waffle_gpt_texts(names: list[str], setup: WaffleSetup, gpt: list[list[str]],
                      seed: int) -> list[list[str]]:
     """Mode `waffle_and_gpt`: int(2/3 count) shared random pairs, two GPT descriptors of the class
     per pair (drawn with replacement), then int(2/3 count) * 3 texts per class without replacement."""
+    empty = [name for name, own in zip(names, gpt) if not own]
+    if empty:
+        raise PromptgenError(f"{len(empty)} classes have no DCLIP descriptor to draw: {', '.join(map(repr, empty[:8]))}",
+                             "give a descriptor set with every class (an empty list in the file is the descriptor '')")
     rng = np.random.RandomState(seed)
     pairs = int(2 / 3 * count)
     texts = _shared_random(rng, setup, names, pairs)
@@ -129,15 +135,17 @@ def _descriptors(ctx: BuildContext, required: bool) -> tuple[list[list[str]], st
     if required:
         raise PromptgenError("waffle+gpt needs a DCLIP descriptor set",
                              f"give --set {ctx.classes.dataset}/dclip-published (or a set made with --style dclip)")
+    shipped = shipped_versions()
     for dataset in (ctx.classes.dataset, "imagenet"):
-        path = BUILTIN_PROMPTS_DIR / dataset / "dclip-published" / "v1.jsonl"
-        if path.is_file():
+        version = max(shipped.get((dataset, "dclip-published"), [0]))
+        path = BUILTIN_PROMPTS_DIR / dataset / "dclip-published" / f"v{version}.jsonl"
+        if version and path.is_file():
             records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
             names = list(ctx.classes.names)
             if dataset == ctx.classes.dataset:  # the file's keys, as the authors' key_list
                 for record in records:
                     names[record["class_index"]] = record.get("source_key") or names[record["class_index"]]
-            return [[r["text"] for r in records]], f"{dataset}/dclip-published@v1 (shipped)", names
+            return [[r["text"] for r in records]], f"{dataset}/dclip-published@v{version} (shipped)", names
     raise PromptgenError("no DCLIP descriptors to draw random characters from", "give --set with a descriptor set")
 
 
