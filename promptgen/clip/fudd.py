@@ -27,6 +27,7 @@ from promptgen.clip.pairs import check_k
 from promptgen.clip.registry import BuildContext, mean_head, register_builder
 from promptgen.clip.sources import FALLBACK_TEMPLATE, source_from_templates
 from promptgen.errors import PromptgenError
+from promptgen.formats import wordify
 
 __all__ = ["FuddReranker", "OUTSIDE_TOP_K", "fudd_text"]
 
@@ -186,7 +187,7 @@ def fudd_text(text: str, capitalize: bool = True) -> str:
 
 def fudd_template(class_name: str) -> str:
     """FuDD's default template for a class ("_" in names read as spaces)."""
-    return FALLBACK_TEMPLATE.replace("{c}", class_name.replace("_", " "))
+    return FALLBACK_TEMPLATE.replace("{c}", wordify(class_name))
 
 
 def _capitalize_option(ctx: BuildContext) -> bool:

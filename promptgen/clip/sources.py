@@ -15,7 +15,7 @@ from pathlib import Path
 
 from promptgen.classes import ClassList
 from promptgen.errors import PromptgenError
-from promptgen.formats import DCLIP_RULES, dclip_sentence
+from promptgen.formats import dclip_sentence, wordify
 from promptgen.paths import BUILTIN_PROMPTS_DIR
 from promptgen.store import SetRef, Store, describe_class_mismatch
 
@@ -68,9 +68,7 @@ class PromptSource:
 def dclip_label(class_name: str, descriptor: str, rule: str = "authors") -> str:
     """DCLIP's label for a descriptor: the class name with "_" as spaces (their `wordify`), ", ",
     and the descriptor's sentence."""
-    if rule not in DCLIP_RULES:
-        raise PromptgenError(f"unknown DCLIP sentence rule {rule!r}", f"use sentence_rule={' or '.join(DCLIP_RULES)}")
-    return dclip_sentence(class_name.replace("_", " "), descriptor, rule)
+    return dclip_sentence(wordify(class_name), descriptor, rule)
 
 
 def list_template_sets() -> list[str]:

@@ -20,7 +20,7 @@ import torch
 from promptgen.clip.registry import BuildContext, mean_head, register_builder
 from promptgen.clip.sources import TEMPLATE_DIR, PromptSource
 from promptgen.errors import PromptgenError
-from promptgen.formats import dclip_sentence
+from promptgen.formats import dclip_sentence, wordify
 from promptgen.paths import BUILTIN_PROMPTS_DIR, shipped_versions
 
 __all__ = ["WaffleSetup", "waffle_setup", "waffle_texts", "waffle_gpt_texts", "waffle_word_list"]
@@ -34,13 +34,9 @@ def waffle_word_list() -> tuple[str, ...]:
     return tuple((TEMPLATE_DIR / "waffle_words.txt").read_text(encoding="utf-8").splitlines())
 
 
-def _wordify(name: str) -> str:
-    return name.replace("_", " ")
-
-
 def _label(descriptor: str, name: str) -> str:
     """"A photo of a {c}, which (is|has) {d}." with DCLIP's sentence rule (their structured builder)."""
-    return dclip_sentence(LABEL_BEFORE + _wordify(name), descriptor) + LABEL_AFTER
+    return dclip_sentence(LABEL_BEFORE + wordify(name), descriptor) + LABEL_AFTER
 
 
 @dataclass
@@ -57,8 +53,8 @@ class WaffleSetup:
 def waffle_setup(names: list[str], descriptors: list[str]) -> WaffleSetup:
     """The authors' statistics (waffle_tools.py, mode waffle): word count and length from the
     class names, the character pool from every DCLIP descriptor (empty lists count as "")."""
-    words_per = int(np.max([np.round(np.mean([len(_wordify(x).split(" ")) for x in names])), 1]))
-    word_length = int(np.round(np.mean([np.mean([len(y) for y in _wordify(x).split(" ")]) for x in names])))
+    words_per = int(np.max([np.round(np.mean([len(wordify(x).split(" ")) for x in names])), 1]))
+    word_length = int(np.round(np.mean([np.mean([len(y) for y in wordify(x).split(" ")]) for x in names])))
     unique_words = np.unique([word for descriptor in descriptors for word in descriptor.split(" ")])
     characters = np.unique(list("".join(w.replace(",", "").replace(".", "") for w in unique_words)))
     if len(characters) == 0:
@@ -92,7 +88,7 @@ def _shared_random(rng: np.random.RandomState, setup: WaffleSetup, names: list[s
             texts += [_label(word, name), _label(noise, name)]
         drawn.append(texts)
     match = names.index(str(rng.choice(names)))
-    return [[text.replace(_wordify(names[match]), _wordify(name)) for text in drawn[match]] for name in names]
+    return [[text.replace(wordify(names[match]), wordify(name)) for text in drawn[match]] for name in names]
 
 
 def waffle_texts(names: list[str], setup: WaffleSetup, count: int, seed: int) -> list[list[str]]:

@@ -29,7 +29,7 @@ from promptgen.store import Store, VersionInfo, make_record
 from promptgen.templates import indefinite_article
 
 __all__ = ["IMPORT_FORMATS", "EXPORT_FORMATS", "ImportReport", "import_prompt_file", "import_fudd_file",
-           "export_version", "dclip_sentence", "DCLIP_RULES", "list_formats"]
+           "export_version", "dclip_sentence", "DCLIP_RULES", "wordify", "list_formats"]
 
 IMPORT_FORMATS: dict[str, dict] = {}
 EXPORT_FORMATS: dict[str, Callable] = {}
@@ -188,6 +188,11 @@ def import_prompt_file(store: Store, classes: ClassList, path: str | Path, fmt: 
 
 
 DCLIP_RULES = ("authors", "grammatical")
+
+
+def wordify(name: str) -> str:
+    """A class name as DCLIP, WaffleCLIP and FuDD put it in a text: "_" read as a space."""
+    return name.replace("_", " ")
 _GRAMMAR_IS = re.compile(r"^(a|an|used)(?=\s)", re.IGNORECASE)
 _GRAMMAR_VERB = re.compile(r"^(has|often|typically|may|can)(?=\s)", re.IGNORECASE)
 
@@ -305,7 +310,7 @@ def _fudd_class_names(path: Path, classes: ClassList) -> list[str]:
         raise PromptgenError(f"cannot read {path} as JSON ({exc})", "give FuDD's DATASET_class_names.json") from None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise PromptgenError(f"{path} is not a JSON list of class names", "give FuDD's DATASET_class_names.json")
-    names = [n.replace("_", " ") for n in names]  # as FuDD reads them (prompt_factory.py:34)
+    names = [wordify(n) for n in names]  # as FuDD reads them (prompt_factory.py:34)
     differ = [i for i, (a, b) in enumerate(zip(names, classes.names)) if _words(a) != _words(b)]
     if len(names) != len(classes) or len(differ) * 2 > len(classes):
         shown = "; ".join(f"{i}: {names[i]!r} vs {classes.names[i]!r}" for i in differ[:3])
