@@ -199,7 +199,7 @@ def _capitalize_option(ctx: BuildContext) -> bool:
 
 def _side_texts(ctx: BuildContext) -> dict[tuple[int, int], list[str]]:
     pair_sources = [s for s in ctx.sources if s.partners is not None]
-    others = [s.name for s in ctx.sources if s.partners is None and s.name != "fallback"]
+    others = [s.name for s in ctx.sources if s.partners is None]
     if not pair_sources or others:
         raise PromptgenError("the fudd builders take differential sets (records with pairs); "
                              + (f"{', '.join(others)} has none" if others else "none is given"),

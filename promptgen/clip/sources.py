@@ -57,12 +57,20 @@ class PromptSource:
 
     def deduplicated(self) -> "PromptSource":
         """Each text once per class, first occurrence kept (the `dedupe` head option)."""
-        keep = [[t for t, text in enumerate(texts) if text not in texts[:t]] for texts in self.texts]
+        keep = [_first_occurrences(texts) for texts in self.texts]
         pick = (lambda rows: [[row[t] for t in kept] for row, kept in zip(rows, keep)])
         return PromptSource(self.name, self.kind, pick(self.texts), pick(self.families),
                             {**self.meta, "deduplicated": sum(map(len, self.texts)) - sum(map(len, keep))},
                             pick(self.partners) if self.partners is not None else None,
                             pick(self.descriptors) if self.descriptors is not None else None, self.label_names)
+
+
+def _first_occurrences(texts: list[str]) -> list[int]:
+    """The position of each distinct text's first occurrence, in order (one pass, not one scan per text)."""
+    first: dict[str, int] = {}
+    for position, text in enumerate(texts):
+        first.setdefault(text, position)
+    return sorted(first.values())
 
 
 def dclip_label(class_name: str, descriptor: str, rule: str = "authors") -> str:
