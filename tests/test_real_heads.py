@@ -20,7 +20,7 @@ from promptgen.clip.sources import PromptSource, load_template_set, source_from_
 from promptgen.errors import PromptgenError
 from promptgen.formats import import_prompt_file
 from promptgen.rename import RENAME_FORMAT, choose_names, replace_name
-from promptgen.stages.describe import official_name_records
+from promptgen.stages.synonyms import official_name_records
 from promptgen.stages.synonyms import load_candidates
 from promptgen.store import Store, make_record
 from tests.conftest import TINY_ARGS

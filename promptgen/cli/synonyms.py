@@ -32,7 +32,7 @@ COMMANDS = []
 def synonyms_command(dataset: str, classes_file: Path | None, source: str, style: str, set_name: str,
                      root: Path | None, as_json: bool, **values: Any) -> None:
     """Write the names each class of DATASET goes by (official name always included) as a new version."""
-    from promptgen.stages.describe import plan_requests, run_describe
+    from promptgen.stages.runner import run_stage
     from promptgen.stages.synonyms import synonyms_job, synonyms_wordnet
     from promptgen.templates import load_template
 
@@ -59,13 +59,13 @@ def synonyms_command(dataset: str, classes_file: Path | None, source: str, style
     client = make_client(store.root, values)
     job = synonyms_job(classes, template, set_name, draw=values["draw"], answer_retries=values["answer_retries"])
     if values["dry_run"]:
-        estimate = client.estimate(plan_requests(job, client))
+        estimate = client.estimate(job.plan_requests(client))
         click.echo(f"{dataset}: {len(classes)} classes x {len(template.questions)} question(s) of {template.ref}")
         for line in estimate.lines():
             click.echo("  " + line)
         click.echo("  nothing was sent (--dry-run)")
         return
-    result = run_describe(job, client, store, resume=values["resume"], resume_version=values["resume_version"])
+    result = run_stage(job, client, store, resume=values["resume"], resume_version=values["resume_version"])
     _report(result.manifest, result.info.records_path, as_json)
     if result.failures:
         click.echo(f"warning: {len(result.failures)} class(es) got no usable list; they keep their official name "

@@ -2,7 +2,7 @@
 
 Two sources write the same kind of set, `prompts/<dataset>/synonyms/vN.jsonl`, one record per
 (class, name, source): `llm` asks a list question (template `synonyms`, parsed by the `list`
-parser) through the describe machinery, so caching, retries, resume and cost work the same;
+parser): describe's questions and parsing on the stage runner, with names kept once per class;
 `wordnet` takes the lemmas of the class's WordNet synset, offline. The official name is always a
 record of its class (source `official`); names are stored as written and compared ignoring case.
 """
@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from promptgen.classes import ClassList
 from promptgen.parsing import DROP_REASONS
 from promptgen.sources.wordnet import load_wordnet
-from promptgen.stages.describe import DescribeJob, official_name_records, with_source_ids
-from promptgen.store import SetRef, Store, VersionInfo, dedupe_records, make_record
+from promptgen.stages.describe import DescribeJob
+from promptgen.store import SetRef, Store, VersionInfo, dedupe_records, make_record, record_id
 from promptgen.templates import QueryTemplate
 
-__all__ = ["STAGE", "Candidate", "synonyms_job", "synonyms_wordnet", "load_candidates", "merge_candidates", "add_name"]
+__all__ = ["STAGE", "Candidate", "SynonymsJob", "synonyms_job", "synonyms_wordnet", "load_candidates",
+           "merge_candidates", "add_name"]
 
 STAGE = "synonyms"
 
@@ -45,10 +46,52 @@ def add_name(per_class: list[Candidate], name: str, sources: list[str]) -> None:
         known.sources += [src for src in sources if src not in known.sources]
 
 
+@dataclass
+class SynonymsJob(DescribeJob):
+    """The LLM route: describe's questions with a list template, whose records are names. A set of
+    names always holds each official name (source `official`) and each name once per class and
+    source, compared ignoring case."""
+
+    stage: str = STAGE
+
+    def record_fields(self) -> dict:
+        return {"source": "llm"}
+
+    def final_records(self, records: list[dict]) -> tuple[list[dict], int]:
+        kept, duplicates = dedupe_records(official_name_records(self.classes, self.stage) + records, ignore_case=True)
+        return with_source_ids(kept), duplicates
+
+    def counted(self, record: dict) -> bool:
+        return record.get("source") != "official"
+
+    def extra_sections(self, records: list[dict]) -> dict:
+        """Classes whose answers named nothing but the class itself keep only their official name."""
+        other: dict[int, set[str]] = {i: set() for i in range(len(self.classes))}
+        for record in records:
+            if record["text"].casefold() != self.classes.names[record["class_index"]].casefold():
+                other[record["class_index"]].add(record["text"].casefold())
+        without = [i for i in range(len(self.classes)) if not other[i]]
+        return {"classes_with_other_names": len(self.classes) - len(without),
+                "classes_without_synonyms": [{"class_index": i, "class_name": self.classes.names[i]} for i in without]}
+
+
 def synonyms_job(classes: ClassList, template: QueryTemplate, set_name: str = "synonyms", *, draw: int = 0,
-                 answer_retries: int = 2) -> DescribeJob:
-    """The LLM route: a describe job with a list template, whose records are names."""
-    return DescribeJob(classes, template, set_name, draw=draw, answer_retries=answer_retries, stage=STAGE)
+                 answer_retries: int = 2) -> SynonymsJob:
+    return SynonymsJob(classes, template, set_name, draw=draw, answer_retries=answer_retries)
+
+
+def with_source_ids(records: list[dict]) -> list[dict]:
+    """Names get one record per source: their ids include the source, so they stay unique."""
+    for record in records:
+        record["id"] = record_id(record["class_index"], record["class_name"], record["stage"],
+                                 f"{record.get('source')}\x00{record['text']}")
+    return records
+
+
+def official_name_records(classes: ClassList, stage: str) -> list[dict]:
+    return [make_record(class_index=i, class_name=name, stage=stage, kind="synonym", text=name, template="official",
+                        sample_index=None, request_key=None, model=None, source="official")
+            for i, name in enumerate(classes.names)]
 
 
 def synonyms_wordnet(classes: ClassList, store: Store, set_name: str = "synonyms") -> tuple[VersionInfo, list]:
