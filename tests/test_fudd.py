@@ -273,7 +273,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, tiny_clip):
     classes = ClassList(dataset="planted", names=NAMES)
     with FakeLLMServer() as server:
         result = differentiate(store, server.url, root / "cache" / "llm", classes)
-    assert result.manifest["status"] == "complete" and not result.failed_pairs
+    assert result.manifest["status"] == "complete" and not result.failures
     records = store.read_records(result.info)
     features, labels = planted_images(records, tiny_clip)
     return SimpleNamespace(base=base, root=root, store=store, classes=store.classes("planted"), records=records,
@@ -345,7 +345,7 @@ def test_fudd_recovers_the_planted_pair_signal(fake_llm, root: Path, tiny_clip, 
     classes = ClassList(dataset="planted", names=NAMES)
     result = differentiate(store, fake_llm.url, root / "cache" / "llm", classes)
     assert result.manifest["status"] == "complete"
-    assert result.manifest["pairs"]["answered"] == 15 and result.failed_pairs == []
+    assert result.manifest["pairs"]["answered"] == 15 and result.failures == []
     assert fake_llm.request_count == 15
     records = store.read_records(result.info)
     assert {r["pair"] for r in records} == {pair_key(i, j) for i in range(6) for j in range(i + 1, 6)}

@@ -144,8 +144,8 @@ def differentiate_command(dataset: str, classes_file: Path | None, pairs_from: s
         return
     result = run_differentiate(job, client, store, resume=values["resume"], resume_version=resume_version)
     _report(result, as_json)
-    if result.failed_pairs:
-        click.echo(f"warning: {len(result.failed_pairs)} pair(s) got no usable answer; they are listed under "
+    if result.failures:
+        click.echo(f"warning: {len(result.failures)} pair(s) got no usable answer; they are listed under "
                    f"'failed_pairs' in {result.info.manifest_path} and the fudd head scores their classes with the "
                    f"initial head" + ("; rerun with --resume to retry the failed requests"
                                       if result.manifest["status"] == "partial" else ""), err=True)

@@ -25,12 +25,12 @@ from promptgen.classes import ClassList, class_name_matcher
 from promptgen.clip.pairs import PairPlan, load_pair_plan, pair_key, save_pair_plan
 from promptgen.errors import PromptgenError
 from promptgen.fileio import canonical_json
-from promptgen.llm.batch import BatchJournal
-from promptgen.llm.cache import restore_from_journal
-from promptgen.llm.client import LLMClient, LLMRequest, LLMRequestFailed, LLMResponse, RunStats
+from promptgen.llm.client import LLMClient, LLMRequest, LLMRequestFailed, LLMResponse
 from promptgen.parsing import PAIR_REJECT_REASONS, PairAttribute, PairParsed, parse_pair_answer
 from promptgen.redact import redact
-from promptgen.store import Store, VersionInfo, VersionWriter, make_record, now_iso
+from promptgen.stages.runner import (LLMStage, StageOutput, StageResult, StageRun, Verdict, restore_earlier_answers,
+                                     run_stage)
+from promptgen.store import Store, make_record
 from promptgen.templates import QueryTemplate
 
 __all__ = ["DifferentiateJob", "DifferentiateResult", "plan_requests", "run_differentiate", "resume_plan",
@@ -42,7 +42,7 @@ _PLACEHOLDER = re.compile(r"\{(\w*)\}")
 
 
 @dataclass
-class DifferentiateJob:
+class DifferentiateJob(LLMStage):
     classes: ClassList
     template: QueryTemplate
     set_name: str
@@ -52,6 +52,7 @@ class DifferentiateJob:
     repair: bool = True
     draw: int = 0
     pair_draws: dict[str, int] = field(default_factory=dict)  # "i_j" -> extra draw: re-ask only those pairs
+    stage: str = STAGE
 
     def __post_init__(self) -> None:
         if self.template.kind != "pair":
@@ -87,13 +88,126 @@ class DifferentiateJob:
         return sampling
 
     def fingerprint(self, client: LLMClient) -> dict:
-        """What must not change between a run and its --resume."""
         return {"classes_hash": self.classes.hash, "template": self.template.ref,
                 "template_sha256": self.template.sha256, "model": client.model,
                 "api_base": client.describe()["api_base"], "draw": self.draw, "pairs_sha256": self.plan.sha256,
                 "structured": "schema" if self.uses_schema(client) else "prompt",
                 "answer_retries": self.answer_retries, "repair": self.repair,
                 "pair_draws": dict(sorted(self.pair_draws.items()))}
+
+    def header(self, client: LLMClient) -> dict:
+        return {"template": self.template.manifest_entry(), "sampling": self.sampling(client),
+                "text_kind": self.template.text_kind, "answer_retries": self.answer_retries, "repair": self.repair,
+                "pairs": self.plan.summary(), "pairs_file": None}
+
+    def requests_planned(self, requests: list[LLMRequest]) -> int:
+        return len(self.plan.pairs)
+
+    def plan_requests(self, client: LLMClient) -> list[LLMRequest]:
+        """One request per pair, lower class index first; tags carry (i, j)."""
+        question = self.template.questions[0]
+        sampling = self.sampling(client)
+        requests = []
+        for i, j in self.plan.pairs:
+            messages = self.template.render_pair(question, self.classes.names[i], self.classes.names[j])
+            requests += client.plan(messages, sampling, draw=self.draw + self.pair_draws.get(pair_key(i, j), 0),
+                                    tag=(i, j))
+        return requests
+
+    def journal_fields(self, request: LLMRequest) -> dict:
+        return {"pair": pair_key(*request.tag[:2]), "kind": "repair" if len(request.tag) > 2 else "ask"}
+
+    def new_state(self) -> "_PairRun":
+        return _PairRun(class_name_matcher(self.classes))
+
+    def prepare(self, run: StageRun, store: Store, resumed: bool) -> None:
+        state: _PairRun = run.state
+        # pairs paid for while making this version, also before an interrupt (their answers now come from the cache)
+        state.queried = {tuple(int(x) for x in entry["pair"].split("_")) for entry in run.journal
+                         if entry.get("response") is not None and not entry.get("cached")}
+        if not resumed:
+            pairs_path = run.info.directory / f"v{run.info.version}.pairs.json"
+            save_pair_plan(self.plan, pairs_path)
+            run.writer.write_manifest({**run.info.manifest, "pairs_file": pairs_path.name})
+            restore_earlier_answers(store, run.info, run.client)
+
+    def on_answer(self, run: StageRun, request: LLMRequest, response: LLMResponse) -> Verdict:
+        state: _PairRun = run.state
+        pair = request.tag[:2]
+        is_repair = len(request.tag) > 2
+        base = state.bases.get(request.key, request) if is_repair else request
+        text = response.choices[0].get("text") if response.choices else ""
+        parsed = parse_pair_answer(text, self.classes.names[pair[0]], self.classes.names[pair[1]],
+                                   max_chars=self.template.max_chars, third_class=state.third_class(*pair))
+        state.rejected.update(parsed.rejected)
+        state.answered.add(pair)
+        if not response.cached:
+            state.queried.add(pair)
+        if parsed.usable:
+            state.outcomes[pair] = PairOutcome("ok", parsed, response, attempts=base.attempt + 1)
+            return Verdict(True, parsed.error)
+        best_so_far = state.salvage[pair].parsed.attributes if pair in state.salvage else []
+        if len(parsed.attributes) > len(best_so_far):
+            state.salvage[pair] = PairOutcome("salvaged", parsed, response, error=parsed.error,
+                                              attempts=base.attempt + 1)
+        if self.repair and not is_repair and not parsed.complete and text and text.strip() and self.template.repair:
+            state.repairs += 1
+            repair = _repair_request(self, run.client, request, text, parsed.error or "not valid JSON")
+            state.bases[repair.key] = base
+            return Verdict(False, parsed.error, [repair])
+        again = run.reask(base)
+        if not again:
+            state.finish_pair(pair, base, parsed.error or "no usable answer")
+        return Verdict(False, parsed.error, again)
+
+    def on_failure(self, run: StageRun, request: LLMRequest, failure: LLMRequestFailed) -> list[LLMRequest]:
+        state: _PairRun = run.state
+        base = request
+        if len(request.tag) > 2:
+            base = state.bases.get(request.key, request)
+            again = run.reask(base)  # a lost repair still leaves the pair's re-asks
+            if again:
+                return again
+        state.finish_pair(request.tag[:2], base, "request failed: " + redact(failure.error), transport=True)
+        return []
+
+    def finish(self, run: StageRun) -> StageOutput:
+        state: _PairRun = run.state
+        names = self.classes.names
+        records, failed = [], []
+        template_ref = self.template.question_id(self.template.questions[0])
+        for i, j in sorted(self.plan.pairs):
+            outcome = state.outcomes.get((i, j)) or PairOutcome("failed", error="not answered")
+            if outcome.status == "failed":
+                failed.append({"pair": pair_key(i, j), "classes": [i, j], "class_names": [names[i], names[j]],
+                               "reason": outcome.error, "attempts": outcome.attempts})
+                continue
+            records += pair_records(self.classes, i, j, outcome.parsed.attributes, stage=STAGE,
+                                    kind=self.template.text_kind, template=template_ref,
+                                    request_key=outcome.response.key, model=run.client.model,
+                                    salvaged=outcome.status == "salvaged")
+        outcomes = state.outcomes
+        status_counts = Counter(o.status for o in outcomes.values())
+        unfinished = [pair for pair in self.plan.pairs if pair not in outcomes or outcomes[pair].transport]
+        per_class = Counter(r["class_index"] for r in records)
+        counts = {"records": len(records), "classes": len(self.classes),
+                  "classes_without_texts": sum(1 for c in range(len(self.classes)) if per_class[c] == 0),
+                  "classes_in_pairs": len({c for pair in self.plan.pairs for c in pair}),
+                  "attributes": sum(len(o.parsed.attributes) for o in outcomes.values() if o.parsed and
+                                    o.status != "failed"),
+                  "requests": run.usage.answers + len(run.failed), "repairs": state.repairs,
+                  "failed_requests": len(run.failed),
+                  "reasked_after_unusable_answer": run.reasked,
+                  "requests_sent_this_run": run.stats.sent, "cache_hits_this_run": run.stats.cache_hits}
+        before = {
+            "pairs": {**self.plan.summary(), "answered": status_counts["ok"], "salvaged": status_counts["salvaged"],
+                      "failed": len(failed), "queried": len(state.queried & state.answered),
+                      "reused": len(state.answered - state.queried),
+                      "unanswered": len(self.plan.pairs) - len(state.answered),
+                      "reasked_pairs": sum(1 for pair in self.plan.pairs if self.pair_draws.get(pair_key(*pair)))},
+            "rejected": {reason: state.rejected.get(reason, 0) for reason in PAIR_REJECT_REASONS}}
+        return StageOutput(records, "partial" if unfinished else "complete", counts, before,
+                           {"failed_pairs": failed}, failed)
 
 
 @dataclass
@@ -107,52 +221,44 @@ class PairOutcome:
 
 
 @dataclass
-class DifferentiateResult:
-    info: VersionInfo
-    stats: RunStats | None = None
-    failed_pairs: list[dict] = field(default_factory=list)
+class _PairRun:
+    """A differentiate run's bookkeeping: each pair's outcome, the best salvage so far, which
+    request a repair repairs, and which pairs were answered and paid for."""
 
-    @property
-    def manifest(self) -> dict:
-        return self.info.manifest
+    named_by: Callable[[str], set[int]]
+    outcomes: dict[tuple[int, int], PairOutcome] = field(default_factory=dict)
+    salvage: dict[tuple[int, int], PairOutcome] = field(default_factory=dict)
+    bases: dict[str, LLMRequest] = field(default_factory=dict)      # repair request key -> the request it repairs
+    answered: set[tuple[int, int]] = field(default_factory=set)
+    queried: set[tuple[int, int]] = field(default_factory=set)
+    rejected: Counter = field(default_factory=Counter)
+    repairs: int = 0
+
+    def third_class(self, i: int, j: int) -> Callable[[str], bool]:
+        """About another class: names one of the dataset's classes and neither of the pair's."""
+        def about_other(text: str) -> bool:
+            named = self.named_by(text)
+            return bool(named) and not named & {i, j}
+        return about_other
+
+    def finish_pair(self, pair: tuple[int, int], base: LLMRequest, error: str, transport: bool = False) -> None:
+        if pair in self.salvage:
+            self.outcomes[pair] = self.salvage[pair]
+            self.outcomes[pair].transport = transport
+        else:
+            self.outcomes[pair] = PairOutcome("failed", error=error, attempts=base.attempt + 1, transport=transport)
+
+
+DifferentiateResult = StageResult
 
 
 def plan_requests(job: DifferentiateJob, client: LLMClient) -> list[LLMRequest]:
-    """One request per pair, lower class index first; tags carry (i, j)."""
-    question = job.template.questions[0]
-    sampling = job.sampling(client)
-    requests = []
-    for i, j in job.plan.pairs:
-        messages = job.template.render_pair(question, job.classes.names[i], job.classes.names[j])
-        requests += client.plan(messages, sampling, draw=job.draw + job.pair_draws.get(pair_key(i, j), 0), tag=(i, j))
-    return requests
+    return job.plan_requests(client)
 
 
 def run_differentiate(job: DifferentiateJob, client: LLMClient, store: Store, *, resume: bool = False,
-                      resume_version: int | None = None) -> DifferentiateResult:
-    dataset = job.classes.dataset
-    fingerprint = job.fingerprint(client)
-    client.check_credentials()
-    if resume:
-        writer = store.resume_version(dataset, job.set_name, resume_version, fingerprint)
-    else:
-        requests_planned = len(job.plan.pairs)
-        writer = store.new_version(dataset, job.set_name, {
-            "stage": STAGE, "source": "llm", "network": True,
-            "needs_api_key": client.api_key_env is not None or client.api_base is None,
-            "job": fingerprint, "classes": {"count": len(job.classes), "hash": job.classes.hash,
-                                            "source": job.classes.source},
-            "model": client.describe(), "template": job.template.manifest_entry(), "sampling": job.sampling(client),
-            "text_kind": job.template.text_kind, "answer_retries": job.answer_retries, "repair": job.repair,
-            "pairs": job.plan.summary(), "pairs_file": None, "requests_planned": requests_planned},
-            classes=job.classes)
-    with writer:  # entered at once: whatever fails below, the set's lock is released
-        if not resume:
-            pairs_path = writer.info.directory / f"v{writer.info.version}.pairs.json"
-            save_pair_plan(job.plan, pairs_path)
-            writer.write_manifest({**writer.info.manifest, "pairs_file": pairs_path.name})
-            _restore_paid_answers(store, writer.info, client)
-        return _run(job, client, writer, plan_requests(job, client))
+                      resume_version: int | None = None) -> StageResult:
+    return run_stage(job, client, store, resume=resume, resume_version=resume_version)
 
 
 def resume_plan(store: Store, dataset: str, set_name: str, version: int | None = None
@@ -165,111 +271,6 @@ def resume_plan(store: Store, dataset: str, set_name: str, version: int | None =
             info.version)
 
 
-def _restore_paid_answers(store: Store, info: VersionInfo, client: LLMClient) -> None:
-    """Answers journalled by earlier versions of the set were paid for: put back any the cache lost
-    (a cleared cache/ folder, another machine), so a new version does not buy them again."""
-    if client.cache is None:
-        return
-    for earlier in store.list_versions(info.dataset, info.set):
-        if earlier.version != info.version and earlier.journal_path.exists():
-            restore_from_journal(client.cache, VersionWriter(earlier).read_journal())
-
-
-def _run(job: DifferentiateJob, client: LLMClient, writer: VersionWriter, requests: list[LLMRequest]
-         ) -> DifferentiateResult:
-    names = job.classes.names
-    journal = writer.read_journal()
-    journalled = {entry["key"] for entry in journal if entry.get("response") is not None}
-    restore_from_journal(client.cache, journal)
-    outcomes: dict[tuple[int, int], PairOutcome] = {}
-    salvage: dict[tuple[int, int], PairOutcome] = {}
-    bases: dict[str, LLMRequest] = {}               # repair request key -> the request it repairs
-    answered: set[tuple[int, int]] = set()
-    # pairs paid for while making this version, also before an interrupt (their answers now come from the cache)
-    queried: set[tuple[int, int]] = {tuple(int(x) for x in entry["pair"].split("_")) for entry in journal
-                                     if entry.get("response") is not None and not entry.get("cached")}
-    rejected: Counter = Counter()
-    usage = {"prompt": 0, "completion": 0, "cost": 0.0, "answers": 0, "repairs": 0, "reasked": 0,
-             "failed_requests": 0}
-    named_by = class_name_matcher(job.classes)
-
-    def third_class(i: int, j: int) -> Callable[[str], bool]:
-        # about another class: names one of the dataset's classes and neither of the pair's
-        def about_other(text: str) -> bool:
-            named = named_by(text)
-            return bool(named) and not named & {i, j}
-        return about_other
-
-    def log_entry(request: LLMRequest, key: str, status: str, response: LLMResponse | None, error: str | None) -> None:
-        i, j = request.tag[:2]
-        writer.append({"key": key, "time": now_iso(), "status": status, "pair": pair_key(i, j),
-                       "kind": "repair" if len(request.tag) > 2 else "ask", "attempt": request.attempt,
-                       "cached": bool(response and response.cached), "request": client.key_payload(request),
-                       "response": response.to_json() if response else None, "error": error})
-
-    def finish_pair(pair: tuple[int, int], base: LLMRequest, error: str, transport: bool = False) -> None:
-        if pair in salvage:
-            outcomes[pair] = salvage[pair]
-            outcomes[pair].transport = transport
-        else:
-            outcomes[pair] = PairOutcome("failed", error=error, attempts=base.attempt + 1, transport=transport)
-
-    def on_answer(request: LLMRequest, response: LLMResponse) -> list[LLMRequest]:
-        i, j = request.tag[:2]
-        pair = (i, j)
-        is_repair = len(request.tag) > 2
-        base = bases.get(request.key, request) if is_repair else request
-        text = response.choices[0].get("text") if response.choices else ""
-        parsed = parse_pair_answer(text, names[i], names[j], max_chars=job.template.max_chars,
-                                   third_class=third_class(i, j))
-        rejected.update(parsed.rejected)
-        usage["answers"] += 1
-        usage["prompt"] += response.usage.get("prompt_tokens", 0)
-        usage["completion"] += response.usage.get("completion_tokens", 0)
-        usage["cost"] = None if usage["cost"] is None or response.cost_usd is None else usage["cost"] + response.cost_usd
-        answered.add(pair)
-        if not response.cached:
-            queried.add(pair)
-        if response.key not in journalled:
-            log_entry(request, response.key, "ok" if parsed.usable else "unusable", response, parsed.error)
-            journalled.add(response.key)
-        if parsed.usable:
-            outcomes[pair] = PairOutcome("ok", parsed, response, attempts=base.attempt + 1)
-            return []
-        best_so_far = salvage[pair].parsed.attributes if pair in salvage else []
-        if len(parsed.attributes) > len(best_so_far):
-            salvage[pair] = PairOutcome("salvaged", parsed, response, error=parsed.error, attempts=base.attempt + 1)
-        if job.repair and not is_repair and not parsed.complete and text and text.strip() and job.template.repair:
-            usage["repairs"] += 1
-            repair = _repair_request(job, client, request, text, parsed.error or "not valid JSON")
-            bases[repair.key] = base
-            return [repair]
-        if base.attempt < job.answer_retries:
-            usage["reasked"] += 1
-            return [client.retry(base)]
-        finish_pair(pair, base, parsed.error or "no usable answer")
-        return []
-
-    def on_failure(request: LLMRequest, failure: LLMRequestFailed) -> list[LLMRequest]:
-        i, j = request.tag[:2]
-        usage["failed_requests"] += 1
-        log_entry(request, failure.key, "failed", None, failure.error)
-        if len(request.tag) > 2:
-            base = bases.get(request.key, request)
-            if base.attempt < job.answer_retries:  # a lost repair still leaves the pair's re-asks
-                usage["reasked"] += 1
-                return [client.retry(base)]
-        else:
-            base = request
-        finish_pair((i, j), base, "request failed: " + redact(failure.error), transport=True)
-        return []
-
-    batches = BatchJournal(writer.append, journal)
-    stats = client.run(requests, on_answer, on_failure, description=f"differentiate {job.classes.dataset}",
-                       on_batch=batches)
-    return _finish(job, client, writer, stats, outcomes, answered, queried, rejected, usage, batches)
-
-
 def _repair_request(job: DifferentiateJob, client: LLMClient, request: LLMRequest, answer: str,
                     error: str) -> LLMRequest:
     follow_up = _PLACEHOLDER.sub(lambda m: error if m.group(1) == "error" else m.group(0), job.template.repair or "")
@@ -278,53 +279,6 @@ def _repair_request(job: DifferentiateJob, client: LLMClient, request: LLMReques
     (repair,) = client.plan(messages, request.base_dict, draw=request.draw,
                             tag=(*request.tag[:2], "repair"))
     return repair
-
-
-def _finish(job: DifferentiateJob, client: LLMClient, writer: VersionWriter, stats: RunStats,
-            outcomes: dict[tuple[int, int], PairOutcome], answered: set[tuple[int, int]],
-            queried: set[tuple[int, int]], rejected: Counter, usage: dict,
-            batches: BatchJournal) -> DifferentiateResult:
-    names = job.classes.names
-    records, failed = [], []
-    template_ref = job.template.question_id(job.template.questions[0])
-    for i, j in sorted(job.plan.pairs):
-        outcome = outcomes.get((i, j)) or PairOutcome("failed", error="not answered")
-        if outcome.status == "failed":
-            failed.append({"pair": pair_key(i, j), "classes": [i, j], "class_names": [names[i], names[j]],
-                           "reason": outcome.error, "attempts": outcome.attempts})
-            continue
-        records += pair_records(job.classes, i, j, outcome.parsed.attributes, stage=STAGE, kind=job.template.text_kind,
-                                template=template_ref, request_key=outcome.response.key, model=client.model,
-                                salvaged=outcome.status == "salvaged")
-    status_counts = Counter(o.status for o in outcomes.values())
-    unfinished = [pair for pair in job.plan.pairs if pair not in outcomes or outcomes[pair].transport]
-    per_class = Counter(r["class_index"] for r in records)
-    pairs_total = len(job.plan.pairs)
-    manifest = {
-        **writer.info.manifest,
-        "status": "partial" if unfinished else "complete",
-        "counts": {"records": len(records), "classes": len(job.classes),
-                   "classes_without_texts": sum(1 for c in range(len(job.classes)) if per_class[c] == 0),
-                   "classes_in_pairs": len({c for pair in job.plan.pairs for c in pair}),
-                   "attributes": sum(len(o.parsed.attributes) for o in outcomes.values() if o.parsed and
-                                     o.status != "failed"),
-                   "requests": usage["answers"] + usage["failed_requests"], "repairs": usage["repairs"],
-                   "failed_requests": usage["failed_requests"],
-                   "reasked_after_unusable_answer": usage["reasked"],
-                   "requests_sent_this_run": stats.sent, "cache_hits_this_run": stats.cache_hits},
-        "pairs": {**job.plan.summary(), "answered": status_counts["ok"], "salvaged": status_counts["salvaged"],
-                  "failed": len(failed), "queried": len(queried & answered),
-                  "reused": len(answered - queried), "unanswered": pairs_total - len(answered),
-                  "reasked_pairs": sum(1 for pair in job.plan.pairs if job.pair_draws.get(pair_key(*pair)))},
-        "rejected": {reason: rejected.get(reason, 0) for reason in PAIR_REJECT_REASONS},
-        "tokens": {"prompt": usage["prompt"], "completion": usage["completion"]},
-        "cost_usd": usage["cost"],
-        "cost_usd_this_run": stats.cost_usd if stats.sent else 0.0,
-        **batches.manifest_entry(client),
-        "failed_pairs": failed,
-    }
-    info = writer.finish(records, manifest)
-    return DifferentiateResult(info, stats, failed)
 
 
 def pair_records(classes: ClassList, i: int, j: int, attributes: list[PairAttribute], *, stage: str = STAGE,
