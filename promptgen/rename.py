@@ -27,7 +27,7 @@ from promptgen.errors import PromptgenError
 from promptgen.stages.synonyms import Candidate
 
 __all__ = ["SCORERS", "FILTERS", "register_scorer", "list_scorers", "choose_names", "filter_candidates",
-           "rating_requests", "ScoreContext", "load_counts_file", "real_tokens", "is_subset_name",
+           "rating_job", "ScoreContext", "load_counts_file", "real_tokens", "is_subset_name",
            "load_rename_file", "RenameResult", "replace_name", "RENAME_FORMAT"]
 
 RENAME_FORMAT = "promptgen.rename/1"
@@ -148,53 +148,25 @@ def _clip(ctx: ScoreContext) -> list[list[float]]:
     return ctx.margins()
 
 
-def rating_requests(ctx: ScoreContext, answer_retries: int = 2) -> list:
-    """One question per class listing its candidate names (each quoted like a class name in a prompt)."""
-    from promptgen.templates import load_template, name_for_prompt
+def rating_job(ctx: ScoreContext) -> Any:
+    """The LLM scorer's questions: one per class listing its candidate names (template name-commonness)."""
+    from promptgen.stages.name_ratings import NameRatingJob
+    from promptgen.templates import load_template
 
-    template = load_template("name-commonness", ctx.root)
-    question = template.questions[0]
-    requests = []
-    for c, per_class in enumerate(ctx.candidates):
-        names = "\n".join(f"- {name_for_prompt(cand.name)}" for cand in per_class)
-        messages = template.render(question, ctx.classes.names[c], extra={"names": names})
-        requests += ctx.client.plan(messages, template.sampling, draw=ctx.draw, tag=(c,))
-    return requests
+    return NameRatingJob(ctx.classes, ctx.candidates, load_template("name-commonness", ctx.root), draw=ctx.draw,
+                         answer_retries=ctx.answer_retries)
 
 
 @register_scorer("llm", "commonness 1-10 rated by an LLM, one question per class (template name-commonness)")
 def _llm(ctx: ScoreContext) -> list[list[float]]:
     if ctx.client is None:
         raise PromptgenError("the llm scorer needs a model", "give --model (and --api-base for a local server)")
-    from promptgen.parsing import parse_ratings
+    from promptgen.stages.name_ratings import rate_names
 
-    ratings: dict[int, dict[str, float]] = {}
-    failed: dict[int, str] = {}
-
-    def on_answer(request, response):
-        text = response.choices[0].get("text") if response.choices else ""
-        parsed = parse_ratings(text)
-        if parsed or request.attempt >= ctx.answer_retries:
-            ratings[request.tag[0]] = parsed
-            return []
-        return [ctx.client.retry(request)]  # no rating could be read: ask again, then give up
-
-    def on_failure(request, failure):
-        failed[request.tag[0]] = failure.error
-
-    stats = ctx.client.run(rating_requests(ctx), on_answer, on_failure, description="rating names")
-    scores = []
-    unrated = []
-    for c, per_class in enumerate(ctx.candidates):
-        mine = ratings.get(c, {})
-        if not mine:
-            unrated.append(ctx.classes.names[c])
-        scores.append([float(mine.get(cand.name.casefold(), 0.0)) for cand in per_class])
-    ctx.report.update({"model": ctx.client.model, "requests_sent": stats.sent, "cache_hits": stats.cache_hits,
-                       "cost_usd_this_run": stats.cost_usd if stats.sent else 0.0,
-                       "classes_unrated": unrated,
-                       "failed": [{"class_name": ctx.classes.names[c], "error": e} for c, e in sorted(failed.items())]})
-    return scores
+    rated, report = rate_names(rating_job(ctx), ctx.client)
+    ctx.report.update(report)
+    return [[float(rated.ratings.get(c, {}).get(cand.name.casefold(), 0.0)) for cand in per_class]
+            for c, per_class in enumerate(ctx.candidates)]
 
 
 def real_clean(name: str) -> str:
