@@ -36,24 +36,12 @@ import click
 from promptgen.errors import ExitCode, PromptgenError
 from promptgen.fileio import atomic_write_text, canonical_json, sha256_file
 from promptgen.redact import redact, redact_url
+from promptgen.steps import STEPS
 
-__all__ = ["Pipeline", "Step", "load_pipeline", "PipelineRunner", "UnitPlan", "STEP_COMMANDS"]
+__all__ = ["Pipeline", "Step", "load_pipeline", "PipelineRunner", "UnitPlan"]
 
-# command -> what it writes: a prompt set ("set") or a file under ROOT/pipelines/NAME/DATASET/
-STEP_COMMANDS: dict[str, str] = {
-    "describe": "set", "differentiate": "set", "synonyms": "set", "import": "set",
-    "head": "file:.pt", "eval": "file:.json", "rename": "file:.json", "features": "file:.npz", "audit": "dir",
-}
-# options whose values name prompt sets (read, pinned to a version)
-SET_INPUTS: dict[str, tuple[str, ...]] = {"head": ("set",), "audit": ("sets", "against"), "rename": ("set",),
-                                          "eval": ("build",)}
 # options the pipeline sets itself
 MANAGED = {"root", "output", "resume", "resume-version", "json", "dry-run"}
-# text options that may name a file or folder, keyed by its content (path-typed options always are)
-PATH_LIKE = {"templates", "images"}
-# options that change how a command runs, not what it writes: not part of a unit's key
-NOT_IN_KEY = {"concurrency", "no-progress", "timeout", "max-attempts", "backoff", "batch", "batch-poll",
-              "batch-retry", "wait", "device", "batch-size", "transport"}
 STATE_FORMAT = 2
 RESUMABLE = ("running", "interrupted", "partial", "failed")  # such a unit continues its own version
 
@@ -156,11 +144,11 @@ def load_pipeline(path: Path, overrides: tuple[str, ...] = ()) -> Pipeline:
     for number, raw in enumerate(steps_data, 1):
         if not isinstance(raw, dict) or "command" not in raw:
             raise PromptgenError(f"{path}: step {number} has no `command`",
-                                 f"give one of: {', '.join(STEP_COMMANDS)}")
+                                 f"give one of: {', '.join(STEPS)}")
         command = raw["command"]
-        if command not in STEP_COMMANDS:
+        if command not in STEPS:
             raise PromptgenError(f"{path}: step {number} has unknown command {command!r}",
-                                 f"use one of: {', '.join(STEP_COMMANDS)}")
+                                 f"use one of: {', '.join(STEPS)}")
         step_name = str(raw.get("name") or command)
         check_name("step", step_name)
         if any(s.name == step_name for s in steps):
@@ -187,7 +175,7 @@ def load_pipeline(path: Path, overrides: tuple[str, ...] = ()) -> Pipeline:
         raise PromptgenError(f"{path}: [defaults] sets {', '.join(unused)}, which none of the steps' commands take",
                              f"check the spelling; these steps take: {', '.join(valid)}")
     pipeline = Pipeline(name, path, list(datasets), [s for s in steps if s.datasets != []], defaults)
-    file_steps = {s.name for s in pipeline.steps if STEP_COMMANDS[s.command] != "set"}
+    file_steps = {s.name for s in pipeline.steps if STEPS[s.command].writes != "set"}
     for step in pipeline.steps:  # unknown options and bad values are errors now, not after an hour of work
         _check_parses(step, (step.datasets or pipeline.datasets)[0], _command_options(step, defaults), file_steps)
     _check_references(pipeline)
@@ -250,7 +238,7 @@ def _check_references(pipeline: Pipeline) -> None:
 
 def _produced_set_name(step: Step, options: dict[str, Any], root: Path | None = None) -> str | None:
     """The set a set-writing step writes, named as its command names it."""
-    if STEP_COMMANDS[step.command] != "set":
+    if STEPS[step.command].writes != "set":
         return None
     if _given_or_default(step, options, "set"):  # differentiate and synonyms name theirs by default
         return str(_given_or_default(step, options, "set"))
@@ -278,7 +266,7 @@ def _given_or_default(step: Step, options: dict[str, Any], key: str) -> Any:
 
 def _file_references(step: Step, options: dict[str, Any], steps: list[Step]) -> list[tuple[str, str]]:
     """(option, step name) for every path option (or build file option) that names a file step."""
-    file_steps = {s.name for s in steps if STEP_COMMANDS[s.command] != "set" and s is not step}
+    file_steps = {s.name for s in steps if STEPS[s.command].writes != "set" and s is not step}
     params = _params(step.command)
     found = []
     for key, value in options.items():
@@ -298,7 +286,7 @@ def _file_references(step: Step, options: dict[str, Any], steps: list[Step]) -> 
 def _set_references(step: Step, options: dict[str, Any]) -> list[str]:
     """The set references a step's options make, as written."""
     refs = []
-    for key in SET_INPUTS.get(step.command, ()):
+    for key in STEPS[step.command].set_inputs:
         for item in options.get(key, []) if isinstance(options.get(key), list) else [options.get(key)]:
             if not isinstance(item, str):
                 continue
@@ -325,7 +313,7 @@ def _check_parses(step: Step, dataset: str, options: dict[str, Any], file_steps:
         return any(v in file_steps for v in (value if isinstance(value, list) else [value]) if isinstance(v, str))
 
     argv = _argv(step, dataset, {k: v for k, v in options.items() if not is_reference(v)})
-    if STEP_COMMANDS[step.command] != "set":
+    if STEPS[step.command].writes != "set":
         argv += ["--output", "placeholder"]
     command = _click_command(step.command)
     try:
@@ -352,22 +340,11 @@ def _apply_override(data: dict, keys: list[str], value: Any, text: str) -> None:
 
 
 def _click_command(command: str) -> click.Command:
-    from promptgen.cli import main
-
-    return main.commands[command]
+    return STEPS[command].command
 
 
 def _params(command: str) -> dict[str, click.Parameter]:
-    """Options by their long flag without dashes (what a pipeline file writes), arguments by name."""
-    found: dict[str, click.Parameter] = {}
-    for param in _click_command(command).params:
-        if isinstance(param, click.Argument):
-            found[param.name] = param
-            continue
-        for opt in param.opts + param.secondary_opts:
-            if opt.startswith("--"):
-                found.setdefault(opt[2:], param)
-    return found
+    return STEPS[command].params
 
 
 def _command_options(step: Step, defaults: dict[str, Any]) -> dict[str, Any]:
@@ -479,7 +456,7 @@ class PipelineRunner:
         return _produced_set_name(step, options, self.root)
 
     def output_path(self, dataset: str, step: Step) -> Path | None:
-        kind = STEP_COMMANDS[step.command]
+        kind = STEPS[step.command].writes
         if kind == "set":
             return None
         suffix = kind.split(":", 1)[1] if kind.startswith("file:") else ""
@@ -537,7 +514,7 @@ class PipelineRunner:
 
         resolved: dict[str, Any] = {}
         params = _params(step.command)
-        set_options = SET_INPUTS.get(step.command, ())
+        set_options = STEPS[step.command].set_inputs
         for key, value in options.items():
             values = value if isinstance(value, list) else [value]
             if key == "build" and key in set_options:
@@ -547,7 +524,7 @@ class PipelineRunner:
                 values = [",".join(pin(key, part.strip()) for part in str(v).split(",")) for v in values]
             elif isinstance(params[key].type, click.Path):
                 values = [file_ref(key, v) for v in values]
-            elif key in PATH_LIKE:  # --templates FILE.json, --images DIR or CSV: keyed by content too
+            elif key in STEPS[step.command].path_like:  # --templates FILE.json, --images DIR or CSV: keyed by content too
                 values = [file_ref(key, v, False) for v in values]
             resolved[key] = values if isinstance(value, list) else values[0]
         if step.command == "audit" and "sets" not in options:
@@ -559,7 +536,7 @@ class PipelineRunner:
             resolved["classes"] = shared_classes  # one step names a dataset's class file for all
         classes = self.store.classes(dataset, resolved.get("classes"))
         identity = {"command": step.command, "dataset": dataset, "classes": classes.hash,
-                    "options": {k: v for k, v in sorted(options.items()) if k not in NOT_IN_KEY}, "inputs": inputs}
+                    "options": {k: v for k, v in sorted(options.items()) if k not in STEPS[step.command].run_only}, "inputs": inputs}
         template = self._template_identity(step, resolved)
         if template:
             identity["template"] = template

@@ -10,6 +10,7 @@ import click
 from promptgen.cli import emit_json, json_option, root_option, store_from
 from promptgen.cli.heads import clip_options, open_clip_model
 from promptgen.runlog import logged
+from promptgen.steps import pipeline_step
 
 COMMANDS = []
 
@@ -34,6 +35,7 @@ def check_writable(directory: Path) -> None:
                              "give -o a folder you can write to") from None
 
 
+@pipeline_step(writes="dir", set_inputs=("sets", "against"), run_only=("device",))
 @click.command("audit")
 @click.argument("dataset")
 @click.option("--sets", "set_specs", multiple=True,

@@ -12,10 +12,12 @@ from promptgen.cli.llm_options import llm_options, make_client
 from promptgen.errors import ExitCode, PromptgenError
 from promptgen.messages import shorten
 from promptgen.runlog import logged
+from promptgen.steps import LLM_RUN_ONLY, pipeline_step
 
 COMMANDS = []
 
 
+@pipeline_step(writes="set", run_only=LLM_RUN_ONLY)
 @click.command("describe")
 @click.argument("dataset")
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path),

@@ -12,6 +12,7 @@ from promptgen.cli.heads import clip_options, open_clip_model
 from promptgen.cli.llm_options import llm_options, make_client
 from promptgen.errors import ExitCode, PromptgenError
 from promptgen.runlog import logged
+from promptgen.steps import CLIP_RUN_ONLY, LLM_RUN_ONLY, pipeline_step
 
 COMMANDS = []
 
@@ -61,6 +62,7 @@ def find_pairs(store, classes, *, pairs_from: str, images_spec: str | None, feat
                              max_pairs=max_pairs, head_info={**head_info, "images": images_spec or str(features_file)})
 
 
+@pipeline_step(writes="set", path_like=("images",), run_only=LLM_RUN_ONLY + CLIP_RUN_ONLY)
 @click.command("differentiate")
 @click.argument("dataset")
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path),

@@ -13,6 +13,7 @@ import click
 from promptgen.cli import emit_json, json_option, root_option, store_from, write_json_file
 from promptgen.cli.heads import clip_options, open_clip_model
 from promptgen.runlog import logged
+from promptgen.steps import CLIP_RUN_ONLY, pipeline_step
 
 COMMANDS = []
 
@@ -76,6 +77,7 @@ def _split_sources(store, classes, names: list[str]) -> tuple[list[str], list[st
     return sets, templates
 
 
+@pipeline_step(writes="file:.json", set_inputs=("build",), path_like=("images",), run_only=CLIP_RUN_ONLY)
 @click.command("eval")
 @click.argument("dataset")
 @click.option("--images", "images_spec", help="ImageFolder directory, CSV of path,label, or fashion-mnist[:test|train].")
@@ -212,6 +214,7 @@ def eval_command(dataset: str, images_spec: str | None, features_file: Path | No
         click.echo(f"wrote {output}")
 
 
+@pipeline_step(writes="file:.npz", path_like=("images",), run_only=CLIP_RUN_ONLY)
 @click.command("features")
 @click.argument("dataset")
 @click.option("--images", "images_spec", required=True,

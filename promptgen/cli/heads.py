@@ -9,6 +9,7 @@ import click
 
 from promptgen.cli import emit_json, json_option, root_option, store_from
 from promptgen.runlog import logged
+from promptgen.steps import pipeline_step
 
 COMMANDS = []
 
@@ -88,6 +89,7 @@ def open_clip_model(root_path: Path, clip_model: str, pretrained: str, seed: int
     return load_clip(clip_model, pretrained, device=device, seed=seed, cache=cache_dir(root_path))
 
 
+@pipeline_step(writes="file:.pt", set_inputs=("set",), path_like=("templates",), run_only=("device",))
 @click.command("head")
 @click.argument("dataset")
 @click.option("--builder", "-b", default="template", show_default=True, help="Head builder: see `promptgen builders`.")

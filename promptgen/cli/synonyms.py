@@ -13,10 +13,12 @@ from promptgen.cli.heads import clip_options, open_clip_model
 from promptgen.cli.llm_options import llm_options, make_client
 from promptgen.errors import ExitCode, PromptgenError
 from promptgen.runlog import logged
+from promptgen.steps import LLM_RUN_ONLY, pipeline_step
 
 COMMANDS = []
 
 
+@pipeline_step(writes="set", run_only=LLM_RUN_ONLY)
 @click.command("synonyms")
 @click.argument("dataset")
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -73,6 +75,7 @@ def synonyms_command(dataset: str, classes_file: Path | None, source: str, style
         raise SystemExit(ExitCode.PARTIAL)
 
 
+@pipeline_step(writes="file:.json", set_inputs=("set",), run_only=LLM_RUN_ONLY + ("device",))
 @click.command("rename")
 @click.argument("dataset")
 @click.option("--set", "set_refs", multiple=True, help="Synonyms set SET[@vN]; repeat to merge sets (e.g. wordnet "

@@ -10,10 +10,12 @@ from promptgen.cli import emit_json, json_option, root_option, store_from, wait_
 from promptgen.formats import EXPORT_FORMATS, IMPORT_FORMATS, export_version, import_fudd_file, import_prompt_file
 from promptgen.store import SetRef
 from promptgen.runlog import logged
+from promptgen.steps import pipeline_step
 
 COMMANDS = []
 
 
+@pipeline_step(writes="set", run_only=("wait",))
 @click.command("import")
 @click.argument("dataset")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
