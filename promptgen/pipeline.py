@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,18 +33,125 @@ from pathlib import Path
 from typing import Any, Callable
 
 import click
+from click import _utils as click_utils
 
+from promptgen.classes import list_datasets
 from promptgen.errors import ExitCode, PromptgenError
 from promptgen.fileio import atomic_write_text, canonical_json, sha256_file
+from promptgen.messages import shorten
 from promptgen.redact import redact, redact_url
-from promptgen.steps import STEPS
+from promptgen.runlog import CommandRun
+from promptgen.steps import STEPS, StepSpec, run_step_function
+from promptgen.store import SetRef, Store, check_name
+from promptgen.templates import load_template
 
-__all__ = ["Pipeline", "Step", "load_pipeline", "PipelineRunner", "UnitPlan"]
+__all__ = ["Pipeline", "Step", "load_pipeline", "step_datasets", "PipelineRunner", "UnitPlan", "PipelineState"]
+
+
+_BUILD_PARAM = re.compile(r",(?=\s*\w+\s*=)")  # a comma that starts key=value, not one inside a value
+BUILD_FILE_PARAMS = ("initial", "rename", "zpe_pool")
+
+
+@dataclass
+class BuildSpec:
+    """`BUILDER[:SOURCE[+SOURCE...]][,key=value...]` split as written (nothing stripped)."""
+
+    builder: str
+    source_text: str
+    params: list[str]
+
+    @property
+    def sources(self) -> list[str]:
+        return self.source_text.split("+") if self.source_text else []
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return [tuple(part.strip() for part in param.partition("=")[::2]) for param in self.params]
+
+
+def split_build(spec: str) -> BuildSpec:
+    head, *params = _BUILD_PARAM.split(spec)
+    builder, _, source_text = head.partition(":")
+    return BuildSpec(builder, source_text, params)
+
+
+def map_build(spec: str, pin: Callable[[str], str], file_ref: Callable[[Any, bool], Any]) -> str:
+    """BUILDER[:SRC+SRC][,key=value...] with set sources pinned, step names made paths, and files
+    (sources or values) keyed by content."""
+    split = split_build(spec)
+    head = split.builder
+    if split.source_text:
+        head += ":" + "+".join(str(file_ref(pin(s.strip()), False)) for s in split.sources)
+    mapped = []
+    for param in split.params:
+        key, _, value = param.partition("=")
+        mapped.append(f"{key}={file_ref(value.strip(), True)}" if key.strip() in BUILD_FILE_PARAMS else param)
+    return ",".join([head, *mapped])
+
+
+def key_of(identity: dict) -> str:
+    return hashlib.sha256(canonical_json(identity).encode()).hexdigest()
+
+
+def stored(value: Any) -> Any:
+    """The identity as the state file keeps it (for the plan's "changed: ..."): every string with
+    credentials in URLs and key-like values removed. The key is the hash of the identity as given."""
+    if isinstance(value, dict):
+        return {stored(k): stored(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [stored(v) for v in value]
+    return shown(value) if isinstance(value, str) else value
+
+
+def shown(text: str) -> str:
+    """Text as it may be printed or kept: URLs without credentials, key-like values removed."""
+    return redact(" ".join(redact_url(word) if "://" in word else word for word in text.split(" ")))
+
+
+def content_identity(value: str, memo: dict) -> str | None:
+    """A path's content as the key sees it: a file's sha256, a folder's listing (names, sizes,
+    times); None for anything that is not a path. `memo` (one per runner) keeps files by (path,
+    size, mtime) and folders by path, so an ImageNet folder is walked once per run."""
+    path = Path(value).expanduser()
+    try:
+        if path.is_file():
+            stat = path.stat()
+            key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+            if key not in memo:
+                memo[key] = sha256_file(path)
+            return memo[key]
+        if path.is_dir():
+            key = ("folder", str(path.resolve()))
+            if key not in memo:
+                entries = []
+                for item in sorted(path.rglob("*")):
+                    stat = item.stat()
+                    if item.is_file():
+                        entries.append((str(item.relative_to(path)), stat.st_size, stat.st_mtime_ns))
+                memo[key] = "listing:" + hashlib.sha256(canonical_json(entries).encode()).hexdigest()
+            return memo[key]
+    except OSError:
+        pass
+    return None
+
+
+def changed(old: dict, new: dict) -> str:
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        if key in ("options", "inputs"):
+            label = "option" if key == "options" else "input"
+            keys += [f"{label} {k}" for k in sorted(set(old.get(key) or {}) | set(new.get(key) or {}))
+                     if (old.get(key) or {}).get(k) != (new.get(key) or {}).get(k)]
+        elif old.get(key) != new.get(key):
+            keys.append(key.replace("set:", "input set ").replace("file:", "input "))
+    return ", ".join(keys) or "settings"
+
 
 # options the pipeline sets itself
 MANAGED = {"root", "output", "resume", "resume-version", "json", "dry-run"}
-STATE_FORMAT = 2
-RESUMABLE = ("running", "interrupted", "partial", "failed")  # such a unit continues its own version
+
+
+def spec_of(command: str) -> StepSpec:
+    return STEPS[command]
 
 
 @dataclass
@@ -61,30 +169,6 @@ class Pipeline:
     datasets: list[str]
     steps: list[Step]
     defaults: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class UnitPlan:
-    """What the runner will do (or did) with one (dataset, step)."""
-
-    dataset: str
-    step: Step
-    action: str            # skip | run | resume | adopt | after | blocked
-    reason: str
-    key: str | None = None
-    output: dict | None = None
-    exit_code: int = 0
-    options: dict | None = field(default=None, repr=False)   # resolved for the command line
-    identity: dict | None = field(default=None, repr=False)  # what `key` hashes
-
-    @property
-    def id(self) -> str:
-        return f"{self.dataset}/{self.step.name}"
-
-    def to_json(self) -> dict:
-        return {"unit": self.id, "dataset": self.dataset, "step": self.step.name, "command": self.step.command,
-                "action": self.action, "reason": self.reason, "key": self.key, "output": self.output,
-                "exit_code": self.exit_code}
 
 
 def _load_toml(path: Path) -> dict:
@@ -130,8 +214,6 @@ def load_pipeline(path: Path, overrides: tuple[str, ...] = ()) -> Pipeline:
         raise PromptgenError(f"{path}: unknown top-level key(s) {', '.join(unknown)}",
                              "a pipeline has name, datasets, [defaults] and [[steps]]")
     name = str(data.get("name") or path.stem)
-    from promptgen.store import check_name
-
     check_name("pipeline", name)
     datasets = _dataset_list(data.get("datasets"), path)
     declared = _dataset_list(file_datasets, path) if file_datasets is not None else datasets
@@ -168,23 +250,21 @@ def load_pipeline(path: Path, overrides: tuple[str, ...] = ()) -> Pipeline:
                                  "drop them: outputs go under ROOT/pipelines/NAME/, interrupted steps resume by "
                                  "themselves and --root is given to `promptgen run`")
         steps.append(Step(step_name, command, options, only))
-    taken = {key for step in steps for key in _params(step.command)}
+    taken = {key for step in steps for key in spec_of(step.command).params}
     unused = sorted(k for k in defaults if k not in taken or k in MANAGED)
     if unused:  # a typo such as api-bse would otherwise send requests to the provider's default
         valid = sorted({k for k in taken if k not in MANAGED and k not in ("dataset", "help", "file")})
         raise PromptgenError(f"{path}: [defaults] sets {', '.join(unused)}, which none of the steps' commands take",
                              f"check the spelling; these steps take: {', '.join(valid)}")
     pipeline = Pipeline(name, path, list(datasets), [s for s in steps if s.datasets != []], defaults)
-    file_steps = {s.name for s in pipeline.steps if STEPS[s.command].writes != "set"}
+    file_steps = {s.name for s in pipeline.steps if spec_of(s.command).writes != "set"}
     for step in pipeline.steps:  # unknown options and bad values are errors now, not after an hour of work
-        _check_parses(step, (step.datasets or pipeline.datasets)[0], _command_options(step, defaults), file_steps)
+        _check_parses(step, (step.datasets or pipeline.datasets)[0], command_options(step, defaults), file_steps)
     _check_references(pipeline)
     return pipeline
 
 
 def _dataset_list(value: Any, path: Path) -> list[str]:
-    from promptgen.classes import list_datasets
-
     if value == "all":
         return list_datasets()
     if isinstance(value, str):
@@ -203,10 +283,10 @@ def _check_references(pipeline: Pipeline) -> None:
     """A step reads only what earlier steps wrote (a later one has not run yet), on no dataset the
     writer skips; two steps must not write the same set (which one would a reader get?)."""
     writers: dict[str, Step] = {}  # set -> the step that writes it
-    produced = {step.name: _produced_set_name(step, _command_options(step, pipeline.defaults))
+    produced = {step.name: produced_set_name(step, command_options(step, pipeline.defaults))
                 for step in pipeline.steps}
     for index, step in enumerate(pipeline.steps):
-        options = _command_options(step, pipeline.defaults)
+        options = command_options(step, pipeline.defaults)
         for _, name in _file_references(step, options, pipeline.steps):
             source = next(s for s in pipeline.steps if s.name == name)
             if pipeline.steps.index(source) > index:
@@ -236,18 +316,16 @@ def _check_references(pipeline: Pipeline) -> None:
             writers[produced[step.name]] = step
 
 
-def _produced_set_name(step: Step, options: dict[str, Any], root: Path | None = None) -> str | None:
+def produced_set_name(step: Step, options: dict[str, Any], root: Path | None = None) -> str | None:
     """The set a set-writing step writes, named as its command names it."""
-    if STEPS[step.command].writes != "set":
+    if spec_of(step.command).writes != "set":
         return None
-    if _given_or_default(step, options, "set"):  # differentiate and synonyms name theirs by default
-        return str(_given_or_default(step, options, "set"))
+    if given_or_default(step, options, "set"):  # differentiate and synonyms name theirs by default
+        return str(given_or_default(step, options, "set"))
     if step.command == "describe":
-        if _given_or_default(step, options, "source") == "wordnet":
+        if given_or_default(step, options, "source") == "wordnet":
             return "wordnet"
-        from promptgen.templates import load_template
-
-        style = str(_given_or_default(step, options, "style"))
+        style = str(given_or_default(step, options, "style"))
         try:
             return load_template(style, root).name
         except PromptgenError:
@@ -257,17 +335,17 @@ def _produced_set_name(step: Step, options: dict[str, Any], root: Path | None = 
     return "differential" if options.get("format") == "fudd" else str(options.get("format"))  # import
 
 
-def _given_or_default(step: Step, options: dict[str, Any], key: str) -> Any:
+def given_or_default(step: Step, options: dict[str, Any], key: str) -> Any:
     """An option's value as the step's command will see it: given, else the command's own default."""
     value = options.get(key)
     # to_info_dict, not .default: click 8.2+ keeps "no default" as a sentinel there, shown as None here
-    return value if value is not None else _params(step.command)[key].to_info_dict().get("default")
+    return value if value is not None else spec_of(step.command).params[key].to_info_dict().get("default")
 
 
 def _file_references(step: Step, options: dict[str, Any], steps: list[Step]) -> list[tuple[str, str]]:
     """(option, step name) for every path option (or build file option) that names a file step."""
-    file_steps = {s.name for s in steps if STEPS[s.command].writes != "set" and s is not step}
-    params = _params(step.command)
+    file_steps = {s.name for s in steps if spec_of(s.command).writes != "set" and s is not step}
+    params = spec_of(step.command).params
     found = []
     for key, value in options.items():
         for item in value if isinstance(value, list) else [value]:
@@ -276,8 +354,7 @@ def _file_references(step: Step, options: dict[str, Any], steps: list[Step]) -> 
             if isinstance(params[key].type, click.Path) and item in file_steps:
                 found.append((key, item))
             elif key == "build":
-                for param in _BUILD_PARAM.split(item)[1:]:
-                    name, _, given = (part.strip() for part in param.partition("="))
+                for name, given in split_build(item).pairs():
                     if name in BUILD_FILE_PARAMS and given in file_steps:
                         found.append((key, given))
     return found
@@ -286,13 +363,12 @@ def _file_references(step: Step, options: dict[str, Any], steps: list[Step]) -> 
 def _set_references(step: Step, options: dict[str, Any]) -> list[str]:
     """The set references a step's options make, as written."""
     refs = []
-    for key in STEPS[step.command].set_inputs:
+    for key in spec_of(step.command).set_inputs:
         for item in options.get(key, []) if isinstance(options.get(key), list) else [options.get(key)]:
             if not isinstance(item, str):
                 continue
             if key == "build":
-                sources = _BUILD_PARAM.split(item)[0].partition(":")[2]
-                refs += [s.strip() for s in sources.split("+") if s.strip()]
+                refs += [s.strip() for s in split_build(item).sources if s.strip()]
             else:
                 refs += [part.strip() for part in item.split(",") if part.strip()]
     return refs
@@ -307,20 +383,13 @@ def _check_covers(pipeline: Pipeline, reader: Step, source: Step, what: str) -> 
 
 
 def _check_parses(step: Step, dataset: str, options: dict[str, Any], file_steps: set[str]) -> None:
-    """Parse the step's command line as click will (types, choices, ranges), without running it.
+    """Convert the step's options as click will (types, choices, ranges), without running it.
     Values naming other steps' files are left out: those files do not exist yet."""
     def is_reference(value: Any) -> bool:
         return any(v in file_steps for v in (value if isinstance(value, list) else [value]) if isinstance(v, str))
 
-    argv = _argv(step, dataset, {k: v for k, v in options.items() if not is_reference(v)})
-    if STEPS[step.command].writes != "set":
-        argv += ["--output", "placeholder"]
-    command = _click_command(step.command)
-    try:
-        command.make_context(step.command, argv[1:], resilient_parsing=False)
-    except click.ClickException as exc:
-        raise PromptgenError(f"step {step.name!r} ({step.command}): {exc.format_message()}",
-                             f"see `promptgen {step.command} --help`") from None
+    output = "placeholder" if spec_of(step.command).writes != "set" else None
+    typed_values(step, dataset, {k: v for k, v in options.items() if not is_reference(v)}, output)
 
 
 def _apply_override(data: dict, keys: list[str], value: Any, text: str) -> None:
@@ -339,17 +408,9 @@ def _apply_override(data: dict, keys: list[str], value: Any, text: str) -> None:
                              "use name=..., datasets=a,b, defaults.OPTION=VALUE or steps.STEP.OPTION=VALUE")
 
 
-def _click_command(command: str) -> click.Command:
-    return STEPS[command].command
-
-
-def _params(command: str) -> dict[str, click.Parameter]:
-    return STEPS[command].params
-
-
-def _command_options(step: Step, defaults: dict[str, Any]) -> dict[str, Any]:
+def command_options(step: Step, defaults: dict[str, Any]) -> dict[str, Any]:
     """The step's options with the defaults its command takes; unknown options are an error."""
-    params = _params(step.command)
+    params = spec_of(step.command).params
     unknown = sorted(k for k in step.options if k not in params or k == "dataset")
     if unknown:
         valid = sorted(k for k in params if k not in MANAGED and k != "dataset" and k != "help")
@@ -360,35 +421,53 @@ def _command_options(step: Step, defaults: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _argv(step: Step, dataset: str, options: dict[str, Any]) -> list[str]:
-    params = _params(step.command)
-    arguments = [p for p in _click_command(step.command).params if isinstance(p, click.Argument)]
-    argv = [step.command]
-    for argument in arguments:
-        if argument.name == "dataset":
-            argv.append(dataset)
-        elif argument.name in options:
-            argv.append(str(options[argument.name]))
-        else:
-            raise PromptgenError(f"step {step.name!r} ({step.command}) needs `{argument.name}`",
-                                 f"add {argument.name} = ... to the step")
+def typed_values(step: Step, dataset: str, options: dict[str, Any], output: Path | str | None = None
+                 ) -> dict[str, Any]:
+    """The keyword arguments the step's command function takes, converted and checked by its
+    click parameters (types, choices, ranges, defaults) as if typed at the prompt."""
+    spec = spec_of(step.command)
+    params = spec.params
+    raw: dict[str, Any] = {}
+    for param in spec.command.params:
+        if isinstance(param, click.Argument):
+            if param.name == "dataset":
+                raw["dataset"] = dataset
+            elif param.name in options:
+                raw[param.name] = str(options[param.name])
+            else:
+                raise PromptgenError(f"step {step.name!r} ({step.command}) needs `{param.name}`",
+                                     f"add {param.name} = ... to the step")
     for key, value in options.items():
         param = params[key]
         if isinstance(param, click.Argument) or value is None:  # --override KEY=null unsets an option
             continue
         if getattr(param, "is_flag", False):
-            if value is True:
-                argv.append("--" + key)
-            elif value is not False:
+            if not isinstance(value, bool):
                 raise PromptgenError(f"step {step.name!r}: `{key}` is a flag and takes true or false, not {value!r}",
                                      f"write {key} = true")
+            raw[param.name] = value
             continue
-        for item in value if isinstance(value, list) else [value]:
-            argv += ["--" + key, item if isinstance(item, str) else json.dumps(item)]
-    return argv
+        items = [item if isinstance(item, str) else json.dumps(item) for item in
+                 (value if isinstance(value, list) else [value])]
+        raw[param.name] = items if param.multiple else items[-1]  # a repeated single option: the last wins
+    if output is not None:
+        raw["output"] = str(output)
+    ctx = click.Context(spec.command, info_name=step.command)
+    try:
+        with ctx:
+            for param in spec.command.get_params(ctx):
+                param.handle_parse_result(ctx, raw, [])
+    except click.ClickException as exc:
+        raise PromptgenError(f"step {step.name!r} ({step.command}): {exc.format_message()}",
+                             f"see `promptgen {step.command} --help`") from None
+    # click keeps "not given" as a sentinel until its own parse ends (8.2+); the function sees None
+    unset = getattr(click_utils, "UNSET", None)
+    return {name: None if unset is not None and value is unset else value for name, value in ctx.params.items()}
 
 
-# -- the state file --------------------------------------------------------------------------------
+STATE_FORMAT = 2
+RESUMABLE = ("running", "interrupted", "partial", "failed")  # such a unit continues its own version
+
 
 class PipelineState:
     """ROOT/pipelines/NAME.json, rewritten atomically after every change."""
@@ -425,13 +504,33 @@ class PipelineState:
         atomic_write_text(self.path, json.dumps(self.data, ensure_ascii=False, indent=1) + "\n", durable=True)
 
 
-# -- the runner ------------------------------------------------------------------------------------
+@dataclass
+class UnitPlan:
+    """What the runner will do (or did) with one (dataset, step)."""
+
+    dataset: str
+    step: Step
+    action: str            # skip | run | resume | adopt | after | blocked
+    reason: str
+    key: str | None = None
+    output: dict | None = None
+    exit_code: int = 0
+    options: dict | None = field(default=None, repr=False)   # resolved for the command line
+    identity: dict | None = field(default=None, repr=False)  # what `key` hashes
+
+    @property
+    def id(self) -> str:
+        return f"{self.dataset}/{self.step.name}"
+
+    def to_json(self) -> dict:
+        return {"unit": self.id, "dataset": self.dataset, "step": self.step.name, "command": self.step.command,
+                "action": self.action, "reason": self.reason, "key": self.key, "output": self.output,
+                "exit_code": self.exit_code}
+
 
 class PipelineRunner:
     def __init__(self, pipeline: Pipeline, root: Path, *, force: bool = False,
-                 echo: Callable[[str], None] = click.echo) -> None:
-        from promptgen.store import Store
-
+                 echo: Callable[[str], None] = click.echo, log: CommandRun | None = None) -> None:
         self.pipeline = pipeline
         self.root = root
         self.store = Store(root)
@@ -444,6 +543,7 @@ class PipelineRunner:
                  f"(give this file another `name` to keep them apart)")
         self.state.data["file"] = str(pipeline.path.resolve())
         self.out_dir = root / "pipelines" / pipeline.name
+        self.log = log  # the pipeline's own run: each step's run is logged as its child
         self.results: dict[str, UnitPlan] = {}
         self._memo: dict = {}
 
@@ -453,10 +553,10 @@ class PipelineRunner:
         return [(dataset, step) for step in self.pipeline.steps for dataset in step_datasets(self.pipeline, step)]
 
     def produced_set(self, step: Step, options: dict[str, Any]) -> str | None:
-        return _produced_set_name(step, options, self.root)
+        return produced_set_name(step, options, self.root)
 
     def output_path(self, dataset: str, step: Step) -> Path | None:
-        kind = STEPS[step.command].writes
+        kind = spec_of(step.command).writes
         if kind == "set":
             return None
         suffix = kind.split(":", 1)[1] if kind.startswith("file:") else ""
@@ -467,12 +567,12 @@ class PipelineRunner:
     def _resolve(self, dataset: str, step: Step) -> tuple[dict[str, Any], dict[str, Any]]:
         """(options with references made concrete, what the key hashes). Raises _Waiting when an
         input is a unit that has not finished."""
-        options = _command_options(step, self.pipeline.defaults)
+        options = command_options(step, self.pipeline.defaults)
         inputs: dict[str, Any] = {}  # one entry per reference as written: two refs never share a slot
         producers: dict[tuple[str, str], Step] = {}  # (dataset, set) -> the earlier step that writes it
         files: dict[str, Step] = {}
         for other in self.pipeline.steps[:self.pipeline.steps.index(step)]:
-            produced = self.produced_set(other, _command_options(other, self.pipeline.defaults))
+            produced = self.produced_set(other, command_options(other, self.pipeline.defaults))
             for other_dataset in step_datasets(self.pipeline, other):
                 if produced:
                     producers[(other_dataset, produced)] = other
@@ -482,8 +582,6 @@ class PipelineRunner:
         def pin(where: str, name: str) -> str:
             """A set reference -> SET@vN (or DS/SET@vN) of the version the pipeline wrote or the store
             holds now; the content's sha256 goes into the key."""
-            from promptgen.store import SetRef
-
             bare = name.partition("@")[0]
             ref_dataset, _, bare_set = bare.rpartition("/")
             producer = producers.get((ref_dataset or dataset, bare_set))
@@ -507,24 +605,24 @@ class PipelineRunner:
                 output = self._upstream_output(f"{dataset}/{files[value].name}")
                 inputs[f"{where} {value}"] = output["sha256"]
                 return output["path"]
-            content = _content_identity(value, self._memo)
+            content = content_identity(value, self._memo)
             if content is not None:
                 inputs[f"{where} {value}"] = content
             return value
 
         resolved: dict[str, Any] = {}
-        params = _params(step.command)
-        set_options = STEPS[step.command].set_inputs
+        spec = spec_of(step.command)
+        params, set_options = spec.params, spec.set_inputs
         for key, value in options.items():
             values = value if isinstance(value, list) else [value]
             if key == "build" and key in set_options:
-                values = [_map_build(str(v), lambda n: pin("build", n), lambda x, steps: file_ref("build", x, steps))
+                values = [map_build(str(v), lambda n: pin("build", n), lambda x, steps: file_ref("build", x, steps))
                           for v in values]
             elif key in set_options:
                 values = [",".join(pin(key, part.strip()) for part in str(v).split(",")) for v in values]
             elif isinstance(params[key].type, click.Path):
                 values = [file_ref(key, v) for v in values]
-            elif key in STEPS[step.command].path_like:  # --templates FILE.json, --images DIR or CSV: keyed by content too
+            elif key in spec.path_like:  # --templates FILE.json, --images DIR or CSV: keyed by content too
                 values = [file_ref(key, v, False) for v in values]
             resolved[key] = values if isinstance(value, list) else values[0]
         if step.command == "audit" and "sets" not in options:
@@ -536,7 +634,7 @@ class PipelineRunner:
             resolved["classes"] = shared_classes  # one step names a dataset's class file for all
         classes = self.store.classes(dataset, resolved.get("classes"))
         identity = {"command": step.command, "dataset": dataset, "classes": classes.hash,
-                    "options": {k: v for k, v in sorted(options.items()) if k not in STEPS[step.command].run_only}, "inputs": inputs}
+                    "options": {k: v for k, v in sorted(options.items()) if k not in spec.run_only}, "inputs": inputs}
         template = self._template_identity(step, resolved)
         if template:
             identity["template"] = template
@@ -559,22 +657,20 @@ class PipelineRunner:
         """A class-list file some step gives for the dataset (later steps need not repeat it)."""
         for step in self.pipeline.steps:
             if dataset in step_datasets(self.pipeline, step):
-                given = _command_options(step, self.pipeline.defaults).get("classes")
+                given = command_options(step, self.pipeline.defaults).get("classes")
                 if given:
                     return str(given)
         return None
 
     def _template_identity(self, step: Step, options: dict[str, Any]) -> str | None:
         """The query template's sha256, so that editing a template reruns what asked it."""
-        from promptgen.templates import load_template
-
         if step.command == "rename":
             return load_template("name-commonness", self.root).sha256 if options.get("scorer") == "llm" else None
         if step.command not in ("describe", "differentiate", "synonyms"):
             return None
-        if "source" in _params(step.command) and _given_or_default(step, options, "source") == "wordnet":
+        if "source" in spec_of(step.command).params and given_or_default(step, options, "source") == "wordnet":
             return None
-        return load_template(str(_given_or_default(step, options, "style")), self.root).sha256
+        return load_template(str(given_or_default(step, options, "style")), self.root).sha256
 
     # -- planning --------------------------------------------------------------------------------
 
@@ -587,7 +683,7 @@ class PipelineRunner:
             if upstream is not None and (upstream.action == "blocked" or upstream.exit_code):
                 return UnitPlan(dataset, step, "blocked", f"{waiting.unit} did not finish")
             return UnitPlan(dataset, step, "after", f"runs if {waiting.unit} changes its output")
-        key = _key(identity)
+        key = key_of(identity)
         action, reason, output = self._decide(dataset, step, key, identity)
         return UnitPlan(dataset, step, action, reason, key, output, options=options, identity=identity)
 
@@ -598,21 +694,19 @@ class PipelineRunner:
         if not saved:
             return "run", "new", None
         if saved.get("key") != key:
-            return "run", f"changed: {_changed(saved.get('identity') or {}, _stored(identity))}", None
+            return "run", f"changed: {changed(saved.get('identity') or {}, stored(identity))}", None
         if saved.get("status") == "done":
             problem = self._output_problem(saved.get("output") or {})
             return ("run", problem, None) if problem else ("skip", "unchanged", saved["output"])
         own = self._own_version(dataset, saved)
         if own is not None and own.status == "complete":
             return "adopt", f"v{own.version}, complete, was written by the last run", None
-        if own is not None and "resume" in _params(step.command):
+        if own is not None and "resume" in spec_of(step.command).params:
             return "resume", f"{saved.get('status')}: continue v{own.version}", None
         return "run", f"last run {saved.get('status', 'unknown')}", None
 
     def _output_problem(self, output: dict) -> str | None:
         if "set" in output:
-            from promptgen.store import SetRef
-
             try:
                 info = self.store.resolve(SetRef.parse(output["set"]))
             except PromptgenError:
@@ -679,7 +773,7 @@ class PipelineRunner:
         try:
             plan = self.plan_unit(dataset, step)
         except PromptgenError as exc:  # e.g. an input set that became unreadable meanwhile
-            message = _shown(exc.message)
+            message = shown(exc.message)
             self.echo(f"   {dataset}/{step.name}: error: {message}")
             return UnitPlan(dataset, step, "run", f"error: {message}", exit_code=ExitCode.USAGE)
         if plan.action == "blocked":
@@ -692,13 +786,12 @@ class PipelineRunner:
         return self._execute(dataset, step, plan)
 
     def _execute(self, dataset: str, step: Step, plan: UnitPlan) -> UnitPlan:
-        options, identity = plan.options, plan.identity
+        options, identity = dict(plan.options), plan.identity
         unit_id = plan.id
         saved = self.state.unit(unit_id)
         set_name = self.produced_set(step, options)
         output_path = self.output_path(dataset, step)
-        argv = _argv(step, dataset, options)
-        entry = {"key": plan.key, "status": "running", "started": _now(), "identity": _stored(identity)}
+        entry = {"key": plan.key, "status": "running", "started": _now(), "identity": stored(identity)}
         if set_name is not None:
             own = self._own_version(dataset, saved) if plan.action in ("adopt", "resume") else None
             if plan.action == "adopt":
@@ -706,21 +799,25 @@ class PipelineRunner:
                 self.echo(f"   {own.ref}, complete, was written by the last run: kept")
                 return self._finish(plan, identity, output, 0)
             if plan.action == "resume":
-                argv += ["--resume", "--resume-version", str(own.version)]
+                options.update({"resume": True, "resume-version": own.version})
                 entry["version"] = own.version
             entry["set_name"] = set_name
         else:
             output_path.parent.mkdir(parents=True, exist_ok=True)
-            argv += ["--output", str(output_path)]
         self.state.replace(unit_id, entry)
 
-        def reserved(event: dict) -> None:
-            if event.get("event") == "reserved" and event["dataset"] == dataset and event["set"] == set_name:
-                self.state.update(unit_id, version=event["version"])
+        def reserved(info: Any) -> None:
+            if info.dataset == dataset and info.set == set_name:
+                self.state.update(unit_id, version=info.version)
 
-        self.echo("   " + _shown("promptgen " + " ".join(_quote(a) for a in argv)))
+        shown_line = shown(command_line(step.command, dataset, options, output_path))
+        self.echo("   " + shown_line)
         started = time.time()
-        code, written = _invoke(argv, self.root, reserved)
+        values = typed_values(step, dataset, options, output_path)
+        run = CommandRun(self.root, step.command, args=shorten(shown_line, 500, one_line=False), dataset=dataset,
+                         parent=self.log, on_reserved=reserved)
+        code = run_step_function(spec_of(step.command).command, values, run)
+        written = run.outputs
         if code == ExitCode.INTERRUPTED:
             self.state.update(unit_id, status="interrupted")
             return UnitPlan(dataset, step, plan.action, "interrupted", plan.key, None, code)
@@ -745,126 +842,14 @@ class PipelineRunner:
     def _finish(self, plan: UnitPlan, identity: dict, output: dict, code: int, seconds: float = 0.0,
                 extra: dict | None = None) -> UnitPlan:
         self.state.replace(plan.id, {"key": plan.key, "status": "done", "output": output, "finished": _now(),
-                                     "seconds": round(seconds, 3), "identity": _stored(identity), **(extra or {})})
+                                     "seconds": round(seconds, 3), "identity": stored(identity), **(extra or {})})
         return UnitPlan(plan.dataset, plan.step, plan.action, plan.reason, plan.key, output, code)
-
-
-def _key(identity: dict) -> str:
-    return hashlib.sha256(canonical_json(identity).encode()).hexdigest()
-
-
-def _stored(value: Any) -> Any:
-    """The identity as the state file keeps it (for the plan's "changed: ..."): every string with
-    credentials in URLs and key-like values removed. The key is the hash of the identity as given."""
-    if isinstance(value, dict):
-        return {_stored(k): _stored(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_stored(v) for v in value]
-    return _shown(value) if isinstance(value, str) else value
-
-
-def _shown(text: str) -> str:
-    """Text as it may be printed or kept: URLs without credentials, key-like values removed."""
-    return redact(" ".join(redact_url(word) if "://" in word else word for word in text.split(" ")))
 
 
 class _Waiting(Exception):
     def __init__(self, unit: str) -> None:
         super().__init__(unit)
         self.unit = unit
-
-
-_BUILD_PARAM = re.compile(r",(?=\s*\w+\s*=)")  # as `promptgen eval` splits a --build spec
-BUILD_FILE_PARAMS = ("initial", "rename", "zpe_pool")
-
-
-def _map_build(spec: str, pin: Callable[[str], str], file_ref: Callable[[Any, bool], Any]) -> str:
-    """BUILDER[:SRC+SRC][,key=value...] with set sources pinned, step names made paths, and files
-    (sources or values) keyed by content."""
-    head, *params = _BUILD_PARAM.split(spec)
-    builder, _, sources = head.partition(":")
-    if sources:
-        head = builder + ":" + "+".join(str(file_ref(pin(s.strip()), False)) for s in sources.split("+"))
-    mapped = []
-    for param in params:
-        key, _, value = param.partition("=")
-        mapped.append(f"{key}={file_ref(value.strip(), True)}" if key.strip() in BUILD_FILE_PARAMS else param)
-    return ",".join([head, *mapped])
-
-
-def _content_identity(value: str, memo: dict) -> str | None:
-    """A path's content as the key sees it: a file's sha256, a folder's listing (names, sizes,
-    times); None for anything that is not a path. `memo` (one per runner) keeps files by (path,
-    size, mtime) and folders by path, so an ImageNet folder is walked once per run."""
-    path = Path(value).expanduser()
-    try:
-        if path.is_file():
-            stat = path.stat()
-            key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-            if key not in memo:
-                memo[key] = sha256_file(path)
-            return memo[key]
-        if path.is_dir():
-            key = ("folder", str(path.resolve()))
-            if key not in memo:
-                entries = []
-                for item in sorted(path.rglob("*")):
-                    stat = item.stat()
-                    if item.is_file():
-                        entries.append((str(item.relative_to(path)), stat.st_size, stat.st_mtime_ns))
-                memo[key] = "listing:" + hashlib.sha256(canonical_json(entries).encode()).hexdigest()
-            return memo[key]
-    except OSError:
-        pass
-    return None
-
-
-def _changed(old: dict, new: dict) -> str:
-    keys = []
-    for key in sorted(set(old) | set(new)):
-        if key in ("options", "inputs"):
-            label = "option" if key == "options" else "input"
-            keys += [f"{label} {k}" for k in sorted(set(old.get(key) or {}) | set(new.get(key) or {}))
-                     if (old.get(key) or {}).get(k) != (new.get(key) or {}).get(k)]
-        elif old.get(key) != new.get(key):
-            keys.append(key.replace("set:", "input set ").replace("file:", "input "))
-    return ", ".join(keys) or "settings"
-
-
-def _invoke(argv: list[str], root: Path, on_reserved: Callable[[dict], None]) -> tuple[int, list[dict]]:
-    """Run one promptgen command in this process; (exit code, versions it finished). A crash in
-    the command is this unit's failure (exit 1, traceback on stderr), not the pipeline's."""
-    import logging
-    import traceback
-
-    from promptgen import runlog
-    from promptgen.cli import main
-
-    written: list[dict] = []
-
-    def listener(event: dict) -> None:
-        if event.get("event") == "reserved":
-            on_reserved(event)
-        else:
-            written.append(event)
-
-    verbose = ["-v"] if logging.getLogger("promptgen").isEnabledFor(logging.INFO) else []
-    with runlog.listen(listener):
-        try:
-            result = main.main(args=[*verbose, *argv, "--root", str(root)], prog_name="promptgen",
-                               standalone_mode=False)
-            code = result if isinstance(result, int) else 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except click.ClickException as exc:
-            exc.show()
-            code = exc.exit_code
-        except click.exceptions.Abort:
-            code = ExitCode.INTERRUPTED
-        except Exception:
-            click.echo(redact(traceback.format_exc()), err=True)
-            code = 1
-    return int(code), written
 
 
 class _PipelineLock:
@@ -897,11 +882,16 @@ class _PipelineLock:
         self.handle.close()
 
 
+def command_line(command: str, dataset: str, options: dict[str, Any], output: Path | None) -> str:
+    """The command a step runs, as one would type it: shown and logged, never parsed."""
+    words = ["promptgen", command, dataset]
+    for key, value in {**options, **({"output": str(output)} if output else {})}.items():
+        for item in value if isinstance(value, list) else [value]:
+            if item is None or item is False:
+                continue
+            words += ["--" + key] if item is True else ["--" + key, item if isinstance(item, str) else str(item)]
+    return " ".join(shlex.quote(word) for word in words)
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)

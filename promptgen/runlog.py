@@ -18,68 +18,127 @@ from promptgen.errors import DISK_ERRNOS, ExitCode, PromptgenError
 from promptgen.messages import shorten
 from promptgen.redact import redact, redacted_command
 
-__all__ = ["logged", "note_version", "note_reserved", "note_spend", "listen", "read_runs", "log_path", "summarise"]
-
-# One frame per command running in this process: a pipeline (`promptgen run`) runs the stage
-# commands inside itself, and each is logged as its own run with the pipeline run as parent.
-# A frame holds the versions its command finished and what its LLM calls sent and cost.
-_frames: list[dict] = []
-_listeners: list[Callable[[dict], None]] = []
+__all__ = ["logged", "CommandRun", "read_runs", "log_path", "summarise"]
 
 
 def log_path(root: Path) -> Path:
     return root / "logs" / "runs.jsonl"
 
 
-def note_version(info: Any) -> None:
-    """Called by the store for every version it finishes."""
-    manifest, counts = info.manifest, info.manifest.get("counts") or {}
-    entry = {
-        "dataset": info.dataset, "set": info.set, "version": info.version, "ref": str(info.ref),
-        "stage": manifest.get("stage"), "status": manifest.get("status"), "records": counts.get("records"),
-        "requests_sent": counts.get("requests_sent_this_run", (manifest.get("pairs") or {}).get("queried", 0)),
-        "cache_hits": counts.get("cache_hits_this_run", 0),
-        "cost_usd": manifest.get("cost_usd_this_run", 0.0 if not manifest.get("network") else manifest.get("cost_usd")),
-        "failures": len(manifest.get("failures") or []) + len(manifest.get("failed_pairs") or []),
-        "records_sha256": manifest.get("records_sha256"), **({"batches": manifest["batches"]}
-                                                             if manifest.get("batches") else {})}
-    if _frames:
-        _frames[-1]["outputs"].append(entry)
-    for listener in list(_listeners):
-        listener(entry)
+class CommandRun:
+    """One command's run, logged by the code that runs it: the `logged` decorator for a command
+    typed at the prompt, the pipeline for each of its steps (as a child of the pipeline's run).
 
+    The command makes its store and LLM client through the run (`store()`, `on_spend`), so the
+    run learns every version written and what was spent without any process-wide state; a
+    pipeline adds `on_reserved` to learn the version a step reserves the moment it does."""
 
-def note_spend(sent: int, cost_usd: float | None) -> None:
-    """Called by the LLM client when a batch of requests ends, interrupted or not."""
-    if not _frames:
-        return
-    spend = _frames[-1]["spend"]
-    spend["requests_sent"] = spend.get("requests_sent", 0) + sent
-    known = spend.get("cost_usd", 0.0)
-    spend["cost_usd"] = None if known is None or cost_usd is None else known + cost_usd
+    def __init__(self, root: Path | None, command: str, *, args: str, dataset: str | None = None,
+                 parent: "CommandRun | None" = None, aggregate: bool = False,
+                 on_reserved: Callable[[Any], None] | None = None) -> None:
+        self.root, self.command, self.args, self.dataset = root, command, args, dataset
+        self.parent, self.aggregate, self.on_reserved = parent, aggregate, on_reserved
+        self.run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+        self.outputs: list[dict] = []       # the versions this run finished (run-log entries)
+        self.spend: dict = {}               # the LLM client's own count, also of a run stopped early
+        self.steps = self.steps_sent = 0
+        self.steps_cost: float | None = 0.0
+        self._path: Path | None = None
+        self._started = 0.0
 
+    # -- what the command reports ----------------------------------------------------------------
 
-def note_reserved(info: Any) -> None:
-    """Called by the store the moment it reserves a version number (before anything is asked)."""
-    for listener in list(_listeners):
+    def store(self, wait: bool = False) -> Any:
+        """The store a command writes through: it reports to this run what it reserves and finishes."""
+        from promptgen.paths import resolve_root
+        from promptgen.store import Store
+
+        return Store(resolve_root(self.root), wait_for_writers=wait, on_reserved=self.on_reserved,
+                     on_finished=self.note_version)
+
+    def note_version(self, info: Any) -> None:
+        manifest, counts = info.manifest, info.manifest.get("counts") or {}
+        self.outputs.append({
+            "dataset": info.dataset, "set": info.set, "version": info.version, "ref": str(info.ref),
+            "stage": manifest.get("stage"), "status": manifest.get("status"), "records": counts.get("records"),
+            "requests_sent": counts.get("requests_sent_this_run", (manifest.get("pairs") or {}).get("queried", 0)),
+            "cache_hits": counts.get("cache_hits_this_run", 0),
+            "cost_usd": manifest.get("cost_usd_this_run",
+                                     0.0 if not manifest.get("network") else manifest.get("cost_usd")),
+            "failures": len(manifest.get("failures") or []) + len(manifest.get("failed_pairs") or []),
+            "records_sha256": manifest.get("records_sha256"), **({"batches": manifest["batches"]}
+                                                                 if manifest.get("batches") else {})})
+
+    def on_spend(self, sent: int, cost_usd: float | None) -> None:
+        """What the LLM client sent and what it cost, when a batch of requests ends (interrupted too)."""
+        self.spend["requests_sent"] = self.spend.get("requests_sent", 0) + sent
+        known = self.spend.get("cost_usd", 0.0)
+        self.spend["cost_usd"] = None if known is None or cost_usd is None else known + cost_usd
+
+    # -- the log lines ---------------------------------------------------------------------------
+
+    def __enter__(self) -> "CommandRun":
+        from promptgen.paths import resolve_root
+
+        self._started = time.time()
         try:
-            listener({"event": "reserved", "dataset": info.dataset, "set": info.set, "version": info.version})
-        except Exception as exc:  # a listener must never break a reservation (the version is already there)
-            import logging
+            path = log_path(resolve_root(self.root))
+        except PromptgenError:
+            return self
+        start = {"event": "start", "run": self.run_id, "time": _iso(self._started), "command": self.command,
+                 "args": self.args, "pid": os.getpid(), **({"aggregate": True} if self.aggregate else {})}
+        try:
+            _append(path, {**start, "parent": self.parent.run_id} if self.parent else start)
+        except OSError:
+            return self  # a read-only root: the command's own error says more
+        self._path = path
+        return self
 
-            logging.getLogger(__name__).warning("could not note the reservation of %s@v%s: %s", info.set,
-                                                info.version, exc)
+    def __exit__(self, kind: type | None, exc: BaseException | None, traceback: Any) -> None:
+        status, exit_code, error = _outcome(exc)
+        if self._path is None:
+            return
+        if self.spend:  # the LLM client's own count: it includes runs that stopped before writing
+            sent, cost = self.spend["requests_sent"], self.spend["cost_usd"]
+        else:
+            costs = [o["cost_usd"] for o in self.outputs]
+            sent = sum(o["requests_sent"] or 0 for o in self.outputs)
+            cost = None if any(c is None for c in costs) else sum(costs)
+        end = {"event": "end", "run": self.run_id, "time": _iso(time.time()), "command": self.command,
+               "dataset": self.dataset, "seconds": round(time.time() - self._started, 3),
+               "status": status, "exit_code": exit_code, "error": shorten(redact(error), 500) if error else None,
+               "outputs": self.outputs}
+        if self.steps:  # a pipeline: its steps' runs are logged apart; this adds them up
+            sent += self.steps_sent
+            cost = None if cost is None or self.steps_cost is None else cost + self.steps_cost
+            end["steps"] = self.steps
+        end.update(requests_sent=sent, cost_usd=None if cost is None else round(cost, 8))
+        if self.parent:
+            end["parent"] = self.parent.run_id
+            self.parent.steps += 1
+            self.parent.steps_sent += sent
+            self.parent.steps_cost = None if cost is None or self.parent.steps_cost is None \
+                else self.parent.steps_cost + cost
+        with contextlib.suppress(OSError):
+            _append(self._path, end)
 
 
-@contextlib.contextmanager
-def listen(callback: Callable[[dict], None]):
-    """Call `callback` with every version finished inside the block, and with {"event": "reserved",
-    ...} when one is reserved (the pipeline learns what a step writes this way)."""
-    _listeners.append(callback)
-    try:
-        yield
-    finally:
-        _listeners.remove(callback)
+def _outcome(exc: BaseException | None) -> tuple[str, int, str | None]:
+    """(status, exit code, error) of a run that ended with `exc` (None: it returned)."""
+    if exc is None:
+        return "ok", 0, None
+    if isinstance(exc, PromptgenError):
+        return "error", ExitCode.USAGE, exc.message
+    if isinstance(exc, SystemExit):
+        code = exc.code if isinstance(exc.code, int) else 1
+        status = "ok" if code == 0 else "partial" if code == ExitCode.PARTIAL else \
+            "interrupted" if code == ExitCode.INTERRUPTED else "error"
+        return status, code, None
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", ExitCode.INTERRUPTED, None
+    if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+        return "not written", ExitCode.NOT_WRITTEN, f"{type(exc).__name__}: {exc}"
+    return "failed", 1, f"{type(exc).__name__}: {exc}"
 
 
 def _append(path: Path, entry: dict) -> None:
@@ -93,85 +152,22 @@ def _append(path: Path, entry: dict) -> None:
 
 
 def logged(command: str, *, aggregate: bool = False, unless: Callable[[dict], bool] | None = None) -> Callable:
-    """Wrap a click callback so that its run is logged under the root it was given. `aggregate`:
-    the command runs others (a pipeline), whose runs count in the totals instead of its own;
-    `unless(kwargs)`: not logged at all (a pipeline's --plan)."""
+    """Wrap a click callback so that its run is logged under the root it was given, and hand the
+    callback that run (`run=`). A caller that runs the callback itself (the pipeline) passes its
+    own `run` and logs it. `aggregate`: the command runs others (a pipeline), whose runs count in
+    the totals instead of its own; `unless(kwargs)`: not logged at all (a pipeline's --plan)."""
     def decorator(function: Callable) -> Callable:
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            from promptgen.paths import resolve_root
-
+            if kwargs.get("run") is not None:
+                return function(*args, **kwargs)
+            run = CommandRun(kwargs.get("root"), command, args=shorten(redacted_command(), 500, one_line=False),
+                             dataset=kwargs.get("dataset"), aggregate=aggregate)
             if unless is not None and unless(kwargs):
-                return function(*args, **kwargs)
-
-            try:
-                path = log_path(resolve_root(kwargs.get("root")))
-            except PromptgenError:
-                return function(*args, **kwargs)
-            run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
-            started = time.time()
-            arguments = shorten(redacted_command(), 500, one_line=False)
-            parent = _frames[-1]["run"] if _frames else None
-            start = {"event": "start", "run": run_id, "time": _iso(started), "command": command,
-                     "args": arguments, "pid": os.getpid(), **({"aggregate": True} if aggregate else {})}
-            try:
-                _append(path, {**start, "parent": parent} if parent else start)
-            except OSError:
-                return function(*args, **kwargs)  # a read-only root: the command's own error says more
-            frame = {"run": run_id, "outputs": [], "spend": {}, "steps": 0, "steps_sent": 0, "steps_cost": 0.0}
-            _frames.append(frame)
-            status, exit_code, error = "ok", 0, None
-            try:
-                return function(*args, **kwargs)
-            except PromptgenError as exc:
-                status, exit_code, error = "error", ExitCode.USAGE, exc.message
-                raise
-            except SystemExit as exc:
-                exit_code = exc.code if isinstance(exc.code, int) else 1
-                status = "ok" if exit_code == 0 else "partial" if exit_code == ExitCode.PARTIAL else \
-                    "interrupted" if exit_code == ExitCode.INTERRUPTED else "error"
-                raise
-            except KeyboardInterrupt:
-                status, exit_code = "interrupted", ExitCode.INTERRUPTED
-                raise
-            except OSError as exc:
-                status, exit_code = ("not written", ExitCode.NOT_WRITTEN) if exc.errno in DISK_ERRNOS \
-                    else ("failed", 1)
-                error = f"{type(exc).__name__}: {exc}"
-                raise
-            except BaseException as exc:
-                status, exit_code, error = "failed", 1, f"{type(exc).__name__}: {exc}"
-                raise
-            finally:
-                _frames.remove(frame)
-                outputs, spend = frame["outputs"], frame["spend"]
-                if spend:  # the LLM client's own count: it includes runs that stopped before writing
-                    sent, cost = spend["requests_sent"], spend["cost_usd"]
-                else:
-                    costs = [o["cost_usd"] for o in outputs]
-                    sent = sum(o["requests_sent"] or 0 for o in outputs)
-                    cost = None if any(c is None for c in costs) else sum(costs)
-                end = {"event": "end", "run": run_id, "time": _iso(time.time()), "command": command,
-                       "dataset": kwargs.get("dataset"), "seconds": round(time.time() - started, 3),
-                       "status": status, "exit_code": exit_code, "error": shorten(redact(error), 500) if error else None,
-                       "outputs": outputs}
-                if frame["steps"]:  # a pipeline: its steps' runs are logged apart; this adds them up
-                    sent += frame["steps_sent"]
-                    cost = None if cost is None or frame["steps_cost"] is None else cost + frame["steps_cost"]
-                    end["steps"] = frame["steps"]
-                end.update(requests_sent=sent, cost_usd=None if cost is None else round(cost, 8))
-                if parent:
-                    end["parent"] = parent
-                    for outer in _frames:
-                        if outer["run"] == parent:
-                            outer["steps"] += 1
-                            outer["steps_sent"] += sent
-                            outer["steps_cost"] = None if cost is None or outer["steps_cost"] is None \
-                                else outer["steps_cost"] + cost
-                try:
-                    _append(path, end)
-                except OSError:
-                    pass
+                return function(*args, **kwargs, run=run)
+            with run:
+                return function(*args, **kwargs, run=run)
+        wrapper.logged_command = command  # type: ignore[attr-defined]
         return wrapper
     return decorator
 

@@ -3,18 +3,23 @@
 A command module decorates its click command with `@pipeline_step(...)`, saying what the command
 writes and which of its options read prompt sets, name files by content, or only change how it
 runs (not what it writes: they stay out of a unit's key). The pipeline reads these declarations
-from `STEPS`.
+from `STEPS` and calls the command's function with typed values; it never builds a command line.
 The commands register when `promptgen.cli` is imported (the `promptgen` entry point does).
 """
 
 from __future__ import annotations
 
+import errno
+import traceback
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import click
 
-__all__ = ["StepSpec", "STEPS", "pipeline_step", "LLM_RUN_ONLY", "CLIP_RUN_ONLY"]
+from promptgen.errors import DISK_ERRNOS, ExitCode, PromptgenError
+from promptgen.redact import redact
+
+__all__ = ["StepSpec", "STEPS", "pipeline_step", "LLM_RUN_ONLY", "CLIP_RUN_ONLY", "report_failure", "run_step_function"]
 
 # how an LLM command runs, not what it writes
 LLM_RUN_ONLY = ("concurrency", "no-progress", "timeout", "max-attempts", "backoff", "batch", "batch-poll",
@@ -64,3 +69,48 @@ def pipeline_step(writes: str, *, set_inputs: tuple[str, ...] = (), path_like: t
         return command
     return register
 
+
+def report_failure(exc: BaseException) -> int | None:
+    """Print a command's failure as the CLI does (`error: ...`, `fix: ...`, no traceback) and
+    return its exit code; None for a failure that is a bug (the caller shows the traceback)."""
+    if isinstance(exc, PromptgenError):
+        click.echo(f"error: {redact(exc.message)}", err=True)
+        if exc.hint:
+            click.echo(f"  fix: {redact(exc.hint)}", err=True)
+        return ExitCode.USAGE
+    if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+        where = f" {exc.filename}" if exc.filename else ""
+        action = "could not read or write" if exc.errno in (errno.EACCES, errno.EPERM) else "could not write"
+        click.echo(f"error: {action}{where}: {exc.strerror or exc}", err=True)
+        click.echo("  fix: free some space or make the folder writable (or give --root another folder), then "
+                   "rerun with --resume: answers received so far are journalled, and complete versions are "
+                   "untouched", err=True)
+        return ExitCode.NOT_WRITTEN
+    if isinstance(exc, KeyboardInterrupt):
+        click.echo("\ninterrupted: answers received so far are kept; rerun the same command with --resume "
+                   "to finish without asking them again", err=True)
+        return ExitCode.INTERRUPTED
+    return None
+
+
+def run_step_function(command: click.Command, values: dict[str, Any], run: Any) -> int:
+    """Call a command's function with typed values (`StepSpec.params` converted them) under `run`,
+    which logs it; its exit code. A crash in the command is this step's failure (exit 1, traceback
+    on stderr), not its caller's."""
+    try:
+        with click.Context(command, info_name=command.name), run:
+            result = command.callback(**values, run=run)
+        return result if isinstance(result, int) else 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        return ExitCode.INTERRUPTED
+    except BaseException as exc:  # noqa: BLE001 - every failure of a step is reported, the pipeline goes on
+        code = report_failure(exc)
+        if code is None:
+            click.echo(redact(traceback.format_exc()), err=True)
+            code = 1
+        return code

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from promptgen import __version__
 from promptgen.classes import ClassList, load_class_file, load_dataset, list_datasets
@@ -180,12 +180,17 @@ def dedupe_records(records: Iterable[dict], ignore_case: bool = False) -> tuple[
 
 
 class Store:
-    """`wait_for_writers`: a second run writing the same set waits for the first instead of stopping."""
+    """`wait_for_writers`: a second run writing the same set waits for the first instead of stopping.
+    `on_reserved(info)` and `on_finished(info)` tell the run that made the store (runlog.CommandRun)
+    when a version number is reserved and when a version is finished."""
 
-    def __init__(self, root: Path, wait_for_writers: bool = False) -> None:
+    def __init__(self, root: Path, wait_for_writers: bool = False, *,
+                 on_reserved: Callable[[VersionInfo], None] | None = None,
+                 on_finished: Callable[[VersionInfo], None] | None = None) -> None:
         self.root = root
         self.prompts = prompts_dir(root)
         self.wait_for_writers = wait_for_writers
+        self.on_reserved, self.on_finished = on_reserved, on_finished
 
     # -- where sets live ----------------------------------------------------------------------
 
@@ -347,10 +352,12 @@ class Store:
             finally:
                 staged.unlink(missing_ok=True)
             info = VersionInfo(dataset, set_name, number, directory, full)
-            from promptgen.runlog import note_reserved
-
-            note_reserved(info)
-            return VersionWriter(info, set_lock)
+            if self.on_reserved is not None:
+                try:
+                    self.on_reserved(info)
+                except Exception as exc:  # it must never break a reservation (the version is already there)
+                    log.warning("could not note the reservation of %s: %s", info.ref, exc)
+            return VersionWriter(info, set_lock, self.on_finished)
 
     def resume_version(self, dataset: str, set_name: str, version: int | None = None,
                        fingerprint: dict | None = None) -> "VersionWriter":
@@ -374,7 +381,7 @@ class Store:
         except BaseException:
             set_lock.release()
             raise
-        return VersionWriter(info, set_lock)
+        return VersionWriter(info, set_lock, self.on_finished)
 
     def resumable_info(self, dataset: str, set_name: str, version: int | None = None) -> VersionInfo:
         """The version `--resume` would continue (the latest unfinished one, or `version`)."""
@@ -506,9 +513,11 @@ class VersionWriter:
     """Owns one version while it is written: holds its lock (and its set's), appends to its journal,
     finishes it."""
 
-    def __init__(self, info: VersionInfo, set_lock: SetLock | None = None) -> None:
+    def __init__(self, info: VersionInfo, set_lock: SetLock | None = None,
+                 on_finished: Callable[[VersionInfo], None] | None = None) -> None:
         self.info = info
         self._set_lock = set_lock
+        self._on_finished = on_finished
         self._lock_handle: Any = None
         self._journal: Any = None
 
@@ -587,9 +596,8 @@ class VersionWriter:
         manifest = {**manifest, "finished": now_iso(), "records_file": self.info.records_path.name,
                     "records_sha256": sha256_file(self.info.records_path)}
         self.write_manifest(manifest)
-        from promptgen.runlog import note_version
-
-        note_version(self.info)
+        if self._on_finished is not None:
+            self._on_finished(self.info)
         if manifest.get("status") == "complete":
             for path in (self.info.records_path, self.info.manifest_path):
                 path.chmod(0o444)

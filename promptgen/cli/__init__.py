@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import sys
@@ -12,9 +11,10 @@ from typing import Any, Callable
 import click
 
 from promptgen import __version__
-from promptgen.errors import DISK_ERRNOS, ExitCode, PromptgenError
+from promptgen.errors import PromptgenError
 from promptgen.paths import resolve_root
 from promptgen.redact import redact
+from promptgen.steps import report_failure
 
 __all__ = ["main", "root_option", "json_option", "wait_option", "emit_json", "store_from", "write_json_file"]
 
@@ -32,25 +32,11 @@ class PromptgenGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except PromptgenError as exc:
-            click.echo(f"error: {redact(exc.message)}", err=True)
-            if exc.hint:
-                click.echo(f"  fix: {redact(exc.hint)}", err=True)
-            ctx.exit(ExitCode.USAGE)
-        except OSError as exc:
-            if exc.errno not in DISK_ERRNOS:
+        except (PromptgenError, OSError, KeyboardInterrupt) as exc:
+            code = report_failure(exc)
+            if code is None:
                 raise
-            where = f" {exc.filename}" if exc.filename else ""
-            action = "could not read or write" if exc.errno in (errno.EACCES, errno.EPERM) else "could not write"
-            click.echo(f"error: {action}{where}: {exc.strerror or exc}", err=True)
-            click.echo("  fix: free some space or make the folder writable (or give --root another folder), then "
-                       "rerun with --resume: answers received so far are journalled, and complete versions are "
-                       "untouched", err=True)
-            ctx.exit(ExitCode.NOT_WRITTEN)
-        except KeyboardInterrupt:
-            click.echo("\ninterrupted: answers received so far are kept; rerun the same command with --resume "
-                       "to finish without asking them again", err=True)
-            ctx.exit(ExitCode.INTERRUPTED)
+            ctx.exit(code)
 
 
 def root_option(function: Callable) -> Callable:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from promptgen.cli import emit_json, json_option, root_option, store_from
+from promptgen.cli import emit_json, json_option, root_option
 from promptgen.cli.heads import clip_options, open_clip_model
-from promptgen.runlog import logged
+from promptgen.runlog import CommandRun, logged
 from promptgen.steps import pipeline_step
 
 COMMANDS = []
@@ -65,14 +65,14 @@ def check_writable(directory: Path) -> None:
 def audit_command(dataset: str, set_specs: tuple[str, ...], eval_files: tuple[Path, ...], baseline: str | None,
                   against_specs: tuple[str, ...], output: Path | None, clip_model: str, pretrained: str, seed: int,
                   device: str, no_embed: bool, min_texts: int, near_duplicate: float, top: int,
-                  classes_file: Path | None, root: Path | None, as_json: bool) -> None:
+                  classes_file: Path | None, root: Path | None, as_json: bool, run: CommandRun) -> None:
     """Audit DATASET's prompt sets: texts kept and dropped, leaks of other class names, texts shared
     by classes, over-long texts, diversity, confusion and, with --eval, accuracy per class."""
     from promptgen.audit import AuditOptions, TextModel, load_results, run_audit, summary_text, write_reports
     from promptgen.audit.checks import token_counter
     from promptgen.paths import cache_dir
 
-    store = store_from(root)
+    store = run.store()
     classes = store.classes(dataset, classes_file)
     refs = _refs(set_specs, dataset) or None  # None: every set, skipping those that cannot be audited
     against = _refs(against_specs, dataset)

@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
-from promptgen.cli import emit_json, json_option, root_option, store_from
+from promptgen.cli import emit_json, json_option, root_option
 from promptgen.cli.llm_options import llm_options, make_client
 from promptgen.errors import ExitCode, PromptgenError
 from promptgen.messages import shorten
-from promptgen.runlog import logged
+from promptgen.runlog import CommandRun, logged
 from promptgen.steps import LLM_RUN_ONLY, pipeline_step
 
 COMMANDS = []
@@ -35,11 +35,11 @@ COMMANDS = []
 @json_option
 @logged("describe")
 def describe_command(dataset: str, classes_file: Path | None, source: str, style: str, set_name: str | None,
-                     split_samples: bool, dedupe: bool, root: Path | None, as_json: bool, **values: Any) -> None:
+                     split_samples: bool, dedupe: bool, root: Path | None, as_json: bool, run: CommandRun, **values: Any) -> None:
     """Write descriptions of every class of DATASET as a new prompt-set version."""
     from promptgen.stages.describe import DescribeJob, describe_wordnet, plan_requests, run_describe
 
-    store = store_from(root, wait=values["wait"])
+    store = run.store(wait=values["wait"])
     classes = store.classes(dataset, classes_file)
     model, dry_run = values["model"], values["dry_run"]
     if source == "wordnet":
@@ -69,7 +69,7 @@ def describe_command(dataset: str, classes_file: Path | None, source: str, style
         raise PromptgenError(f"template {template.ref} asks about pairs of classes",
                              f"use it with `promptgen differentiate {dataset} --style {template.name}`; describe "
                              f"takes a class template (cupl, cupl-base, dclip)")
-    client = make_client(store.root, values, split_samples=True if split_samples else None)
+    client = make_client(store.root, values, split_samples=True if split_samples else None, on_spend=run.on_spend)
     job = DescribeJob(classes, template, set_name or template.name, draw=values["draw"],
                       answer_retries=values["answer_retries"], dedupe=dedupe)
     if dry_run:

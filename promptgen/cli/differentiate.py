@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
-from promptgen.cli import emit_json, json_option, root_option, store_from
+from promptgen.cli import emit_json, json_option, root_option
 from promptgen.cli.heads import clip_options, open_clip_model
 from promptgen.cli.llm_options import llm_options, make_client
 from promptgen.errors import ExitCode, PromptgenError
-from promptgen.runlog import logged
+from promptgen.runlog import CommandRun, logged
 from promptgen.steps import CLIP_RUN_ONLY, LLM_RUN_ONLY, pipeline_step
 
 COMMANDS = []
@@ -103,12 +103,12 @@ def differentiate_command(dataset: str, classes_file: Path | None, pairs_from: s
                           partners: int | None, min_count: int | None, max_pairs: int | None, limit: int | None,
                           batch_size: int, clip_model: str, pretrained: str, seed: int, device: str, style: str,
                           set_name: str, structured: str, no_repair: bool, reask_failed: bool, root: Path | None,
-                          as_json: bool, **values: Any) -> None:
+                          as_json: bool, run: CommandRun, **values: Any) -> None:
     """Differential descriptions for DATASET's confusable class pairs, as a new prompt-set version."""
     from promptgen.stages.differentiate import DifferentiateJob, plan_requests, resume_plan, run_differentiate
     from promptgen.templates import load_template
 
-    store = store_from(root, wait=values["wait"])
+    store = run.store(wait=values["wait"])
     classes = store.classes(dataset, classes_file)
     if not values["model"]:
         raise PromptgenError("no --model given", "name a litellm model (e.g. --model openai/gpt-4o-mini), or "
@@ -137,7 +137,7 @@ def differentiate_command(dataset: str, classes_file: Path | None, pairs_from: s
                           max_pairs=max_pairs, limit=limit, batch_size=batch_size,
                           clip_args=(clip_model, pretrained, seed, device))
         pair_draws = _pair_draws(store, dataset, set_name, reask_failed)
-    client = make_client(store.root, values)
+    client = make_client(store.root, values, on_spend=run.on_spend)
     job = DifferentiateJob(classes, template, set_name, plan, structured=structured,
                            answer_retries=values["answer_retries"], repair=not no_repair, draw=values["draw"],
                            pair_draws=pair_draws)

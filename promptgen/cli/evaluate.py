@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
-from promptgen.cli import emit_json, json_option, root_option, store_from, write_json_file
+from promptgen.cli import emit_json, json_option, root_option, write_json_file
 from promptgen.cli.heads import clip_options, open_clip_model
-from promptgen.runlog import logged
+from promptgen.runlog import CommandRun, logged
 from promptgen.steps import CLIP_RUN_ONLY, pipeline_step
 
 COMMANDS = []
@@ -105,7 +105,7 @@ def _split_sources(store, classes, names: list[str]) -> tuple[list[str], list[st
 def eval_command(dataset: str, images_spec: str | None, features_file: Path | None, head_files: tuple[Path, ...],
                  build_specs: tuple[str, ...], clip_model: str, pretrained: str, seed: int, device: str,
                  limit: int | None, batch_size: int, allow_empty: bool, zpe_pool: Path | None, output: Path | None,
-                 classes_file: Path | None, root: Path | None, as_json: bool) -> None:
+                 classes_file: Path | None, root: Path | None, as_json: bool, run: CommandRun) -> None:
     """Zero-shot accuracy of several heads on DATASET's images (top-1, top-5, mean per-class recall)."""
     from promptgen.clip.api import collect_sources
     from promptgen.clip.embed import TextEncoder
@@ -120,7 +120,7 @@ def eval_command(dataset: str, images_spec: str | None, features_file: Path | No
         raise PromptgenError("give exactly one of --images and --features", "e.g. --images fashion-mnist:test")
     if not head_files and not build_specs:
         raise PromptgenError("no head to evaluate", "give --head FILE and/or --build BUILDER[:SET@vN]")
-    store = store_from(root)
+    store = run.store()
     classes = store.classes(dataset, classes_file)
     builds = []
     for spec in build_specs:
@@ -230,12 +230,12 @@ def eval_command(dataset: str, images_spec: str | None, features_file: Path | No
 @logged("features")
 def features_command(dataset: str, images_spec: str, clip_model: str, pretrained: str, seed: int, device: str,
                      limit: int | None, batch_size: int, output: Path, classes_file: Path | None, root: Path | None,
-                     as_json: bool) -> None:
+                     as_json: bool, run: CommandRun) -> None:
     """Encode DATASET's images with a CLIP image tower (cached) and write the features."""
     from promptgen.clip.images import encode_images, open_image_set, save_feature_file
     from promptgen.paths import cache_dir
 
-    store = store_from(root)
+    store = run.store()
     classes = store.classes(dataset, classes_file)
     clip = open_clip_model(store.root, clip_model, pretrained, seed, device)
     features = encode_images(clip, open_image_set(images_spec, classes), cache_dir(store.root),

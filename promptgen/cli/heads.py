@@ -7,8 +7,8 @@ from typing import Any, Callable
 
 import click
 
-from promptgen.cli import emit_json, json_option, root_option, store_from
-from promptgen.runlog import logged
+from promptgen.cli import emit_json, json_option, root_option
+from promptgen.runlog import CommandRun, logged
 from promptgen.steps import pipeline_step
 
 COMMANDS = []
@@ -104,7 +104,7 @@ def open_clip_model(root_path: Path, clip_model: str, pretrained: str, seed: int
 @logged("head")
 def head_command(dataset: str, builder: str, sets: tuple[str, ...], templates: tuple[str, ...], allow_empty: bool,
                  zpe_features: Path | None, zpe_pool: Path | None, clip_model: str, pretrained: str, seed: int,
-                 device: str, output: Path, classes_file: Path | None, root: Path | None, as_json: bool,
+                 device: str, output: Path, classes_file: Path | None, root: Path | None, as_json: bool, run: CommandRun,
                  **values: Any) -> None:
     """Build a classifier head for DATASET and write it to FILE (+ FILE.json)."""
     from promptgen.clip.api import collect_sources
@@ -123,7 +123,7 @@ def head_command(dataset: str, builder: str, sets: tuple[str, ...], templates: t
     if (zpe_features or zpe_pool) and builder != "zpe" and values.get("base") != "zpe":
         raise PromptgenError(f"--zpe-features/--zpe-pool are options of the zpe builder, not {builder}",
                              "drop them, or use --builder zpe")
-    store = store_from(root)
+    store = run.store()
     classes = store.classes(dataset, classes_file)
     sources = collect_sources(store, classes, sets, templates)  # errors about sets before the model loads
     clip = open_clip_model(store.root, clip_model, pretrained, seed, device)

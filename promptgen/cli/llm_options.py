@@ -60,8 +60,10 @@ def llm_options(function: Callable) -> Callable:
     return function
 
 
-def make_client(root: Path, values: dict[str, Any], *, split_samples: bool | None = None):
-    """The LLM client the options describe, with the cache under `root`."""
+def make_client(root: Path, values: dict[str, Any], *, split_samples: bool | None = None,
+                on_spend: Callable[[int, float | None], None] | None = None):
+    """The LLM client the options describe, with the cache under `root`; `on_spend` is the run
+    log's (runlog.CommandRun.on_spend)."""
     from promptgen.llm.cache import LLMCache
     from promptgen.llm.client import LLMClient
     from promptgen.paths import cache_dir
@@ -71,4 +73,4 @@ def make_client(root: Path, values: dict[str, Any], *, split_samples: bool | Non
                      timeout=values["timeout"], max_attempts=values["max_attempts"], backoff=values["backoff"],
                      price=parse_price(values["price"]), split_samples=split_samples, transport=values["transport"],
                      progress=not values["no_progress"], batch=values["batch"], batch_poll=values["batch_poll"],
-                     batch_retry=values["batch_retry"])
+                     batch_retry=values["batch_retry"], on_spend=on_spend)

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from promptgen.cli import emit_json, json_option, root_option
-from promptgen.runlog import logged
+from promptgen.runlog import CommandRun, logged
 
 COMMANDS = []
 
@@ -25,7 +25,7 @@ COMMANDS = []
 @json_option
 @logged("run", aggregate=True, unless=lambda kwargs: kwargs.get("plan_only"))
 def run_command(pipeline_file: Path, plan_only: bool, force: bool, overrides: tuple[str, ...], root: Path | None,
-                as_json: bool) -> None:
+                as_json: bool, run: CommandRun) -> None:
     """Run the pipeline in PIPELINE.toml: datasets x steps (describe, differentiate, synonyms, import,
     rename, head, eval, audit, features). A step whose inputs did not change since the last run is
     skipped; one that was interrupted resumes; state is kept in ROOT/pipelines/NAME.json."""
@@ -36,7 +36,7 @@ def run_command(pipeline_file: Path, plan_only: bool, force: bool, overrides: tu
     root_path = resolve_root(root)
     # with --json, stdout carries one JSON document: the steps' own output goes to stderr
     echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
-    runner = PipelineRunner(pipeline, root_path, force=force, echo=echo)
+    runner = PipelineRunner(pipeline, root_path, force=force, echo=echo, log=run)
     if plan_only:
         plans = runner.plan()
         if as_json:

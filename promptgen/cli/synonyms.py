@@ -7,12 +7,12 @@ from typing import Any
 
 import click
 
-from promptgen.cli import emit_json, json_option, root_option, store_from, write_json_file
+from promptgen.cli import emit_json, json_option, root_option, write_json_file
 from promptgen.cli.describe import _report
 from promptgen.cli.heads import clip_options, open_clip_model
 from promptgen.cli.llm_options import llm_options, make_client
 from promptgen.errors import ExitCode, PromptgenError
-from promptgen.runlog import logged
+from promptgen.runlog import CommandRun, logged
 from promptgen.steps import LLM_RUN_ONLY, pipeline_step
 
 COMMANDS = []
@@ -32,13 +32,13 @@ COMMANDS = []
 @json_option
 @logged("synonyms")
 def synonyms_command(dataset: str, classes_file: Path | None, source: str, style: str, set_name: str,
-                     root: Path | None, as_json: bool, **values: Any) -> None:
+                     root: Path | None, as_json: bool, run: CommandRun, **values: Any) -> None:
     """Write the names each class of DATASET goes by (official name always included) as a new version."""
     from promptgen.stages.runner import run_stage
     from promptgen.stages.synonyms import synonyms_job, synonyms_wordnet
     from promptgen.templates import load_template
 
-    store = store_from(root, wait=values["wait"])
+    store = run.store(wait=values["wait"])
     classes = store.classes(dataset, classes_file)
     if source == "wordnet":
         if values["dry_run"]:
@@ -58,7 +58,7 @@ def synonyms_command(dataset: str, classes_file: Path | None, source: str, style
     if template.text_kind != "synonym":
         raise PromptgenError(f"template {template.ref} does not answer with names (its texts are {template.text_kind}s)",
                              "use a list template, such as --style synonyms")
-    client = make_client(store.root, values)
+    client = make_client(store.root, values, on_spend=run.on_spend)
     job = synonyms_job(classes, template, set_name, draw=values["draw"], answer_retries=values["answer_retries"])
     if values["dry_run"]:
         estimate = client.estimate(job.plan_requests(client))
@@ -98,12 +98,12 @@ def synonyms_command(dataset: str, classes_file: Path | None, source: str, style
 @logged("rename")
 def rename_command(dataset: str, set_refs: tuple[str, ...], scorer: str, filters: str, margin: float, limit: int,
                    output: Path | None, classes_file: Path | None, clip_model: str, pretrained: str, seed: int,
-                   device: str, root: Path | None, as_json: bool, **values: Any) -> None:
+                   device: str, root: Path | None, as_json: bool, run: CommandRun, **values: Any) -> None:
     """Choose each class's most recognisable name from a synonyms set and print the rename table."""
     from promptgen.rename import FILTERS, SCORERS, choose_names
     from promptgen.stages.synonyms import load_candidates, merge_candidates
 
-    store = store_from(root, wait=values["wait"])
+    store = run.store(wait=values["wait"])
     classes = store.classes(dataset, classes_file)
     if scorer not in SCORERS:
         raise PromptgenError(f"unknown scorer {scorer!r}", f"scorers: {', '.join(sorted(SCORERS))}")
@@ -121,7 +121,7 @@ def rename_command(dataset: str, set_refs: tuple[str, ...], scorer: str, filters
     if scorer == "llm":
         if not values["model"]:
             raise PromptgenError("the llm scorer needs --model", "e.g. --model openai/gpt-4o-mini")
-        client = make_client(store.root, values)
+        client = make_client(store.root, values, on_spend=run.on_spend)
         if values["dry_run"]:
             from promptgen.rename import ScoreContext, rating_requests
 

@@ -9,7 +9,7 @@ import click
 from promptgen.cli import emit_json, json_option, root_option, store_from, wait_option
 from promptgen.formats import EXPORT_FORMATS, IMPORT_FORMATS, export_version, import_fudd_file, import_prompt_file
 from promptgen.store import SetRef
-from promptgen.runlog import logged
+from promptgen.runlog import CommandRun, logged
 from promptgen.steps import pipeline_step
 
 COMMANDS = []
@@ -43,9 +43,9 @@ COMMANDS = []
 @logged("import")
 def import_command(dataset: str, file: Path, fmt: str, set_name: str | None, match: str, strict: bool,
                    classes_file: Path | None, notice: str | None, dedupe: bool, fudd_class_names: Path | None,
-                   filter_attributes: bool, wait: bool, root: Path | None, as_json: bool) -> None:
+                   filter_attributes: bool, wait: bool, root: Path | None, as_json: bool, run: CommandRun) -> None:
     """Import a CuPL, DCLIP or FuDD JSON FILE as a new prompt-set version of DATASET."""
-    store = store_from(root, wait=wait)
+    store = run.store(wait=wait)
     classes = store.classes(dataset, classes_file)
     if fmt == "fudd":
         info, report = import_fudd_file(store, classes, file, set_name or "differential", strict=strict, notice=notice,

@@ -225,7 +225,8 @@ class LLMClient:
                  max_attempts: int = 6, backoff: float = 1.0, max_backoff: float = 60.0,
                  max_retry_after: float = 300.0, price: tuple[float, float] | None = None,
                  split_samples: bool | None = None, transport: str = "auto", progress: bool = True,
-                 batch: bool = False, batch_poll: float = 30.0, batch_retry: str = "online") -> None:
+                 batch: bool = False, batch_poll: float = 30.0, batch_retry: str = "online",
+                 on_spend: Callable[[int, float | None], None] | None = None) -> None:
         if concurrency < 1:
             raise PromptgenError(f"--concurrency must be at least 1, not {concurrency}", "use a positive number")
         if batch_retry not in BATCH_RETRIES:
@@ -251,6 +252,7 @@ class LLMClient:
         self.batch = batch
         self.batch_poll = batch_poll
         self.batch_retry = batch_retry
+        self.on_spend = on_spend  # the run log's count of what was sent and paid (runlog.CommandRun)
         self._litellm: Any = None
         self._provider_name: str | None | bool = False
         self._unit_prices: tuple[float, float] | None | bool = False
@@ -704,9 +706,8 @@ class LLMClient:
                                  "so far are kept, rerun with --resume to continue") from None
         finally:
             stats.seconds = time.perf_counter() - started
-            from promptgen.runlog import note_spend
-
-            note_spend(stats.sent, stats.cost_usd)  # also when interrupted: what was paid is logged
+            if self.on_spend is not None:
+                self.on_spend(stats.sent, stats.cost_usd)  # also when interrupted: what was paid is logged
         return stats
 
     async def _run(self, requests: list[LLMRequest], on_answer: Callable, on_failure: Callable | None,
