@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 import click
 
+from promptgen.build_spec import split_build
 from promptgen.cli import emit_json, json_option, root_option, write_json_file
 from promptgen.cli.heads import clip_options, open_clip_model
 from promptgen.runlog import CommandRun, logged
@@ -32,15 +32,13 @@ def parse_build_spec(spec: str) -> tuple[str, list[str], dict[str, Any]]:
     from promptgen.clip.registry import GENERIC_OPTIONS
     from promptgen.errors import PromptgenError
 
-    head, *pairs = re.split(r",(?=\s*\w+\s*=)", spec)
-    builder, _, source_text = head.partition(":")
-    builder = builder.strip()
+    split = split_build(spec)
+    builder = split.builder.strip()
     if builder not in BUILDERS:
         raise PromptgenError(f"--build {spec}: unknown builder {builder!r}", f"builders: {', '.join(sorted(BUILDERS))}")
     allowed = BUILDERS[builder].options + GENERIC_OPTIONS + ("name",) + (("reps",) if builder.startswith("waffle") else ())
     options: dict[str, Any] = {}
-    for pair in pairs:
-        key, _, value = (part.strip() for part in pair.partition("="))
+    for key, value in split.pairs():
         if key not in allowed:
             raise PromptgenError(f"--build {spec}: the {builder} builder has no option {key!r}",
                                  f"its options: {', '.join(allowed)}")
@@ -57,7 +55,7 @@ def parse_build_spec(spec: str) -> tuple[str, list[str], dict[str, Any]]:
         except (ValueError, TypeError) as exc:
             raise PromptgenError(f"--build {spec}: bad value {value!r} for {key} ({exc})",
                                  "e.g. zpe_tau=2, waffle_count=15, source_weights=[1,0.5]") from exc
-    return builder, [s for s in source_text.split("+") if s], options
+    return builder, [s for s in split.sources if s], options
 
 
 def _split_sources(store, classes, names: list[str]) -> tuple[list[str], list[str]]:

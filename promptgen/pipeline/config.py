@@ -18,7 +18,8 @@ from click import _utils as click_utils
 
 from promptgen.classes import list_datasets
 from promptgen.errors import PromptgenError
-from promptgen.pipeline.keys import BUILD_FILE_PARAMS, split_build
+from promptgen.build_spec import split_build
+from promptgen.pipeline.keys import BUILD_FILE_PARAMS
 from promptgen.steps import STEPS, StepSpec
 from promptgen.store import check_name
 from promptgen.templates import load_template

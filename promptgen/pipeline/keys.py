@@ -2,48 +2,24 @@
 
 A unit's key is the sha256 of its identity (command, dataset, class list, options, and the
 content of everything it reads); the state file keeps the identity with credentials removed, so
-a plan can say what changed. `--build` specs are split here, once, for the pipeline and for
-`promptgen eval`.
+a plan can say what changed. `--build` specs are split by promptgen.build_spec, as `promptgen
+eval` splits them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from promptgen.build_spec import split_build
 from promptgen.fileio import canonical_json, sha256_file
 from promptgen.redact import redact, redact_url
 
-__all__ = ["key_of", "stored", "shown", "BuildSpec", "split_build", "map_build", "content_identity", "changed",
+__all__ = ["key_of", "stored", "shown", "map_build", "content_identity", "changed",
            "BUILD_FILE_PARAMS"]
 
-_BUILD_PARAM = re.compile(r",(?=\s*\w+\s*=)")  # a comma that starts key=value, not one inside a value
-BUILD_FILE_PARAMS = ("initial", "rename", "zpe_pool")
-
-
-@dataclass
-class BuildSpec:
-    """`BUILDER[:SOURCE[+SOURCE...]][,key=value...]` split as written (nothing stripped)."""
-
-    builder: str
-    source_text: str
-    params: list[str]
-
-    @property
-    def sources(self) -> list[str]:
-        return self.source_text.split("+") if self.source_text else []
-
-    def pairs(self) -> list[tuple[str, str]]:
-        return [tuple(part.strip() for part in param.partition("=")[::2]) for param in self.params]
-
-
-def split_build(spec: str) -> BuildSpec:
-    head, *params = _BUILD_PARAM.split(spec)
-    builder, _, source_text = head.partition(":")
-    return BuildSpec(builder, source_text, params)
+BUILD_FILE_PARAMS = ("initial", "rename", "zpe_pool")  # build options whose values are files
 
 
 def map_build(spec: str, pin: Callable[[str], str], file_ref: Callable[[Any, bool], Any]) -> str:
