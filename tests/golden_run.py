@@ -1,8 +1,8 @@
 """The golden run: tests/golden/pipeline.toml (every stage, builder and output kind on cifar10,
 the fake LLM server, the tiny random CLIP model) plus the exports, in a fresh root.
 
-`run_golden(root)` returns every file the run wrote, normalised: the fake server's port, the root's
-path and the times a run stamps are replaced by placeholders, and head tensors are shown as their
+`run_golden(root)` returns every file the run wrote, normalised: the root's and the checkout's
+paths and the times a run stamps are replaced by placeholders, and head tensors are shown as their
 values (torch.save's bytes are not the output: the numbers are). Nothing else is touched, so a refactor
 that changes one byte of a record, a manifest, a head or a result fails `tests/test_golden.py`.
 
@@ -25,7 +25,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
-GOLDEN = Path(__file__).resolve().parent / "golden"
+CHECKOUT = Path(__file__).resolve().parent.parent
+GOLDEN = CHECKOUT / "tests" / "golden"
 OUT = GOLDEN / "out"
 # a run's own times and durations; everything else must match byte for byte
 TIME_KEYS = ("seconds", "wall_s", "elapsed_s", "latency_s", "duration_s", "pid")
@@ -72,7 +73,8 @@ def run_golden(root: Path) -> dict[str, str]:
         for fmt, set_name in (("cupl", "cupl-base"), ("dclip", "dclip"), ("fudd", "differential"),
                               ("clip-benchmark", "cupl-base")):
             cli("export", f"cifar10/{set_name}", "--format", fmt, "-o", str(root / "exports" / f"{set_name}.{fmt}.json"))
-    return _collect(root, {str(root): "{root}", str(workdir): "{inputs}"})
+    # the checkout's path is in manifests (a template's file): a clone elsewhere writes the same
+    return _collect(root, {str(root): "{root}", str(workdir): "{inputs}", str(CHECKOUT): "{checkout}"})
 
 
 def _collect(root: Path, replace: dict[str, str]) -> dict[str, str]:
