@@ -123,10 +123,10 @@ def rename_command(dataset: str, set_refs: tuple[str, ...], scorer: str, filters
             raise PromptgenError("the llm scorer needs --model", "e.g. --model openai/gpt-4o-mini")
         client = make_client(store.root, values, on_spend=run.on_spend)
         if values["dry_run"]:
-            from promptgen.rename import ScoreContext, rating_requests
+            from promptgen.rename import ScoreContext, rating_job
 
-            requests = rating_requests(ScoreContext(classes, candidates, client=client, root=store.root,
-                                                    draw=values["draw"]))
+            requests = rating_job(ScoreContext(classes, candidates, client=client, root=store.root,
+                                               draw=values["draw"])).plan_requests(client)
             click.echo(f"{dataset}: {len(requests)} rating question(s), one per class")
             for line in client.estimate(requests).lines():
                 click.echo("  " + line)
