@@ -34,7 +34,8 @@ from typing import Any, Awaitable, Callable, Iterable
 
 from promptgen.errors import PromptgenError
 from promptgen.fileio import atomic_write_text
-from promptgen.llm.client import FatalError, LLMClient, LLMRequest, LLMRequestFailed, LLMResponse, RunStats
+from promptgen.llm.client import LLMClient
+from promptgen.llm.requests import FatalError, LLMRequest, LLMRequestFailed, LLMResponse, RunStats
 from promptgen.messages import shorten
 from promptgen.redact import redact
 
