@@ -171,7 +171,7 @@ def main() -> None:
         if typical_completion is None:
             sample = [pair_answer(classes.names[i], classes.names[j]) for i, j in plan.pairs[:200]]
             typical_completion = sum(client._count_tokens([{"role": "assistant", "content": s}]) for s in sample) / len(sample)
-        prices = client._prices()
+        prices = client.unit_prices()
         typical_cost = (estimate.prompt_tokens * prices[0] + typical_completion * len(requests) * prices[1]) / 1e6
         per_request_max = estimate.cost_usd / len(requests)
         price_rows.append({"pairs": name, "requests": len(requests), "prompt_tokens": estimate.prompt_tokens,
@@ -179,9 +179,9 @@ def main() -> None:
                            "cost_typical_usd": typical_cost, "structured": job.fingerprint(client)["structured"],
                            "all_pairs_cost_max_usd": per_request_max * plan.all_pairs,
                            "all_pairs_cost_typical_usd": typical_cost / len(requests) * plan.all_pairs})
-    results["price"] = {"model": args.model, "usd_per_million_tokens": list(client._prices()),
+    results["price"] = {"model": args.model, "usd_per_million_tokens": list(client.unit_prices()),
                         "typical_completion_tokens": typical_completion, "rows": price_rows}
-    print(f"\n(b) price with {args.model} (${client._prices()[0]:g} / ${client._prices()[1]:g} per million prompt / "
+    print(f"\n(b) price with {args.model} (${client.unit_prices()[0]:g} / ${client.unit_prices()[1]:g} per million prompt / "
           f"completion tokens; typical answer {typical_completion:.0f} tokens, at most 600)")
     print(f"{'pairs':16} {'requests':>9} {'prompt tok':>11} {'$ typical':>10} {'$ at most':>10} {'all pairs $ typical':>20}")
     for r in price_rows:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable
 
 from promptgen.errors import PromptgenError
 from promptgen.llm.cache import LLMCache, cache_key
+from promptgen.llm.pricing import Prices, Pricing
 from promptgen.llm.requests import Estimate, FatalError, LLMRequest, LLMRequestFailed, LLMResponse, RunStats
 from promptgen.messages import shorten
 from promptgen.redact import redact, redact_url, register_secret
@@ -46,8 +47,6 @@ NO_KEY_HINT = ("export {var}=... (promptgen never takes keys as arguments); or u
 
 RETRY_TEMPERATURE = 0.7
 BATCH_RETRIES = ("online", "batch")
-# OpenAI's batch API costs half the online price; used where litellm lists no batch price
-BATCH_DISCOUNT = 0.5
 
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "stop", "n", "seed", "presence_penalty",
                  "frequency_penalty", "response_format")
@@ -135,8 +134,7 @@ class LLMClient:
         self.on_spend = on_spend  # the run log's count of what was sent and paid (runlog.CommandRun)
         self._litellm: Any = None
         self._provider_name: str | None | bool = False
-        self._unit_prices: tuple[float, float] | None | bool = False
-        self._batch_unit_prices: tuple[tuple[float, float] | None, str] | None = None
+        self.pricing = Pricing(model, price, lambda: self.litellm)
         self._openai: Any = None
         self._api_base_shown = redact_url(api_base)  # computed once: it is part of every cache key
 
@@ -319,55 +317,9 @@ class LLMClient:
                 f"model {self.model!r} needs {' and '.join(missing)} in the environment, and it is not set",
                 NO_KEY_HINT.format(var=missing[0]))
 
-    def _prices(self) -> tuple[float, float] | None:
-        """USD per million (prompt, completion) tokens: --price, else litellm's table, else None."""
-        if self.price is not None:
-            return self.price
-        if self._unit_prices is False:
-            try:
-                prompt_cost, _ = self.litellm.cost_per_token(model=self.model, prompt_tokens=1_000_000, completion_tokens=0)
-                _, completion_cost = self.litellm.cost_per_token(model=self.model, prompt_tokens=0,
-                                                                 completion_tokens=1_000_000)
-                self._unit_prices = (float(prompt_cost), float(completion_cost))
-            except Exception:
-                self._unit_prices = None
-        return self._unit_prices
-
-    def _batch_prices(self) -> tuple[tuple[float, float] | None, str]:
-        """USD per million (prompt, completion) tokens through the batch API, and where they come
-        from: litellm's batch prices for the model, else the online price with the usual discount."""
-        if self._batch_unit_prices is None:
-            online = self._prices()
-            prices, source = None, "no price known"
-            if self.price is not None:
-                prices, source = self._discounted(self.price), f"--price less the {BATCH_DISCOUNT:.0%} batch discount"
-            else:
-                try:
-                    info = self.litellm.get_model_info(self.model)
-                    listed = (info.get("input_cost_per_token_batches"), info.get("output_cost_per_token_batches"))
-                except Exception:
-                    listed = (None, None)
-                if None not in listed:
-                    prices, source = (float(listed[0]) * 1e6, float(listed[1]) * 1e6), "litellm's batch prices"
-                elif online is not None:
-                    prices = self._discounted(online)
-                    source = f"litellm's price table less the usual {BATCH_DISCOUNT:.0%} batch discount"
-            self._batch_unit_prices = (prices, source)
-        return self._batch_unit_prices
-
-    @staticmethod
-    def _discounted(prices: tuple[float, float]) -> tuple[float, float]:
-        return prices[0] * BATCH_DISCOUNT, prices[1] * BATCH_DISCOUNT
-
-    def unit_prices(self, *, batch: bool = False) -> tuple[float, float] | None:
+    def unit_prices(self, *, batch: bool = False) -> Prices | None:
         """USD per million (prompt, completion) tokens, online or through the batch API."""
-        return self._batch_prices()[0] if batch else self._prices()
-
-    def _cost(self, prompt_tokens: int, completion_tokens: int, *, batch: bool = False) -> float | None:
-        prices = self.unit_prices(batch=batch)
-        if prices is None:
-            return None
-        return (prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1e6
+        return self.pricing.unit_prices(batch=batch)
 
     def estimate(self, requests: Iterable[LLMRequest]) -> Estimate:
         self.check_batch()
@@ -379,10 +331,10 @@ class LLMClient:
             to_send += 1
             prompt_tokens += self._count_tokens(request.message_list)
             completion_tokens += int(request.param_dict.get("max_tokens") or 256) * request.n
-        cost = self._cost(prompt_tokens, completion_tokens)
-        source = "--price" if self.price else ("litellm's price table" if cost is not None else "no price known")
-        return Estimate(to_send, cached, prompt_tokens, completion_tokens, cost, source,
-                        self._cost(prompt_tokens, completion_tokens, batch=True), self._batch_prices()[1], self.batch)
+        return Estimate(to_send, cached, prompt_tokens, completion_tokens,
+                        self.pricing.cost(prompt_tokens, completion_tokens), self.pricing.online_source(),
+                        self.pricing.cost(prompt_tokens, completion_tokens, batch=True), self.pricing.batch()[1],
+                        self.batch)
 
     def _count_tokens(self, messages: list[dict]) -> int:
         try:
@@ -493,7 +445,7 @@ class LLMClient:
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
         completion_tokens = int(usage.get("completion_tokens") or 0)
         return LLMResponse(key, choices, {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
-                           self._cost(prompt_tokens, completion_tokens, batch=batch), False, latency_s,
+                           self.pricing.cost(prompt_tokens, completion_tokens, batch=batch), False, latency_s,
                            data.get("model") or self.model)
 
     def account(self, response: LLMResponse, stats: RunStats) -> None:
@@ -501,7 +453,7 @@ class LLMClient:
         stats.sent += 1
         stats.prompt_tokens += response.usage["prompt_tokens"]
         stats.completion_tokens += response.usage["completion_tokens"]
-        stats.add_cost(response.cost_usd)
+        stats.cost.add(response.cost_usd)
 
     def remember(self, payload: dict, response: LLMResponse) -> None:
         """Cache a paid answer under its key payload; a full disk only warns (the stage's journal
@@ -525,7 +477,7 @@ class LLMClient:
             return hit
         # prices come from litellm (a slow first import): look them up before the first request is in
         # flight, and never on a run answered wholly from the cache
-        self._prices()
+        self.pricing.online()
         started = time.perf_counter()
         try:
             async for attempt in self.retrying():

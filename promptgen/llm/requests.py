@@ -10,6 +10,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from promptgen.llm.pricing import Cost
+
 __all__ = ["LLMRequest", "LLMResponse", "LLMRequestFailed", "FatalError", "RunStats", "Estimate"]
 
 
@@ -90,14 +92,15 @@ class RunStats:
     failed: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost_usd: float | None = 0.0
+    cost: Cost = field(default_factory=Cost)
     seconds: float = 0.0
     errors: Counter = field(default_factory=Counter)
     batches: list[str] = field(default_factory=list)  # batch ids this run submitted or picked up
     batch_lines: int = 0                               # lines answered from batches (also counted in sent)
 
-    def add_cost(self, cost: float | None) -> None:
-        self.cost_usd = None if cost is None or self.cost_usd is None else self.cost_usd + cost
+    @property
+    def cost_usd(self) -> float | None:
+        return self.cost.usd
 
 
 @dataclass
