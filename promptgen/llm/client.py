@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import random
-import re
 import sys
 import time
 from typing import Any, Callable, Iterable
@@ -27,9 +26,10 @@ from typing import Any, Callable, Iterable
 from promptgen.errors import PromptgenError
 from promptgen.llm.cache import LLMCache, cache_key
 from promptgen.llm.pricing import Prices, Pricing
+from promptgen.llm.providers import Provider, import_litellm
 from promptgen.llm.requests import Estimate, FatalError, LLMRequest, LLMRequestFailed, LLMResponse, RunStats
 from promptgen.messages import shorten
-from promptgen.redact import redact, redact_url, register_secret
+from promptgen.redact import redact, redact_url
 
 __all__ = ["LLMRequest", "LLMResponse", "LLMRequestFailed", "LLMClient", "RunStats", "Estimate",
            "import_litellm", "FatalError"]
@@ -37,30 +37,11 @@ __all__ = ["LLMRequest", "LLMResponse", "LLMRequestFailed", "LLMClient", "RunSta
 log = logging.getLogger(__name__)
 
 TRANSPORTS = ("auto", "litellm", "openai")
-# Providers that speak the OpenAI chat API; for them the openai SDK is called directly (litellm
-# resolves, prices and validates; its own call path costs ~14 ms of CPU per request, which caps
-# concurrent throughput on small machines; see benchmarks/README.md).
-OPENAI_COMPATIBLE = ("openai", "hosted_vllm", "lm_studio")
-
-NO_KEY_HINT = ("export {var}=... (promptgen never takes keys as arguments); or use --api-base URL for a local "
-               "OpenAI-compatible server, or --source wordnet to run without an LLM")
-
 RETRY_TEMPERATURE = 0.7
 BATCH_RETRIES = ("online", "batch")
 
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "stop", "n", "seed", "presence_penalty",
                  "frequency_penalty", "response_format")
-
-
-def import_litellm() -> Any:
-    """litellm, imported on first use (it takes seconds) and without reaching for the network."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
-
-    litellm.suppress_debug_info = True
-    litellm.telemetry = False
-    logging.getLogger("LiteLLM").setLevel(logging.CRITICAL)
-    return litellm
 
 
 def _retry_after_seconds(exc: BaseException) -> float | None:
@@ -132,8 +113,7 @@ class LLMClient:
         self.batch_poll = batch_poll
         self.batch_retry = batch_retry
         self.on_spend = on_spend  # the run log's count of what was sent and paid (runlog.CommandRun)
-        self._litellm: Any = None
-        self._provider_name: str | None | bool = False
+        self.provider = Provider(model, api_base, api_key_env)
         self.pricing = Pricing(model, price, lambda: self.litellm)
         self._openai: Any = None
         self._api_base_shown = redact_url(api_base)  # computed once: it is part of every cache key
@@ -142,71 +122,34 @@ class LLMClient:
 
     @property
     def litellm(self) -> Any:
-        if self._litellm is None:
-            self._litellm = import_litellm()
-        return self._litellm
-
-    def _explicit_openai_compatible(self) -> bool:
-        """`openai/...`-style names: provider and parameters are known without asking litellm, whose
-        import takes seconds (a rerun answered from the cache then never imports it)."""
-        return self.model.split("/", 1)[0] in OPENAI_COMPATIBLE and "/" in self.model
-
-    def _provider(self) -> str | None:
-        if self._provider_name is False:
-            if self._explicit_openai_compatible():
-                self._provider_name = self.model.split("/", 1)[0]
-                return self._provider_name
-            try:
-                self._provider_name = self.litellm.get_llm_provider(self.model, api_base=self.api_base)[1]
-            except Exception:
-                self._provider_name = None
-        return self._provider_name
+        return self.provider.litellm
 
     @property
     def transport(self) -> str:
         """'openai' (the openai SDK, for OpenAI-compatible providers) or 'litellm' (everything else)."""
-        compatible = self._provider() in OPENAI_COMPATIBLE
+        compatible = self.provider.openai_compatible()
         if self._transport == "auto":
             return "openai" if compatible else "litellm"
         if self._transport == "openai" and not compatible:
             raise PromptgenError(f"--transport openai needs an OpenAI-compatible provider; {self.model!r} is "
-                                 f"{self._provider() or 'unknown to litellm'}",
+                                 f"{self.provider.shown()}",
                                  "use --transport auto or litellm for this model")
         return self._transport
 
-    def _bare_model(self) -> str:
-        provider = self._provider()
-        return self.model.split("/", 1)[1] if provider and self.model.startswith(provider + "/") else self.model
-
-    def _supports(self, param: str) -> bool:
-        if self._explicit_openai_compatible() and param in ("n", "seed"):
-            return True  # part of the OpenAI chat API that these servers implement
-        provider = self._provider()
-        if provider is None:
-            return False
-        try:
-            params = self.litellm.get_supported_openai_params(model=self._bare_model(), custom_llm_provider=provider) or []
-        except Exception:
-            return False
-        return param in params
-
     def supports_response_schema(self) -> bool:
         """Whether litellm reports that the model takes a JSON-schema `response_format`."""
-        try:
-            return bool(self.litellm.supports_response_schema(model=self.model, custom_llm_provider=self._provider()))
-        except Exception:
-            return False
+        return self.provider.supports_response_schema()
 
     @property
     def split_samples(self) -> bool:
         """True when n samples must come from n requests (the provider has no `n`)."""
         if self._split_samples is None:
-            self._split_samples = not self._supports("n")
+            self._split_samples = not self.provider.supports("n")
         return self._split_samples
 
     def describe(self) -> dict:
         """What the manifest records about the model and transport (no secrets)."""
-        return {"model": self.model, "api_base": self._api_base_shown, "provider": self._provider(),
+        return {"model": self.model, "api_base": self._api_base_shown, "provider": self.provider.name(),
                 "transport": self.transport,
                 "samples": "split into n requests" if self.split_samples else "one request with n",
                 "timeout_s": self.timeout, "max_attempts": self.max_attempts, "concurrency": self.concurrency,
@@ -236,7 +179,7 @@ class LLMClient:
         params = dict(base)
         if n > 1:
             params["n"] = n
-        if "seed" not in base and self._supports("seed") and (sample_index is not None or attempt or draw):
+        if "seed" not in base and self.provider.supports("seed") and (sample_index is not None or attempt or draw):
             params["seed"] = (sample_index or 0) + 1000 * attempt + 100_000 * draw
         if attempt and not params.get("temperature", 1):
             params["temperature"] = RETRY_TEMPERATURE
@@ -260,35 +203,16 @@ class LLMClient:
         """The API base as keys, manifests and batch states record it (credentials removed)."""
         return self._api_base_shown
 
-    # -- credentials and prices ---------------------------------------------------------------
-
-    def _api_key(self) -> str | None:
-        if self.api_key_env:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):
-                # never echo it: it may be the key itself, pasted by mistake
-                raise PromptgenError("--api-key-env takes the NAME of an environment variable, not a key",
-                                     "export MY_KEY=... and pass --api-key-env MY_KEY")
-            value = os.environ.get(self.api_key_env)
-            if not value:
-                raise PromptgenError(f"the environment variable {self.api_key_env} (named by --api-key-env) is not set",
-                                     f"export {self.api_key_env}=... before running")
-            register_secret(value)
-            return value
-        if self.api_base:
-            # a server named by --api-base gets no key unless --api-key-env names one: the provider's
-            # own key (OPENAI_API_KEY) must not travel to another host. The openai client insists on a value.
-            return "no-key" if self._provider() in OPENAI_COMPATIBLE else None
-        return None
+    # -- credentials, batch and prices ---------------------------------------------------------
 
     def check_batch(self) -> None:
         """With --batch, fail before anything is sent when the provider has no batch API promptgen can use."""
         if not self.batch:
             return
-        provider = self._provider()
-        if provider not in OPENAI_COMPATIBLE:
+        if not self.provider.openai_compatible():
             raise PromptgenError(
                 f"--batch needs an OpenAI-compatible provider (the OpenAI files and batches API); {self.model!r} is "
-                f"{provider or 'unknown to litellm'}",
+                f"{self.provider.shown()}",
                 "drop --batch to ask online, or use an openai/... model (with --api-base for an OpenAI-compatible "
                 "server that has /v1/batches)")
         if self.cache is None:
@@ -299,23 +223,7 @@ class LLMClient:
         """Fail before anything is sent when the provider's key is missing, naming the variable (and,
         with --batch, when the provider has no batch API)."""
         self.check_batch()
-        if self.api_key_env or self.api_base:
-            self._api_key()
-            return
-        if self._provider() == "openai" and self._explicit_openai_compatible():
-            if not os.environ.get("OPENAI_API_KEY"):
-                raise PromptgenError(f"model {self.model!r} needs OPENAI_API_KEY in the environment, and it is not set",
-                                     NO_KEY_HINT.format(var="OPENAI_API_KEY"))
-            return
-        try:
-            status = self.litellm.validate_environment(self.model)
-        except Exception:
-            return
-        missing = status.get("missing_keys") or []
-        if missing:
-            raise PromptgenError(
-                f"model {self.model!r} needs {' and '.join(missing)} in the environment, and it is not set",
-                NO_KEY_HINT.format(var=missing[0]))
+        self.provider.check_credentials()
 
     def unit_prices(self, *, batch: bool = False) -> Prices | None:
         """USD per million (prompt, completion) tokens, online or through the batch API."""
@@ -346,7 +254,7 @@ class LLMClient:
 
     def openai_body(self, request: LLMRequest) -> dict:
         """The /chat/completions body the openai transport sends (and a batch line carries)."""
-        return {"model": self._bare_model(), "messages": request.message_list, **request.param_dict}
+        return {"model": self.provider.bare_model(), "messages": request.message_list, **request.param_dict}
 
     @property
     def openai(self) -> Any:
@@ -371,7 +279,7 @@ class LLMClient:
                                       num_retries=0, max_retries=0, **request.param_dict)
         if self.api_base:
             kwargs["api_base"] = self.api_base
-        api_key = self._api_key()
+        api_key = self.provider.api_key()
         if api_key:
             kwargs["api_key"] = api_key
         return await self.litellm.acompletion(**kwargs)
@@ -385,7 +293,7 @@ class LLMClient:
             http_client = openai.DefaultAioHttpClient(timeout=self.timeout)
         except Exception:
             http_client = None
-        return openai.AsyncOpenAI(base_url=self.api_base, api_key=self._api_key() or os.environ.get("OPENAI_API_KEY"),
+        return openai.AsyncOpenAI(base_url=self.api_base, api_key=self.provider.api_key() or os.environ.get("OPENAI_API_KEY"),
                                   max_retries=0, timeout=self.timeout, http_client=http_client)
 
     def classify(self, exc: BaseException) -> str:
