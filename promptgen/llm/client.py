@@ -17,7 +17,6 @@ import dataclasses
 import email.utils
 import json
 import logging
-import os
 import random
 import sys
 import time
@@ -28,6 +27,7 @@ from promptgen.llm.cache import LLMCache, cache_key
 from promptgen.llm.pricing import Prices, Pricing
 from promptgen.llm.providers import Provider, import_litellm
 from promptgen.llm.requests import Estimate, FatalError, LLMRequest, LLMRequestFailed, LLMResponse, RunStats
+from promptgen.llm.transports import TRANSPORTS, LiteLLMTransport, OpenAITransport, Transport, resolve_transport
 from promptgen.messages import shorten
 from promptgen.redact import redact, redact_url
 
@@ -36,7 +36,6 @@ __all__ = ["LLMRequest", "LLMResponse", "LLMRequestFailed", "LLMClient", "RunSta
 
 log = logging.getLogger(__name__)
 
-TRANSPORTS = ("auto", "litellm", "openai")
 RETRY_TEMPERATURE = 0.7
 BATCH_RETRIES = ("online", "batch")
 
@@ -107,7 +106,7 @@ class LLMClient:
         self._split_samples = split_samples
         if transport not in TRANSPORTS:
             raise PromptgenError(f"unknown transport {transport!r}", f"use one of: {', '.join(TRANSPORTS)}")
-        self._transport = transport
+        self._transport_choice = transport
         self.progress = progress
         self.batch = batch
         self.batch_poll = batch_poll
@@ -115,7 +114,9 @@ class LLMClient:
         self.on_spend = on_spend  # the run log's count of what was sent and paid (runlog.CommandRun)
         self.provider = Provider(model, api_base, api_key_env)
         self.pricing = Pricing(model, price, lambda: self.litellm)
-        self._openai: Any = None
+        self._openai_transport = OpenAITransport(self.provider, timeout)
+        self._transports: dict[str, Transport] = {"openai": self._openai_transport,
+                                                  "litellm": LiteLLMTransport(self.provider, timeout)}
         self._api_base_shown = redact_url(api_base)  # computed once: it is part of every cache key
 
     # -- identity and capabilities ------------------------------------------------------------
@@ -127,14 +128,7 @@ class LLMClient:
     @property
     def transport(self) -> str:
         """'openai' (the openai SDK, for OpenAI-compatible providers) or 'litellm' (everything else)."""
-        compatible = self.provider.openai_compatible()
-        if self._transport == "auto":
-            return "openai" if compatible else "litellm"
-        if self._transport == "openai" and not compatible:
-            raise PromptgenError(f"--transport openai needs an OpenAI-compatible provider; {self.model!r} is "
-                                 f"{self.provider.shown()}",
-                                 "use --transport auto or litellm for this model")
-        return self._transport
+        return resolve_transport(self._transport_choice, self.provider)
 
     def supports_response_schema(self) -> bool:
         """Whether litellm reports that the model takes a JSON-schema `response_format`."""
@@ -254,47 +248,19 @@ class LLMClient:
 
     def openai_body(self, request: LLMRequest) -> dict:
         """The /chat/completions body the openai transport sends (and a batch line carries)."""
-        return {"model": self.provider.bare_model(), "messages": request.message_list, **request.param_dict}
+        return self._openai_transport.body(request)
 
     @property
     def openai(self) -> Any:
         """The openai SDK client (made on first use; `run` closes it at the end)."""
-        if self._openai is None:
-            self._openai = self._make_openai_client()
-        return self._openai
+        return self._openai_transport.sdk
 
     async def aclose(self) -> None:
         """Close the openai SDK client, if one was made (the next call makes a new one)."""
-        if self._openai is not None:
-            client, self._openai = self._openai, None
-            await client.close()
+        await self._openai_transport.aclose()
 
     async def _send(self, request: LLMRequest) -> Any:
-        if self.transport == "openai":
-            # the SDK's documented raw call: same HTTP, errors and headers, without building typed
-            # request and response models (a few ms of CPU per request)
-            return await self.openai.post("/chat/completions", body=self.openai_body(request), cast_to=object,
-                                          options={"timeout": self.timeout})
-        kwargs: dict[str, Any] = dict(model=self.model, messages=request.message_list, timeout=self.timeout,
-                                      num_retries=0, max_retries=0, **request.param_dict)
-        if self.api_base:
-            kwargs["api_base"] = self.api_base
-        api_key = self.provider.api_key()
-        if api_key:
-            kwargs["api_key"] = api_key
-        return await self.litellm.acompletion(**kwargs)
-
-    def _make_openai_client(self) -> Any:
-        import openai
-
-        try:
-            # aiohttp underneath: its connection pool stays cheap with dozens of connections in flight,
-            # where httpx's checks every idle connection on each request
-            http_client = openai.DefaultAioHttpClient(timeout=self.timeout)
-        except Exception:
-            http_client = None
-        return openai.AsyncOpenAI(base_url=self.api_base, api_key=self.provider.api_key() or os.environ.get("OPENAI_API_KEY"),
-                                  max_retries=0, timeout=self.timeout, http_client=http_client)
+        return await self._transports[self.transport].send(request)
 
     def classify(self, exc: BaseException) -> str:
         """'retry', 'fail' (this request only) or 'fatal' (every request would fail the same way).

@@ -92,7 +92,8 @@ class Provider:
         if provider is None:
             return False
         try:
-            params = self.litellm.get_supported_openai_params(model=self.bare_model(), custom_llm_provider=provider) or []
+            params = self.litellm.get_supported_openai_params(model=self.bare_model(),
+                                                              custom_llm_provider=provider) or []
         except Exception:
             return False
         return param in params
