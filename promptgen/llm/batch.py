@@ -36,6 +36,7 @@ from promptgen.errors import PromptgenError
 from promptgen.fileio import atomic_write_text
 from promptgen.llm.client import LLMClient
 from promptgen.llm.requests import FatalError, LLMRequest, LLMRequestFailed, LLMResponse, RunStats
+from promptgen.llm.retries import classify
 from promptgen.messages import shorten
 from promptgen.redact import redact
 
@@ -295,7 +296,7 @@ class BatchRun:
 
         retry_on = (lambda exc: isinstance(exc, openai.RateLimitError)) if not resend else None
         try:
-            async for attempt in self.client.retrying(retry_on):
+            async for attempt in self.client.retries.retrying(retry_on):
                 with attempt:
                     return await call()
         except RetryError as exc:
@@ -307,7 +308,7 @@ class BatchRun:
                                  f"{self.client.api_base_shown or 'the provider'} may not offer the OpenAI batch API "
                                  f"(/v1/files, /v1/batches); drop --batch to ask online") from None
         except Exception as exc:
-            if self.client.classify(exc) == "fatal":
+            if classify(exc) == "fatal":
                 raise FatalError(redact(f"could not {what}: {type(exc).__name__}: {exc}")) from None
             error = exc
         raise PromptgenError(f"could not {what}: {shorten(redact(f'{type(error).__name__}: {error}'), 300)}",

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import email.utils
-import json
 import logging
-import random
 import sys
 import time
 from typing import Any, Callable, Iterable
@@ -27,8 +24,9 @@ from promptgen.llm.cache import LLMCache, cache_key
 from promptgen.llm.pricing import Prices, Pricing
 from promptgen.llm.providers import Provider, import_litellm
 from promptgen.llm.requests import Estimate, FatalError, LLMRequest, LLMRequestFailed, LLMResponse, RunStats
+from promptgen.llm.retries import RetryPolicy, classify
+from promptgen.llm.retries import retry_after_seconds as _retry_after_seconds  # noqa: F401 (tests import it from here)
 from promptgen.llm.transports import TRANSPORTS, LiteLLMTransport, OpenAITransport, Transport, resolve_transport
-from promptgen.messages import shorten
 from promptgen.redact import redact, redact_url
 
 __all__ = ["LLMRequest", "LLMResponse", "LLMRequestFailed", "LLMClient", "RunStats", "Estimate",
@@ -41,33 +39,6 @@ BATCH_RETRIES = ("online", "batch")
 
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "stop", "n", "seed", "presence_penalty",
                  "frequency_penalty", "response_format")
-
-
-def _retry_after_seconds(exc: BaseException) -> float | None:
-    headers = getattr(exc, "litellm_response_headers", None)
-    if headers is None:
-        response = getattr(exc, "response", None)
-        headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    try:
-        value = headers.get("retry-after-ms")
-        if value is not None:
-            return float(value) / 1000
-        value = headers.get("retry-after")
-    except AttributeError:
-        return None
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except (TypeError, ValueError):
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None  # an unreadable header: fall back to our own backoff
-    return max(0.0, when.timestamp() - time.time()) if when else None
 
 
 class LLMClient:
@@ -98,10 +69,7 @@ class LLMClient:
         self.cache = cache
         self.concurrency = concurrency
         self.timeout = timeout
-        self.max_attempts = max(1, max_attempts)
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self.max_retry_after = max_retry_after
+        self.retries = RetryPolicy(max(1, max_attempts), backoff, max_backoff, max_retry_after)
         self.price = price
         self._split_samples = split_samples
         if transport not in TRANSPORTS:
@@ -262,45 +230,13 @@ class LLMClient:
     async def _send(self, request: LLMRequest) -> Any:
         return await self._transports[self.transport].send(request)
 
-    def classify(self, exc: BaseException) -> str:
-        """'retry', 'fail' (this request only) or 'fatal' (every request would fail the same way).
-        litellm's exceptions subclass openai's, so one table serves both transports."""
-        import openai
-
-        if getattr(exc, "code", None) in ("context_length_exceeded", "content_filter") or \
-                type(exc).__name__ in ("ContextWindowExceededError", "ContentPolicyViolationError"):
-            return "fail"
-        if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError,
-                            openai.BadRequestError, openai.UnprocessableEntityError)):
-            return "fatal"
-        if isinstance(exc, (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
-                            openai.InternalServerError, openai.APIResponseValidationError, json.JSONDecodeError,
-                            asyncio.TimeoutError, ConnectionError)):
-            return "retry"  # a truncated or malformed body is a transport fault: ask again
-        status = getattr(exc, "status_code", None)
-        if isinstance(status, int) and (status >= 500 or status in (408, 409, 429)):
-            return "retry"
-        if type(exc).__name__ in ("ServiceUnavailableError", "BadGatewayError", "Timeout", "APIConnectionError"):
-            return "retry"
-        return "fail"
+    @property
+    def max_attempts(self) -> int:
+        return self.retries.max_attempts
 
     def _wait(self, attempt: int, exc: BaseException) -> float:
-        """Exponential backoff with jitter; never sooner than the server's Retry-After (capped)."""
-        backoff = min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) + random.uniform(0, self.backoff)
-        retry_after = _retry_after_seconds(exc)
-        return backoff if retry_after is None else max(backoff, min(retry_after, self.max_retry_after))
-
-    def retrying(self, retry_on: Callable[[BaseException], bool] | None = None) -> Any:
-        """tenacity's retry loop for one call: `max_attempts` tries on retryable errors (or those
-        `retry_on` accepts), with backoff."""
-        from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
-
-        return AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts),
-            wait=lambda state: self._wait(state.attempt_number, state.outcome.exception()),
-            retry=retry_if_exception(retry_on or (lambda exc: self.classify(exc) == "retry")),
-            before_sleep=lambda state: log.info("retrying after %s", shorten(redact(str(state.outcome.exception())), 200)),
-            reraise=False)
+        """The wait before retry `attempt` after `exc` (RetryPolicy.wait)."""
+        return self.retries.wait(attempt, exc)
 
     def cached(self, key: str) -> LLMResponse | None:
         """The cached answer for `key`, if any."""
@@ -354,7 +290,7 @@ class LLMClient:
         self.pricing.online()
         started = time.perf_counter()
         try:
-            async for attempt in self.retrying():
+            async for attempt in self.retries.retrying():
                 with attempt:
                     stats.http_attempts += 1
                     raw = await self._send(request)
@@ -365,7 +301,7 @@ class LLMClient:
         except Exception as exc:
             stats.errors[type(exc).__name__] += 1
             message = redact(f"{type(exc).__name__}: {exc}")
-            if self.classify(exc) == "fatal":
+            if classify(exc) == "fatal":
                 raise FatalError(message) from None
             raise LLMRequestFailed(key, message, 1) from None
         data = raw if isinstance(raw, dict) else raw.model_dump()
