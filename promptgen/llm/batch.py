@@ -30,18 +30,19 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, Protocol
 
 from promptgen.errors import PromptgenError
 from promptgen.fileio import atomic_write_text
-from promptgen.llm.client import LLMClient
+from promptgen.llm.cache import LLMCache
+from promptgen.llm.pricing import Prices
 from promptgen.llm.requests import FatalError, LLMRequest, LLMRequestFailed, LLMResponse, RunStats
-from promptgen.llm.retries import classify
+from promptgen.llm.retries import RetryPolicy, classify
 from promptgen.messages import shorten
 from promptgen.redact import redact
 
 __all__ = ["MAX_BATCH_LINES", "MAX_BATCH_BYTES", "MAX_BATCH_ROUNDS", "BatchState", "BatchStore", "BatchRun",
-           "BatchJournal", "batch_line", "check_no_open_batch"]
+           "BatchJournal", "BatchClient", "batch_line", "check_no_open_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,43 @@ ENDED = ("completed", "failed", "expired", "cancelled", "lost")
 Outcome = LLMResponse | str  # an answer, or why a line got none
 
 
+class BatchClient(Protocol):
+    """What batch mode needs of its client (an LLMClient): the online path's keys, cache entries,
+    answers and accounting, its retries, and the openai SDK for the files and batches API. Named
+    here rather than imported, so that the client can import this module and not the reverse."""
+
+    model: str
+    cache: LLMCache | None
+    timeout: float
+    concurrency: int
+    progress: bool
+    batch: bool
+    batch_poll: float
+    batch_retry: str
+    retries: RetryPolicy
+
+    @property
+    def api_base_shown(self) -> str | None: ...
+    @property
+    def openai(self) -> Any: ...
+    def check_batch(self) -> None: ...
+    def key(self, request: LLMRequest) -> str: ...
+    def key_payload(self, request: LLMRequest) -> dict: ...
+    def openai_body(self, request: LLMRequest) -> dict: ...
+    def cached(self, key: str) -> LLMResponse | None: ...
+    def response_from(self, key: str, data: dict, latency_s: float, *, batch: bool = False) -> LLMResponse: ...
+    def remember(self, payload: dict, response: LLMResponse) -> None: ...
+    def account(self, response: LLMResponse, stats: RunStats) -> None: ...
+    def unit_prices(self, *, batch: bool = False) -> Prices | None: ...
+    async def complete(self, request: LLMRequest, stats: RunStats | None = None) -> LLMResponse: ...
+    async def aclose(self) -> None: ...
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def batch_line(client: LLMClient, request: LLMRequest) -> str:
+def batch_line(client: BatchClient, request: LLMRequest) -> str:
     """One line of the batch input file: the online request body, under its cache key."""
     return json.dumps({"custom_id": client.key(request), "method": "POST", "url": ENDPOINT,
                        "body": client.openai_body(request)}, ensure_ascii=False) + "\n"
@@ -127,7 +160,7 @@ class BatchStore:
                 log.warning("ignoring unreadable batch state %s (%s)", path, exc)
         return sorted(found, key=lambda state: state.submitted_at)
 
-    def open_states(self, client: LLMClient) -> list[BatchState]:
+    def open_states(self, client: BatchClient) -> list[BatchState]:
         """Batches of the client's model and server that no run has joined yet."""
         if not self.directory.is_dir():
             return []
@@ -147,7 +180,7 @@ class BatchStore:
 class BatchRun:
     """One `LLMClient.run` in batch mode (see the module's docstring)."""
 
-    def __init__(self, client: LLMClient, stats: RunStats,
+    def __init__(self, client: BatchClient, stats: RunStats,
                  on_answer: Callable[[LLMRequest, LLMResponse], Iterable[LLMRequest] | None],
                  on_failure: Callable[[LLMRequest, LLMRequestFailed], Iterable[LLMRequest] | None] | None,
                  on_batch: Callable[[dict], None] | None, description: str) -> None:
@@ -481,12 +514,12 @@ class BatchJournal:
         self._append({"event": "batch", "time": _now(), **event})
         self.ids.append(event["batch_id"])
 
-    def manifest_entry(self, client: LLMClient) -> dict:
+    def manifest_entry(self, client: BatchClient) -> dict:
         """{"batches": [ids]} for a version made (partly) through the batch API, else nothing."""
         return {"batches": list(dict.fromkeys(self.ids))} if client.batch or self.ids else {}
 
 
-def check_no_open_batch(client: LLMClient, requests: list[LLMRequest]) -> None:
+def check_no_open_batch(client: BatchClient, requests: list[LLMRequest]) -> None:
     """An online run must not ask what a batch an earlier run submitted holds: that batch is paid
     for (or will be), so its answers are picked up with --batch, not bought a second time."""
     if client.cache is None:

@@ -20,6 +20,7 @@ import time
 from typing import Any, Callable, Iterable
 
 from promptgen.errors import PromptgenError
+from promptgen.llm.batch import BatchRun, check_no_open_batch
 from promptgen.llm.cache import LLMCache, cache_key
 from promptgen.llm.pricing import Prices, Pricing
 from promptgen.llm.providers import Provider, import_litellm
@@ -335,8 +336,6 @@ class LLMClient:
         stats = RunStats()
         started = time.perf_counter()
         try:
-            from promptgen.llm.batch import BatchRun, check_no_open_batch
-
             if self.batch:
                 await BatchRun(self, stats, on_answer, on_failure, on_batch, description).run(requests)
             else:
