@@ -24,16 +24,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Protocol
 
 from promptgen.errors import PromptgenError
-from promptgen.fileio import atomic_write_text
+from promptgen.llm.batch_store import BatchState, BatchStore, now_iso
 from promptgen.llm.cache import LLMCache
 from promptgen.llm.pricing import Prices
 from promptgen.llm.requests import FatalError, LLMRequest, LLMRequestFailed, LLMResponse, RunStats
@@ -51,9 +48,6 @@ MAX_BATCH_BYTES = 190 * 1024 ** 2  # under OpenAI's 200 MB per input file
 MAX_BATCH_ROUNDS = 3               # batches one request may go through before it is asked online
 TRANSFER_TIMEOUT = 600.0           # seconds for an upload or download: files run to hundreds of MB
 ENDPOINT = "/v1/chat/completions"
-# "lost": the provider no longer knows the batch (another account or server); its lines are asked again
-ENDED = ("completed", "failed", "expired", "cancelled", "lost")
-
 Outcome = LLMResponse | str  # an answer, or why a line got none
 
 
@@ -89,92 +83,10 @@ class BatchClient(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 def batch_line(client: BatchClient, request: LLMRequest) -> str:
     """One line of the batch input file: the online request body, under its cache key."""
     return json.dumps({"custom_id": client.key(request), "method": "POST", "url": ENDPOINT,
                        "body": client.openai_body(request)}, ensure_ascii=False) + "\n"
-
-
-@dataclass
-class BatchState:
-    """What promptgen knows of a submitted batch; saved as <cache>/batches/<batch_id>.json."""
-
-    batch_id: str
-    input_file_id: str
-    model: str
-    api_base: str | None
-    custom_ids: list[str]
-    submitted: str                 # ISO time, for people
-    submitted_at: float            # seconds since the epoch, for the answers' latency
-    status: str = "validating"
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-    request_counts: dict = field(default_factory=dict)
-    errors: list = field(default_factory=list)  # why a batch failed, as the provider said
-    joined: bool = False           # every answer it holds is in the cache
-
-    @property
-    def ended(self) -> bool:
-        return self.status in ENDED
-
-    def lines_done(self) -> int:
-        if self.ended:
-            return len(self.custom_ids)
-        counts = self.request_counts or {}
-        return int(counts.get("completed") or 0) + int(counts.get("failed") or 0)
-
-    @classmethod
-    def from_json(cls, data: dict) -> "BatchState":
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
-
-
-class BatchStore:
-    """Batch states and their files, in one folder next to the LLM cache: <batch_id>.json (the
-    state), <input_file_id>.requests.jsonl (each line's cache-key payload, so whoever joins the
-    results caches them as the online path would), <batch_id>.output.jsonl and .errors.jsonl (the
-    results as fetched). Nothing here holds a credential."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-
-    def _path(self, object_id: str, suffix: str) -> Path:
-        return self.directory / (re.sub(r"[^A-Za-z0-9_.-]", "_", object_id) + suffix)
-
-    def state_path(self, batch_id: str) -> Path:
-        return self._path(batch_id, ".json")
-
-    def save(self, state: BatchState) -> None:
-        atomic_write_text(self.state_path(state.batch_id), json.dumps(asdict(state), indent=1) + "\n", durable=True)
-
-    def states(self) -> list[BatchState]:
-        """Every saved state, oldest first; an unreadable one is reported and skipped."""
-        found = []
-        for path in sorted(self.directory.glob("*.json")):
-            try:
-                found.append(BatchState.from_json(json.loads(path.read_text(encoding="utf-8"))))
-            except (OSError, ValueError, TypeError) as exc:
-                log.warning("ignoring unreadable batch state %s (%s)", path, exc)
-        return sorted(found, key=lambda state: state.submitted_at)
-
-    def open_states(self, client: BatchClient) -> list[BatchState]:
-        """Batches of the client's model and server that no run has joined yet."""
-        if not self.directory.is_dir():
-            return []
-        return [state for state in self.states() if not state.joined and state.model == client.model
-                and state.api_base == client.api_base_shown]
-
-    def write(self, object_id: str, kind: str, text: str) -> None:
-        atomic_write_text(self._path(object_id, f".{kind}.jsonl"), text, durable=True)
-
-    def read(self, object_id: str, kind: str) -> str | None:
-        try:
-            return self._path(object_id, f".{kind}.jsonl").read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
 
 
 class BatchRun:
@@ -187,7 +99,7 @@ class BatchRun:
         client.check_batch()  # before anything is sent: the provider must have the batch API
         self.client, self.stats, self.description = client, stats, description
         self.on_answer, self.on_failure, self.on_batch = on_answer, on_failure, on_batch
-        self.store = BatchStore(client.cache.directory / "batches")
+        self.store = BatchStore.beside(client.cache)
         self.rounds: Counter = Counter()  # batches each key went through in this run
         self.resume_hint = (f"submitted batches keep running at the provider (their states are in {self.store.directory}); "
                             f"rerun the same command with --resume to fetch their results without paying again")
@@ -303,7 +215,7 @@ class BatchRun:
         """Batches an earlier run submitted and did not join that hold any needed key: their
         answers are paid for (or will be), so they are waited for rather than asked again."""
         found = []
-        for state in self.store.open_states(self.client):
+        for state in self.store.open_states(self.client.model, self.client.api_base_shown):
             if any(key in needed for key in state.custom_ids):
                 log.info("picking up batch %s (%s), submitted %s", state.batch_id, state.status, state.submitted)
                 found.append(state)
@@ -377,7 +289,7 @@ class BatchRun:
             metadata={"created_by": "promptgen"}), resend=False)
         state = BatchState(batch.id, upload.id, self.client.model, self.client.api_base_shown,
                            [self.client.key(request) for request, _ in chunk],
-                           _now(), time.time(), batch.status or "validating")
+                           now_iso(), time.time(), batch.status or "validating")
         self.store.save(state)  # at once: an interrupt from here on resumes this batch instead of paying again
         log.info("submitted batch %s: %d lines", state.batch_id, len(chunk))
         self._note(state, "submitted")
@@ -511,7 +423,7 @@ class BatchJournal:
         self.ids = [entry["batch_id"] for entry in journal if entry.get("event") == "batch" and entry.get("batch_id")]
 
     def __call__(self, event: dict) -> None:
-        self._append({"event": "batch", "time": _now(), **event})
+        self._append({"event": "batch", "time": now_iso(), **event})
         self.ids.append(event["batch_id"])
 
     def manifest_entry(self, client: BatchClient) -> dict:
@@ -524,7 +436,8 @@ def check_no_open_batch(client: BatchClient, requests: list[LLMRequest]) -> None
     for (or will be), so its answers are picked up with --batch, not bought a second time."""
     if client.cache is None:
         return
-    states = BatchStore(client.cache.directory / "batches").open_states(client)
+    store = BatchStore.beside(client.cache)
+    states = store.open_states(client.model, client.api_base_shown)
     if not states:
         return
     needed = {client.key(request) for request in requests}
@@ -539,4 +452,4 @@ def check_no_open_batch(client: BatchClient, requests: list[LLMRequest]) -> None
     raise PromptgenError(
         f"requests of this run are in batches an earlier --batch run submitted and did not fetch: {listed}",
         "rerun with --batch (and --resume to continue the same version) to wait for those batches and use their "
-        f"answers; to ask online anyway and pay again, delete their states in {client.cache.directory / 'batches'}")
+        f"answers; to ask online anyway and pay again, delete their states in {store.directory}")
