@@ -27,11 +27,12 @@ import logging
 import sys
 import time
 from collections import Counter
-from typing import Any, Awaitable, Callable, Iterable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 from promptgen.errors import PromptgenError
 from promptgen.llm.batch_store import BatchState, BatchStore, now_iso
 from promptgen.llm.cache import LLMCache
+from promptgen.llm.pool import OnAnswer, OnFailure, hand_over
 from promptgen.llm.pricing import Prices
 from promptgen.llm.requests import FatalError, LLMRequest, LLMRequestFailed, LLMResponse, RunStats
 from promptgen.llm.retries import RetryPolicy, classify
@@ -93,8 +94,7 @@ class BatchRun:
     """One `LLMClient.run` in batch mode (see the module's docstring)."""
 
     def __init__(self, client: BatchClient, stats: RunStats,
-                 on_answer: Callable[[LLMRequest, LLMResponse], Iterable[LLMRequest] | None],
-                 on_failure: Callable[[LLMRequest, LLMRequestFailed], Iterable[LLMRequest] | None] | None,
+                 on_answer: OnAnswer, on_failure: OnFailure | None,
                  on_batch: Callable[[dict], None] | None, description: str) -> None:
         client.check_batch()  # before anything is sent: the provider must have the batch API
         self.client, self.stats, self.description = client, stats, description
@@ -159,14 +159,7 @@ class BatchRun:
         return again + next_round
 
     def _settle(self, request: LLMRequest, outcome: LLMResponse | LLMRequestFailed) -> list[LLMRequest]:
-        if isinstance(outcome, LLMRequestFailed):
-            self.stats.failed += 1
-            follow_ups = self.on_failure(request, outcome) if self.on_failure else None
-        else:
-            follow_ups = self.on_answer(request, outcome)
-        follow_ups = list(follow_ups or [])
-        self.stats.requests += len(follow_ups)
-        return follow_ups
+        return hand_over(request, outcome, self.on_answer, self.on_failure, self.stats)
 
     async def _ask_online(self, requests: list[LLMRequest]) -> list[LLMResponse | LLMRequestFailed]:
         """The online path, with its retries, `concurrency` at a time."""

@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import sys
 import time
 from typing import Any, Callable, Iterable
 
 from promptgen.errors import PromptgenError
 from promptgen.llm.batch import BatchRun, check_no_open_batch
 from promptgen.llm.cache import LLMCache, cache_key
+from promptgen.llm.pool import OnAnswer, OnFailure, run_pool
 from promptgen.llm.pricing import Prices, Pricing
 from promptgen.llm.providers import Provider, import_litellm
 from promptgen.llm.requests import Estimate, FatalError, LLMRequest, LLMRequestFailed, LLMResponse, RunStats
@@ -313,9 +313,7 @@ class LLMClient:
         return response
 
     def run(self, requests: list[LLMRequest],
-            on_answer: Callable[[LLMRequest, LLMResponse], Iterable[LLMRequest] | None],
-            on_failure: Callable[[LLMRequest, LLMRequestFailed], Iterable[LLMRequest] | None] | None = None,
-            description: str = "asking", on_batch: Callable[[dict], None] | None = None) -> RunStats:
+            on_answer: OnAnswer, on_failure: OnFailure | None = None, description: str = "asking", on_batch: Callable[[dict], None] | None = None) -> RunStats:
         """Answer all requests, `concurrency` at a time. `on_answer` (and `on_failure`) may return
         follow-up requests (e.g. a retry after an unusable answer); they join the queue. Callbacks run
         on one thread. With `batch` on, the requests go through the batch API in rounds (follow-ups
@@ -329,9 +327,7 @@ class LLMClient:
                              "use `await client.arun(...)` there")
 
     async def arun(self, requests: list[LLMRequest],
-                   on_answer: Callable[[LLMRequest, LLMResponse], Iterable[LLMRequest] | None],
-                   on_failure: Callable[[LLMRequest, LLMRequestFailed], Iterable[LLMRequest] | None] | None = None,
-                   description: str = "asking", on_batch: Callable[[dict], None] | None = None) -> RunStats:
+                   on_answer: OnAnswer, on_failure: OnFailure | None = None, description: str = "asking", on_batch: Callable[[dict], None] | None = None) -> RunStats:
         """`run` for callers that already have an event loop."""
         stats = RunStats()
         started = time.perf_counter()
@@ -340,7 +336,11 @@ class LLMClient:
                 await BatchRun(self, stats, on_answer, on_failure, on_batch, description).run(requests)
             else:
                 check_no_open_batch(self, requests)
-                await self._run(requests, on_answer, on_failure, stats, description)
+                try:
+                    await run_pool(requests, self.complete, on_answer, on_failure, stats,
+                                   concurrency=self.concurrency, progress=self.progress, description=description)
+                finally:
+                    await self.aclose()
         except FatalError as exc:
             raise PromptgenError(f"the provider refused the request: {exc}",
                                  "check the model name, --api-base and the API key variable; answers received "
@@ -350,67 +350,3 @@ class LLMClient:
             if self.on_spend is not None:
                 self.on_spend(stats.sent, stats.cost_usd)  # also when interrupted: what was paid is logged
         return stats
-
-    async def _run(self, requests: list[LLMRequest], on_answer: Callable, on_failure: Callable | None,
-                   stats: RunStats, description: str) -> None:
-        """`concurrency` workers share one queue (O(1) per request, however long the queue);
-        follow-ups join the queue before their parent is marked done, so `join` waits for them."""
-        from tqdm import tqdm
-
-        queue: asyncio.Queue[LLMRequest] = asyncio.Queue()
-        for request in requests:
-            queue.put_nowait(request)
-        stats.requests += len(requests)
-        fatal: list[Exception] = []
-        stopped = asyncio.Event()
-        bar = tqdm(total=len(requests), desc=description, unit="req", file=sys.stderr, disable=not self.progress,
-                   dynamic_ncols=True)
-
-        def settle(request: LLMRequest, outcome: LLMResponse | LLMRequestFailed) -> None:
-            bar.update(1)
-            if isinstance(outcome, LLMRequestFailed):
-                stats.failed += 1
-                follow_ups = list((on_failure(request, outcome) if on_failure else None) or [])
-            else:
-                follow_ups = list(on_answer(request, outcome) or [])
-            for follow_up in follow_ups:
-                queue.put_nowait(follow_up)
-            if follow_ups:
-                stats.requests += len(follow_ups)
-                bar.total += len(follow_ups)
-            if self.progress:
-                cost = f"${stats.cost_usd:.4f}" if stats.cost_usd is not None else "?"
-                bar.set_postfix(cached=stats.cache_hits, failed=stats.failed, cost=cost, refresh=False)
-
-        async def worker() -> None:
-            while True:
-                request = await queue.get()
-                try:
-                    try:
-                        outcome = await self.complete(request, stats)
-                    except LLMRequestFailed as exc:
-                        outcome = exc
-                    settle(request, outcome)  # before task_done, so follow-ups are queued before join can end
-                except Exception as exc:  # FatalError, or a bug in a callback: stop everything, report it
-                    fatal.append(exc)
-                    stopped.set()
-                    return
-                finally:
-                    queue.task_done()
-
-        async def all_done() -> None:
-            await queue.join()
-            stopped.set()
-
-        workers = [asyncio.create_task(worker()) for _ in range(self.concurrency)]
-        watcher = asyncio.create_task(all_done())
-        try:
-            await stopped.wait()
-            if fatal:
-                raise fatal[0]
-        finally:
-            for task in workers + [watcher]:
-                task.cancel()
-            await asyncio.gather(*workers, watcher, return_exceptions=True)
-            bar.close()
-            await self.aclose()
