@@ -1,13 +1,12 @@
-"""The one LLM client every stage uses.
+"""The one LLM client every stage uses: LLMClient, a facade over promptgen.llm.
 
-litellm's `acompletion` reaches any provider (and local OpenAI-compatible servers through
-`api_base`). Around it: bounded concurrency, tenacity retries with exponential backoff and
-jitter on 429/5xx/timeouts/connection errors (a Retry-After header sets the least wait), a
-per-request timeout, the content-addressed cache, token and cost accounting, a progress bar on
-stderr, and a dry-run estimate. Nothing here ever writes or prints an API key.
-
-With `batch=True` the same `run` goes through the provider's batch API instead (promptgen.llm.batch):
-the same callbacks, cache and stored answers, at the batch price.
+It plans requests (samples, re-asks, cache keys), answers them from the content-addressed cache
+or the provider, counts tokens and cost, and estimates a dry run. The parts live apart: requests
+(the data types, re-exported here), providers (who answers and with which key), transports
+(litellm or the openai SDK), retries (what to ask again and when), pricing (prices and Cost),
+pool (the online run, `concurrency` at a time) and batch (the same run through the provider's
+batch API: the same callbacks, cache and stored answers, at the batch price). Nothing here ever
+writes or prints an API key.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from promptgen.llm.pricing import Prices, Pricing
 from promptgen.llm.providers import Provider, import_litellm
 from promptgen.llm.requests import Estimate, FatalError, LLMRequest, LLMRequestFailed, LLMResponse, RunStats
 from promptgen.llm.retries import RetryPolicy, classify
-from promptgen.llm.retries import retry_after_seconds as _retry_after_seconds  # noqa: F401 (tests import it from here)
+from promptgen.llm.retries import retry_after_seconds as _retry_after_seconds  # noqa: F401 (tests import it here)
 from promptgen.llm.transports import TRANSPORTS, LiteLLMTransport, OpenAITransport, Transport, resolve_transport
 from promptgen.redact import redact, redact_url
 
@@ -93,6 +92,14 @@ class LLMClient:
     @property
     def litellm(self) -> Any:
         return self.provider.litellm
+
+    @property
+    def max_attempts(self) -> int:
+        return self.retries.max_attempts
+
+    def _wait(self, attempt: int, exc: BaseException) -> float:
+        """The wait before retry `attempt` after `exc` (RetryPolicy.wait; tests call it here)."""
+        return self.retries.wait(attempt, exc)
 
     @property
     def transport(self) -> str:
@@ -231,14 +238,6 @@ class LLMClient:
     async def _send(self, request: LLMRequest) -> Any:
         return await self._transports[self.transport].send(request)
 
-    @property
-    def max_attempts(self) -> int:
-        return self.retries.max_attempts
-
-    def _wait(self, attempt: int, exc: BaseException) -> float:
-        """The wait before retry `attempt` after `exc` (RetryPolicy.wait)."""
-        return self.retries.wait(attempt, exc)
-
     def cached(self, key: str) -> LLMResponse | None:
         """The cached answer for `key`, if any."""
         hit = self.cache.get(key) if self.cache is not None else None
@@ -312,8 +311,8 @@ class LLMClient:
         await asyncio.to_thread(self.remember, self.key_payload(request), response)
         return response
 
-    def run(self, requests: list[LLMRequest],
-            on_answer: OnAnswer, on_failure: OnFailure | None = None, description: str = "asking", on_batch: Callable[[dict], None] | None = None) -> RunStats:
+    def run(self, requests: list[LLMRequest], on_answer: OnAnswer, on_failure: OnFailure | None = None,
+            description: str = "asking", on_batch: Callable[[dict], None] | None = None) -> RunStats:
         """Answer all requests, `concurrency` at a time. `on_answer` (and `on_failure`) may return
         follow-up requests (e.g. a retry after an unusable answer); they join the queue. Callbacks run
         on one thread. With `batch` on, the requests go through the batch API in rounds (follow-ups
@@ -326,8 +325,8 @@ class LLMClient:
         raise PromptgenError("LLMClient.run was called inside a running event loop (a notebook, an async app)",
                              "use `await client.arun(...)` there")
 
-    async def arun(self, requests: list[LLMRequest],
-                   on_answer: OnAnswer, on_failure: OnFailure | None = None, description: str = "asking", on_batch: Callable[[dict], None] | None = None) -> RunStats:
+    async def arun(self, requests: list[LLMRequest], on_answer: OnAnswer, on_failure: OnFailure | None = None,
+                   description: str = "asking", on_batch: Callable[[dict], None] | None = None) -> RunStats:
         """`run` for callers that already have an event loop."""
         stats = RunStats()
         started = time.perf_counter()

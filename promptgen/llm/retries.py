@@ -101,5 +101,6 @@ class RetryPolicy:
             stop=stop_after_attempt(self.max_attempts),
             wait=lambda state: self.wait(state.attempt_number, state.outcome.exception()),
             retry=retry_if_exception(retry_on or (lambda exc: classify(exc) == "retry")),
-            before_sleep=lambda state: log.info("retrying after %s", shorten(redact(str(state.outcome.exception())), 200)),
+            before_sleep=lambda state: log.info("retrying after %s",
+                                                shorten(redact(str(state.outcome.exception())), 200)),
             reraise=False)
