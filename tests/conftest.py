@@ -9,6 +9,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -70,3 +72,20 @@ def copy_checkout(destination: Path) -> Path:
             (destination / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(CHECKOUT / name, destination / name)
     return destination
+
+
+def hold_lock(script: str, target: Path, tmp_path: Path, mode: str) -> subprocess.Popen:
+    """A process of its own running `python -c script TARGET READY MODE` with this checkout's
+    promptgen: the script takes a lock on or in `target`, writes READY, then keeps the lock MODE
+    seconds or, with "kill", SIGKILLs itself. Returned once READY is written (or the killer died)."""
+    ready = tmp_path / f"ready-{time.monotonic_ns()}"
+    env = {**os.environ, "PYTHONPATH": str(CHECKOUT)}
+    process = subprocess.Popen([sys.executable, "-c", script, str(target), str(ready), mode], env=env)
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert process.poll() is None or mode == "kill", "the holder died"
+        if mode == "kill" and process.poll() is not None:
+            break
+        assert time.monotonic() < deadline, "the holder never took the lock"
+        time.sleep(0.05)
+    return process

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from promptgen.errors import PromptgenError
 from promptgen.store import SetLock, Store
-from tests.conftest import run_cli
+from tests.conftest import hold_lock, run_cli
 
 HOLDER = textwrap.dedent("""
     import os, sys, time
@@ -36,17 +35,7 @@ HOLDER = textwrap.dedent("""
 def hold(root: Path, tmp_path: Path, mode: str) -> subprocess.Popen:
     """A process that reserves cifar10/wordnet's next version and holds the set for `mode` seconds
     (or kills itself with SIGKILL while holding it)."""
-    ready = tmp_path / f"ready-{time.monotonic_ns()}"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    process = subprocess.Popen([sys.executable, "-c", HOLDER, str(root), str(ready), mode], env=env)
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        assert process.poll() is None or mode == "kill", "the holder died"
-        if mode == "kill" and process.poll() is not None:
-            break
-        assert time.monotonic() < deadline, "the holder never took the lock"
-        time.sleep(0.05)
-    return process
+    return hold_lock(HOLDER, root, tmp_path, mode)
 
 
 def versions(root: Path) -> list[str]:
