@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from promptgen.clock import iso_from_epoch
 from promptgen.errors import DISK_ERRNOS, ExitCode, PromptgenError
 from promptgen.messages import shorten
 from promptgen.redact import redact, redacted_command
@@ -85,7 +86,7 @@ class CommandRun:
             path = log_path(resolve_root(self.root))
         except PromptgenError:
             return self
-        start = {"event": "start", "run": self.run_id, "time": _iso(self._started), "command": self.command,
+        start = {"event": "start", "run": self.run_id, "time": iso_from_epoch(self._started), "command": self.command,
                  "args": self.args, "pid": os.getpid(), **({"aggregate": True} if self.aggregate else {})}
         try:
             _append(path, {**start, "parent": self.parent.run_id} if self.parent else start)
@@ -104,7 +105,7 @@ class CommandRun:
             costs = [o["cost_usd"] for o in self.outputs]
             sent = sum(o["requests_sent"] or 0 for o in self.outputs)
             cost = None if any(c is None for c in costs) else sum(costs)
-        end = {"event": "end", "run": self.run_id, "time": _iso(time.time()), "command": self.command,
+        end = {"event": "end", "run": self.run_id, "time": iso_from_epoch(time.time()), "command": self.command,
                "dataset": self.dataset, "seconds": round(time.time() - self._started, 3),
                "status": status, "exit_code": exit_code, "error": shorten(redact(error), 500) if error else None,
                "outputs": self.outputs}
@@ -172,8 +173,6 @@ def logged(command: str, *, aggregate: bool = False, unless: Callable[[dict], bo
     return decorator
 
 
-def _iso(seconds: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def _alive(pid: object) -> bool:

@@ -10,7 +10,6 @@ second writer is refused and an abandoned version can be told apart from a runni
 
 from __future__ import annotations
 
-import datetime as _dt
 import fcntl
 import hashlib
 import json
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from promptgen import __version__
+from promptgen.clock import utc_now
 from promptgen.classes import ClassList, load_class_file, load_dataset, list_datasets
 from promptgen.errors import PromptgenError
 from promptgen.fileio import atomic_write_text, canonical_json, sha256_file
@@ -31,7 +31,7 @@ from promptgen.messages import shorten
 from promptgen.paths import BUILTIN_PROMPTS_DIR, prompts_dir, shipped_versions
 
 __all__ = ["SetRef", "VersionInfo", "Store", "VersionWriter", "SetLock", "make_record", "record_id", "number_repeats",
-           "now_iso", "MANIFEST_FORMAT"]
+           "MANIFEST_FORMAT"]
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _VERSION_FILE = re.compile(r"^v(\d+)\.manifest\.json$")
 
 
-def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def check_name(kind: str, name: str) -> str:
@@ -340,7 +338,7 @@ class Store:
         parent = manifest.pop("parent", f"{dataset}/{set_name}@v{complete[-1].version}" if complete else None)
         while True:
             full = {"format": MANIFEST_FORMAT, "dataset": dataset, "set": set_name, "version": number,
-                    "status": "running", "created": now_iso(), "promptgen_version": __version__,
+                    "status": "running", "created": utc_now(), "promptgen_version": __version__,
                     "parent": parent, **manifest}
             staged = directory / f".v{number}.manifest.{os.getpid()}.tmp"
             atomic_write_text(staged, json.dumps(full, ensure_ascii=False, indent=2) + "\n", durable=True)
@@ -468,7 +466,7 @@ class SetLock:
                 log.warning("%s: taking over a lock left by a run that ended without releasing it (%s)", label, left)
             handle.seek(0)
             handle.truncate()
-            handle.write(json.dumps({"pid": os.getpid(), "started": now_iso(), "command": _command_line()}) + "\n")
+            handle.write(json.dumps({"pid": os.getpid(), "started": utc_now(), "command": _command_line()}) + "\n")
             handle.flush()
         except BaseException:
             lock.release()
@@ -593,7 +591,7 @@ class VersionWriter:
         """Write the records (canonical order is the caller's) and the final manifest."""
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in number_repeats(records))
         atomic_write_text(self.info.records_path, text, durable=True)
-        manifest = {**manifest, "finished": now_iso(), "records_file": self.info.records_path.name,
+        manifest = {**manifest, "finished": utc_now(), "records_file": self.info.records_path.name,
                     "records_sha256": sha256_file(self.info.records_path)}
         self.write_manifest(manifest)
         if self._on_finished is not None:

@@ -18,7 +18,8 @@ from promptgen import __version__
 from promptgen.audit import checks
 from promptgen.classes import ClassList
 from promptgen.errors import PromptgenError
-from promptgen.store import SetRef, Store, now_iso
+from promptgen.clock import utc_now
+from promptgen.store import SetRef, Store
 
 __all__ = ["AuditOptions", "TextModel", "run_audit", "AUDIT_FORMAT", "default_refs", "load_results"]
 
@@ -98,7 +99,7 @@ def run_audit(store: Store, classes: ClassList, refs: Sequence[SetRef] | None,
     sets = [_audit_set(aset, classes, encode, count_tokens, context_length, options) for aset in asets]
     diffs = [checks.version_diff(new, old, classes, options.top, merged_eval) for new, old in zip(partners, olds)]
     return {
-        "format": AUDIT_FORMAT, "created": now_iso(), "promptgen_version": __version__,
+        "format": AUDIT_FORMAT, "created": utc_now(), "promptgen_version": __version__,
         "dataset": classes.dataset,
         "classes": {"count": len(classes), "hash": classes.hash, "names": list(classes.names)},
         "model": model, "embedding_checks": encode is not None,

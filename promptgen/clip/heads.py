@@ -23,7 +23,7 @@ from promptgen.clip.registry import (BUILDERS, GENERIC_OPTIONS, HEAD_FORMAT, Bui
                                      list_builders, mean_head, register_builder, stack_columns)
 from promptgen.clip.sources import FALLBACK_TEMPLATE, PromptSource, source_from_templates
 from promptgen.errors import PromptgenError
-from promptgen.store import now_iso
+from promptgen.clock import utc_now
 
 __all__ = ["Head", "HeadBuilder", "BUILDERS", "register_builder", "list_builders", "build_head", "save_head",
            "load_head", "HEAD_FORMAT"]
@@ -131,7 +131,7 @@ def build_head(builder: str, *, encoder: TextEncoder, classes: ClassList, source
                        allow_empty=allow_empty)
     weights, details, *extra = spec.build(ctx)
     counts = [sum(s.counts[c] for s in ctx.sources) for c in range(len(classes))]
-    info = {"format": HEAD_FORMAT, "name": name or builder, "builder": builder, "created": now_iso(),
+    info = {"format": HEAD_FORMAT, "name": name or builder, "builder": builder, "created": utc_now(),
             "promptgen_version": __version__, "shape": list(weights.shape),
             "classes": {"dataset": classes.dataset, "count": len(classes), "hash": classes.hash,
                         "names": list(classes.names)},

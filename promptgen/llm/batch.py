@@ -30,7 +30,8 @@ from collections import Counter
 from typing import Any, Awaitable, Callable, Protocol
 
 from promptgen.errors import PromptgenError
-from promptgen.llm.batch_store import BatchState, BatchStore, now_iso
+from promptgen.clock import utc_now
+from promptgen.llm.batch_store import BatchState, BatchStore
 from promptgen.llm.cache import LLMCache
 from promptgen.llm.pool import OnAnswer, OnFailure, hand_over
 from promptgen.llm.pricing import Prices
@@ -282,7 +283,7 @@ class BatchRun:
             metadata={"created_by": "promptgen"}), resend=False)
         state = BatchState(batch.id, upload.id, self.client.model, self.client.api_base_shown,
                            [self.client.key(request) for request, _ in chunk],
-                           now_iso(), time.time(), batch.status or "validating")
+                           utc_now(), time.time(), batch.status or "validating")
         self.store.save(state)  # at once: an interrupt from here on resumes this batch instead of paying again
         log.info("submitted batch %s: %d lines", state.batch_id, len(chunk))
         self._note(state, "submitted")
@@ -416,7 +417,7 @@ class BatchJournal:
         self.ids = [entry["batch_id"] for entry in journal if entry.get("event") == "batch" and entry.get("batch_id")]
 
     def __call__(self, event: dict) -> None:
-        self._append({"event": "batch", "time": now_iso(), **event})
+        self._append({"event": "batch", "time": utc_now(), **event})
         self.ids.append(event["batch_id"])
 
     def manifest_entry(self, client: BatchClient) -> dict:

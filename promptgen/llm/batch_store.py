@@ -10,25 +10,19 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from promptgen.fileio import atomic_write_text
 from promptgen.llm.cache import LLMCache
 
-__all__ = ["ENDED", "BatchState", "BatchStore", "now_iso"]
+__all__ = ["ENDED", "BatchState", "BatchStore"]
 
 # the logger batch mode has always reported under (its warnings show the name)
 log = logging.getLogger("promptgen.llm.batch")
 
 # "lost": the provider no longer knows the batch (another account or server); its lines are asked again
 ENDED = ("completed", "failed", "expired", "cancelled", "lost")
-
-
-def now_iso() -> str:
-    """The time now, in UTC to the second, as batch states and journals record it."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 @dataclass

@@ -12,9 +12,9 @@ import hashlib
 import json
 import logging
 import os
-import time
 from pathlib import Path
 
+from promptgen.clock import utc_now
 from promptgen.fileio import atomic_write_text, canonical_json
 
 __all__ = ["cache_key", "LLMCache", "restore_from_journal"]
@@ -48,7 +48,7 @@ class LLMCache:
         return entry["response"]
 
     def put(self, key: str, request: dict, response: dict) -> None:
-        entry = {"key": key, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        entry = {"key": key, "created": utc_now(),
                  "request": request, "response": response}
         atomic_write_text(self.path(key), json.dumps(entry, ensure_ascii=False, indent=1))
 

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import click
 
+from promptgen.clock import utc_now
 from promptgen.errors import ExitCode, PromptgenError
 from promptgen.fileio import sha256_file
 from promptgen.messages import shorten
@@ -317,7 +318,7 @@ class PipelineRunner:
         saved = self.state.unit(unit_id)
         set_name = self.produced_set(step, options)
         output_path = self.output_path(dataset, step)
-        entry = {"key": plan.key, "status": "running", "started": _now(), "identity": stored(identity)}
+        entry = {"key": plan.key, "status": "running", "started": utc_now(), "identity": stored(identity)}
         if set_name is not None:
             own = self._own_version(dataset, saved) if plan.action in ("adopt", "resume") else None
             if plan.action == "adopt":
@@ -361,13 +362,13 @@ class PipelineRunner:
             return self._finish(plan, identity, output, code, time.time() - started)
         code = code or 1
         status = "partial" if code == ExitCode.PARTIAL else "failed"
-        self.state.update(unit_id, status=status, exit_code=code, finished=_now())
+        self.state.update(unit_id, status=status, exit_code=code, finished=utc_now())
         self.echo(f"   {unit_id} {status} (exit {code}); rerun the pipeline to retry it")
         return UnitPlan(dataset, step, plan.action, status, plan.key, None, code)
 
     def _finish(self, plan: UnitPlan, identity: dict, output: dict, code: int, seconds: float = 0.0,
                 extra: dict | None = None) -> UnitPlan:
-        self.state.replace(plan.id, {"key": plan.key, "status": "done", "output": output, "finished": _now(),
+        self.state.replace(plan.id, {"key": plan.key, "status": "done", "output": output, "finished": utc_now(),
                                      "seconds": round(seconds, 3), "identity": stored(identity), **(extra or {})})
         return UnitPlan(plan.dataset, plan.step, plan.action, plan.reason, plan.key, output, code)
 
@@ -419,5 +420,3 @@ def command_line(command: str, dataset: str, options: dict[str, Any], output: Pa
     return " ".join(shlex.quote(word) for word in words)
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

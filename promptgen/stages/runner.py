@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from promptgen.classes import ClassList
+from promptgen.clock import utc_now
 from promptgen.llm.batch import BatchJournal
 from promptgen.llm.cache import restore_from_journal
 from promptgen.llm.client import LLMClient, LLMRequest, LLMRequestFailed, LLMResponse, RunStats
-from promptgen.store import Store, VersionInfo, VersionWriter, now_iso
+from promptgen.store import Store, VersionInfo, VersionWriter
 
 __all__ = ["LLMStage", "Verdict", "StageOutput", "StageRun", "StageResult", "Usage", "run_stage", "class_summary",
            "restore_earlier_answers"]
@@ -158,7 +159,7 @@ class StageRun:
              error: str | None) -> None:
         if self.writer is None:
             return
-        self.writer.append({"key": key, "time": now_iso(), "status": status, **self.stage.journal_fields(request),
+        self.writer.append({"key": key, "time": utc_now(), "status": status, **self.stage.journal_fields(request),
                             "attempt": request.attempt, "cached": bool(response and response.cached),
                             "request": self.client.key_payload(request),
                             "response": response.to_json() if response else None, "error": error})
