@@ -10,24 +10,22 @@ second writer is refused and an abandoned version can be told apart from a runni
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from promptgen import __version__
-from promptgen.clock import utc_now
 from promptgen.classes import ClassList, load_class_file, load_dataset, list_datasets
+from promptgen.clock import utc_now
 from promptgen.errors import PromptgenError
 from promptgen.fileio import atomic_write_text, canonical_json, sha256_file
-from promptgen.messages import shorten
+from promptgen.locks import LockFile, describe_holder, holder_note, is_locked
 from promptgen.paths import BUILTIN_PROMPTS_DIR, prompts_dir, shipped_versions
 
 __all__ = ["SetRef", "VersionInfo", "Store", "VersionWriter", "SetLock", "make_record", "record_id", "number_repeats",
@@ -113,21 +111,9 @@ class VersionInfo:
     @property
     def status(self) -> str:
         status = self.manifest.get("status", "unreadable")
-        if status == "running" and not _is_locked(self.lock_path):
+        if status == "running" and not is_locked(self.lock_path):
             return "interrupted"
         return status
-
-
-def _is_locked(path: Path) -> bool:
-    if not path.exists():
-        return False
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
 
 
 def record_id(class_index: int, class_name: str, stage: str, text: str, occurrence: int = 1) -> str:
@@ -430,81 +416,48 @@ def _read_manifest(path: Path) -> dict:
 
 
 class SetLock:
-    """One writing run per set at a time: `.writing.lock` in the set's folder, held with flock for
-    the whole run and holding the writer's pid, start time and command. The kernel drops the lock
-    when its process dies, so a lock file with contents that nobody holds was left by a killed run:
-    it is taken over, with a warning."""
+    """One writing run per set at a time: `.writing.lock` in the set's folder, held for the whole
+    run, its note the writer's pid, start time and command. The kernel drops the lock when its
+    process dies, so a lock file with a note that nobody holds was left by a killed run: it is
+    taken over, with a warning."""
 
     FILE = ".writing.lock"
 
-    def __init__(self, handle: Any) -> None:
-        self._handle = handle
+    def __init__(self, lock: LockFile) -> None:
+        self._lock: LockFile | None = lock
 
     @classmethod
     def acquire(cls, directory: Path, label: str, wait: bool) -> "SetLock":
-        handle = open(directory / cls.FILE, "a+", encoding="utf-8")
-        announced = False
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                holder = _lock_holder(handle)
-                if not wait:
-                    handle.close()
-                    raise PromptgenError(f"{label} is being written by another promptgen run ({holder})",
-                                         "wait for it to finish, or rerun with --wait to start when it does") from None
-                if not announced:
-                    log.warning("%s is being written by another promptgen run (%s); waiting for it to finish",
-                                label, holder)
-                    announced = True
-                time.sleep(0.2)
-        lock = cls(handle)
+        lock = LockFile(directory / cls.FILE)
+        if not lock.try_acquire():
+            holder = describe_holder(lock.read_note())
+            if not wait:
+                lock.release()
+                raise PromptgenError(f"{label} is being written by another promptgen run ({holder})",
+                                     "wait for it to finish, or rerun with --wait to start when it does")
+            log.warning("%s is being written by another promptgen run (%s); waiting for it to finish", label, holder)
+            lock.wait(poll_interval=0.2)
+        set_lock = cls(lock)
         try:
-            left = _lock_holder(handle)
+            left = describe_holder(lock.read_note())
             if left != "unknown":
                 log.warning("%s: taking over a lock left by a run that ended without releasing it (%s)", label, left)
-            handle.seek(0)
-            handle.truncate()
-            handle.write(json.dumps({"pid": os.getpid(), "started": utc_now(), "command": _command_line()}) + "\n")
-            handle.flush()
+            lock.write_note(holder_note())
         except BaseException:
-            lock.release()
+            set_lock.release()
             raise
-        return lock
+        return set_lock
 
     def release(self) -> None:
-        if self._handle is None:
+        if self._lock is None:
             return
-        handle, self._handle = self._handle, None
+        lock, self._lock = self._lock, None
         try:
-            handle.seek(0)
-            handle.truncate()  # an empty file: released cleanly
-            handle.flush()
+            lock.write_note("")  # an empty file: released cleanly
         except OSError:
-            pass  # the kernel still drops the lock below; the next run only warns about the note
+            pass  # the lock is still let go below; the next run only warns about the note
         finally:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-            finally:
-                handle.close()
-
-
-def _lock_holder(handle: Any) -> str:
-    handle.seek(0)
-    try:
-        holder = json.loads(handle.read() or "null")
-    except ValueError:
-        holder = None
-    if not isinstance(holder, dict):
-        return "unknown"
-    return f"pid {holder.get('pid')}, started {holder.get('started')}: {holder.get('command')}"
-
-
-def _command_line() -> str:
-    from promptgen.redact import redacted_command
-
-    return shorten(redacted_command(), 300)
+            lock.release()
 
 
 class VersionWriter:
@@ -516,20 +469,18 @@ class VersionWriter:
         self.info = info
         self._set_lock = set_lock
         self._on_finished = on_finished
-        self._lock_handle: Any = None
+        self._lock: LockFile | None = None
         self._journal: Any = None
 
     def __enter__(self) -> "VersionWriter":
         self.info.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_handle = open(self.info.lock_path, "a")
-        try:
-            fcntl.flock(self._lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lock_handle.close()
-            self._lock_handle = None
+        lock = LockFile(self.info.lock_path)
+        if not lock.try_acquire():
+            lock.release()
             self.release_set()
             raise PromptgenError(f"{self.info.ref} is being written by another promptgen process",
-                                 "wait for it to finish, or stop it and rerun with --resume") from None
+                                 "wait for it to finish, or stop it and rerun with --resume")
+        self._lock = lock
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -540,12 +491,9 @@ class VersionWriter:
                 journal.close()
         finally:
             try:
-                if self._lock_handle is not None:
-                    handle, self._lock_handle = self._lock_handle, None
-                    try:
-                        fcntl.flock(handle, fcntl.LOCK_UN)
-                    finally:
-                        handle.close()
+                if self._lock is not None:
+                    lock, self._lock = self._lock, None
+                    lock.release()
             finally:
                 self.release_set()
 
