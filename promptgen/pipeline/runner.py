@@ -5,7 +5,6 @@ line of each step is written here, as a child of the pipeline's own run."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shlex
 import time
@@ -18,6 +17,7 @@ import click
 from promptgen.clock import utc_now
 from promptgen.errors import ExitCode, PromptgenError
 from promptgen.fileio import sha256_file
+from promptgen.locks import LockFile
 from promptgen.messages import shorten
 from promptgen.pipeline.config import (Pipeline, Step, command_options, given_or_default, produced_set_name,
                                        spec_of, step_datasets, typed_values)
@@ -380,33 +380,29 @@ class _Waiting(Exception):
 
 
 class _PipelineLock:
-    """One run of a pipeline at a time (its state file has one writer)."""
+    """One run of a pipeline at a time (its state file has one writer); its note is "pid N"."""
 
     def __init__(self, path: Path, name: str) -> None:
         self.path, self.name = path, name
-        self.handle: Any = None
+        self.lock: LockFile | None = None
 
     def __enter__(self) -> "_PipelineLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.handle.seek(0)
-            holder = self.handle.read().strip() or "another process"
-            self.handle.close()
+        lock = LockFile(self.path)
+        if not lock.try_acquire():
+            holder = lock.read_note().strip() or "another process"
+            lock.release()
             raise PromptgenError(f"pipeline {self.name!r} is being run by {holder}",
-                                 "wait for it to finish (its finished steps will then be skipped), or stop it") from None
-        self.handle.seek(0)
-        self.handle.truncate()
-        self.handle.write(f"pid {os.getpid()}")
-        self.handle.flush()
+                                 "wait for it to finish (its finished steps will then be skipped), or stop it")
+        lock.write_note(f"pid {os.getpid()}")
+        self.lock = lock
         return self
 
     def __exit__(self, *exc: object) -> None:
-        with contextlib.suppress(OSError):
-            fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
+        if self.lock is not None:
+            lock, self.lock = self.lock, None
+            with contextlib.suppress(OSError):  # the lock goes with the process anyway; the run's result stands
+                lock.release()
 
 
 def command_line(command: str, dataset: str, options: dict[str, Any], output: Path | None) -> str:
