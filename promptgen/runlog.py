@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from promptgen.clock import iso_from_epoch
 from promptgen.errors import DISK_ERRNOS, ExitCode, PromptgenError
+from promptgen.llm.pricing import Cost
 from promptgen.messages import shorten
 from promptgen.redact import redact, redacted_command
 
@@ -41,9 +42,9 @@ class CommandRun:
         self.parent, self.aggregate, self.on_reserved = parent, aggregate, on_reserved
         self.run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
         self.outputs: list[dict] = []       # the versions this run finished (run-log entries)
-        self.spend: dict = {}               # the LLM client's own count, also of a run stopped early
+        self.spend: tuple[int, Cost] | None = None   # the LLM client's own count, also of a run stopped early
         self.steps = self.steps_sent = 0
-        self.steps_cost: float | None = 0.0
+        self.steps_cost = Cost()
         self._path: Path | None = None
         self._started = 0.0
 
@@ -72,9 +73,8 @@ class CommandRun:
 
     def on_spend(self, sent: int, cost_usd: float | None) -> None:
         """What the LLM client sent and what it cost, when a batch of requests ends (interrupted too)."""
-        self.spend["requests_sent"] = self.spend.get("requests_sent", 0) + sent
-        known = self.spend.get("cost_usd", 0.0)
-        self.spend["cost_usd"] = None if known is None or cost_usd is None else known + cost_usd
+        spent, cost = self.spend or (0, Cost())
+        self.spend = (spent + sent, cost.add(cost_usd))
 
     # -- the log lines ---------------------------------------------------------------------------
 
@@ -100,26 +100,24 @@ class CommandRun:
         if self._path is None:
             return
         if self.spend:  # the LLM client's own count: it includes runs that stopped before writing
-            sent, cost = self.spend["requests_sent"], self.spend["cost_usd"]
+            sent, cost = self.spend[0], Cost(self.spend[1].usd)
         else:
-            costs = [o["cost_usd"] for o in self.outputs]
             sent = sum(o["requests_sent"] or 0 for o in self.outputs)
-            cost = None if any(c is None for c in costs) else sum(costs)
+            cost = Cost.of(o["cost_usd"] for o in self.outputs)
         end = {"event": "end", "run": self.run_id, "time": iso_from_epoch(time.time()), "command": self.command,
                "dataset": self.dataset, "seconds": round(time.time() - self._started, 3),
                "status": status, "exit_code": exit_code, "error": shorten(redact(error), 500) if error else None,
                "outputs": self.outputs}
         if self.steps:  # a pipeline: its steps' runs are logged apart; this adds them up
             sent += self.steps_sent
-            cost = None if cost is None or self.steps_cost is None else cost + self.steps_cost
+            cost.add(self.steps_cost.usd)
             end["steps"] = self.steps
-        end.update(requests_sent=sent, cost_usd=None if cost is None else round(cost, 8))
+        end.update(requests_sent=sent, cost_usd=None if cost.usd is None else round(cost.usd, 8))
         if self.parent:
             end["parent"] = self.parent.run_id
             self.parent.steps += 1
             self.parent.steps_sent += sent
-            self.parent.steps_cost = None if cost is None or self.parent.steps_cost is None \
-                else self.parent.steps_cost + cost
+            self.parent.steps_cost.add(cost.usd)
         with contextlib.suppress(OSError):
             _append(self._path, end)
 

@@ -19,6 +19,7 @@ from promptgen.classes import ClassList, class_name_matcher, loose_name
 from promptgen.clip.sources import FALLBACK_TEMPLATE
 from promptgen.errors import PromptgenError
 from promptgen.formats import dclip_sentence
+from promptgen.llm.pricing import Cost
 from promptgen.parsing import name_pattern
 from promptgen.store import SetRef, Store, VersionInfo, describe_class_mismatch
 
@@ -159,7 +160,7 @@ def per_class_usage(aset: AuditSet, num_classes: int) -> dict | None:
     if not path.exists():
         return None
     prompt, completion = [0] * num_classes, [0] * num_classes
-    cost: list[float | None] = [0.0] * num_classes
+    cost = [Cost() for _ in range(num_classes)]
     answered = 0
     with open(path, encoding="utf-8") as handle:
         for line in handle:
@@ -174,12 +175,11 @@ def per_class_usage(aset: AuditSet, num_classes: int) -> dict | None:
             usage = response.get("usage") or {}
             prompt[c] += int(usage.get("prompt_tokens") or 0)
             completion[c] += int(usage.get("completion_tokens") or 0)
-            value = response.get("cost_usd")
-            cost[c] = None if cost[c] is None or value is None else cost[c] + value
+            cost[c].add(response.get("cost_usd"))
     if not answered:
         return None
     return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "cost_usd": [None if v is None else round(v, 8) for v in cost]}
+            "cost_usd": [None if v.usd is None else round(v.usd, 8) for v in cost]}
 
 
 def _model_name(model: object) -> str | None:

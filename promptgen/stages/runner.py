@@ -28,7 +28,14 @@ from promptgen.classes import ClassList
 from promptgen.clock import utc_now
 from promptgen.llm.batch import BatchJournal
 from promptgen.llm.cache import restore_from_journal
-from promptgen.llm.client import LLMClient, LLMRequest, LLMRequestFailed, LLMResponse, RunStats
+from promptgen.llm.client import (
+    LLMClient,
+    LLMRequest,
+    LLMRequestFailed,
+    LLMResponse,
+    RunStats,
+)
+from promptgen.llm.pricing import Cost
 from promptgen.store import Store, VersionInfo, VersionWriter
 
 __all__ = ["LLMStage", "Verdict", "StageOutput", "StageRun", "StageResult", "Usage", "run_stage", "class_summary",
@@ -64,18 +71,18 @@ class Usage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost_usd: float | None = 0.0
+    cost: Cost = field(default_factory=Cost)
     answers: int = 0
 
     def add(self, response: LLMResponse) -> None:
         self.answers += 1
         self.prompt_tokens += response.usage.get("prompt_tokens", 0)
         self.completion_tokens += response.usage.get("completion_tokens", 0)
-        self.cost_usd = None if self.cost_usd is None or response.cost_usd is None else self.cost_usd + response.cost_usd
+        self.cost.add(response.cost_usd)
 
     def manifest_entry(self) -> dict:
         return {"tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
-                "cost_usd": self.cost_usd}
+                "cost_usd": self.cost.usd}
 
 
 class LLMStage:
