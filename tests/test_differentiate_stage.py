@@ -732,7 +732,7 @@ def test_describe_job_refuses_a_pair_template():
 
 
 def test_a_pair_list_out_of_order_is_refused():
-    from promptgen.clip.pairs import PairPlan
+    from promptgen.pairs import PairPlan
     from promptgen.errors import PromptgenError
     from promptgen.stages.differentiate import DifferentiateJob
     from promptgen.templates import load_template

@@ -78,7 +78,7 @@ def test_every_golden_head_loads_with_its_sidecar(golden_root):
 
 def test_golden_results_rename_maps_pair_plan_state_and_run_log_load(golden_root):
     from promptgen.audit.run import load_results
-    from promptgen.clip.pairs import load_pair_plan
+    from promptgen.pairs import load_pair_plan
     from promptgen.pipeline import PipelineState
     from promptgen.rename import load_rename_file
     from promptgen.runlog import read_runs

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from promptgen.classes import ClassList, class_name_matcher
-from promptgen.clip.pairs import PairPlan, load_pair_plan, pair_key, save_pair_plan
 from promptgen.errors import PromptgenError
 from promptgen.fileio import canonical_json
 from promptgen.llm.client import LLMClient, LLMRequest, LLMRequestFailed, LLMResponse
+from promptgen.pairs import PairPlan, load_pair_plan, pair_key, save_pair_plan
 from promptgen.parsing import PAIR_REJECT_REASONS, PairAttribute, PairParsed, parse_pair_answer
 from promptgen.redact import redact
 from promptgen.stages.runner import (LLMStage, StageOutput, StageResult, StageRun, Verdict, restore_earlier_answers,
