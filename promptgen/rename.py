@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from promptgen.classes import ClassList, loose_name
 from promptgen.errors import PromptgenError
-from promptgen.stages.synonyms import Candidate
+from promptgen.names import Candidate
 
 __all__ = ["SCORERS", "FILTERS", "register_scorer", "list_scorers", "choose_names", "filter_candidates",
            "rating_job", "ScoreContext", "load_counts_file", "real_tokens", "is_subset_name",

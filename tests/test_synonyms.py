@@ -11,9 +11,9 @@ import pytest
 from promptgen.classes import ClassList, load_dataset
 from promptgen.errors import PromptgenError
 from promptgen.llm.fake_server import FakeLLMServer
+from promptgen.names import Candidate
 from promptgen.parsing import parse_name_list, parse_ratings
 from promptgen.rename import choose_names, filter_candidates, load_rename_file
-from promptgen.stages.synonyms import Candidate
 from tests.conftest import TINY_ARGS
 
 

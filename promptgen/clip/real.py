@@ -11,9 +11,9 @@ import torch
 from promptgen.clip.registry import BUILDERS, BuildContext, register_builder
 from promptgen.clip.sources import FALLBACK_TEMPLATE, PromptSource, source_from_templates
 from promptgen.errors import PromptgenError
+from promptgen.names import Candidate, add_name
 from promptgen.parsing import name_pattern
 from promptgen.rename import choose_names, filter_candidates, load_counts_file, load_rename_file, replace_name
-from promptgen.stages.synonyms import Candidate, add_name
 
 __all__: list[str] = []
 

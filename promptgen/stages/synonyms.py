@@ -10,9 +10,10 @@ record of its class (source `official`); names are stored as written and compare
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from promptgen.classes import ClassList
+from promptgen.names import Candidate, add_name
 from promptgen.parsing import DROP_REASONS
 from promptgen.sources.wordnet import load_wordnet
 from promptgen.stages.describe import DescribeJob
@@ -23,27 +24,6 @@ __all__ = ["STAGE", "Candidate", "SynonymsJob", "synonyms_job", "synonyms_wordne
            "merge_candidates", "add_name"]
 
 STAGE = "synonyms"
-
-
-@dataclass
-class Candidate:
-    """One name of a class, with every source that gave it (the first spelling seen is kept)."""
-
-    name: str
-    sources: list[str] = field(default_factory=list)
-
-    @property
-    def official(self) -> bool:
-        return "official" in self.sources
-
-
-def add_name(per_class: list[Candidate], name: str, sources: list[str]) -> None:
-    """Add a name to a class's candidates, or its sources to the same name (any case) already there."""
-    known = next((k for k in per_class if k.name.casefold() == name.casefold()), None)
-    if known is None:
-        per_class.append(Candidate(name, list(sources)))
-    else:
-        known.sources += [src for src in sources if src not in known.sources]
 
 
 @dataclass
