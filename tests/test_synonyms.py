@@ -560,7 +560,7 @@ def test_rename_refuses_a_set_for_another_class_list(cli, root, tmp_path):
     result = cli("rename", "mypets6", "--classes", second)
     assert result.exit_code == 2 and "does not match the class list" in result.stderr and "fix:" in result.stderr
     # a set of another dataset named explicitly
-    from promptgen.cli import store_from
+    from promptgen.cli.common import store_from
     from promptgen.classes import load_dataset
     from promptgen.stages.synonyms import load_candidates
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from promptgen.cli import emit_json, json_option, root_option
+from promptgen.cli.common import emit_json, json_option, root_option
 from promptgen.cli.heads import clip_options, open_clip_model
 from promptgen.runlog import CommandRun, logged
 from promptgen.steps import pipeline_step

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from promptgen.classes import list_datasets, load_dataset
-from promptgen.cli import emit_json, json_option, root_option, store_from
+from promptgen.cli.common import emit_json, json_option, root_option, store_from
 from promptgen.paths import BUILTIN_PROMPTS_DIR, cache_dir, prompts_dir, resolve_root, user_templates_dir
 from promptgen.templates import list_templates
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from promptgen.cli import emit_json, json_option, root_option
+from promptgen.cli.common import emit_json, json_option, root_option
 from promptgen.cli.llm_options import llm_options, make_client
 from promptgen.errors import ExitCode, PromptgenError
 from promptgen.messages import shorten

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from promptgen.build_spec import split_build
-from promptgen.cli import emit_json, json_option, root_option, write_json_file
+from promptgen.cli.common import emit_json, json_option, root_option, write_json_file
 from promptgen.cli.heads import clip_options, open_clip_model
 from promptgen.runlog import CommandRun, logged
 from promptgen.steps import CLIP_RUN_ONLY, pipeline_step

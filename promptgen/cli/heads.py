@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import click
 
-from promptgen.cli import emit_json, json_option, root_option
+from promptgen.cli.common import emit_json, json_option, root_option
 from promptgen.runlog import CommandRun, logged
 from promptgen.steps import pipeline_step
 

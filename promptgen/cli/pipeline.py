@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from promptgen.cli import emit_json, json_option, root_option
+from promptgen.cli.common import emit_json, json_option, root_option
 from promptgen.runlog import CommandRun, logged
 
 COMMANDS = []

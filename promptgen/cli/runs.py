@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from promptgen.cli import emit_json, json_option, root_option
+from promptgen.cli.common import emit_json, json_option, root_option
 from promptgen.paths import resolve_root
 
 COMMANDS = []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from promptgen.cli import emit_json, json_option, root_option, store_from
+from promptgen.cli.common import emit_json, json_option, root_option, store_from
 from promptgen.errors import PromptgenError
 from promptgen.store import SetRef
 

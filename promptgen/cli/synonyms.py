@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from promptgen.cli import emit_json, json_option, root_option, write_json_file
+from promptgen.cli.common import emit_json, json_option, root_option, write_json_file
 from promptgen.cli.describe import _report
 from promptgen.cli.heads import clip_options, open_clip_model
 from promptgen.cli.llm_options import llm_options, make_client

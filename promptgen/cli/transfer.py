@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from promptgen.cli import emit_json, json_option, root_option, store_from, wait_option
+from promptgen.cli.common import emit_json, json_option, root_option, store_from, wait_option
 from promptgen.formats import EXPORT_FORMATS, IMPORT_FORMATS, export_version, import_fudd_file, import_prompt_file
 from promptgen.store import SetRef
 from promptgen.runlog import CommandRun, logged
