@@ -14,8 +14,8 @@ from typing import Callable, Sequence
 
 import torch
 
+import promptgen.audit.checks as checks
 from promptgen import __version__
-from promptgen.audit import checks
 from promptgen.classes import ClassList
 from promptgen.errors import PromptgenError
 from promptgen.clock import utc_now

@@ -14,9 +14,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+import promptgen.clip.fudd  # noqa: F401  (these four register their builders when imported)
+import promptgen.clip.real  # noqa: F401
+import promptgen.clip.waffle  # noqa: F401
+import promptgen.clip.zpe  # noqa: F401
 from promptgen import __version__
 from promptgen.classes import ClassList
-from promptgen.clip import fudd, real, waffle, zpe  # noqa: F401  (they register their builders)
 from promptgen.clip.embed import TextEncoder
 from promptgen.clip.head_files import load_head, save_head
 from promptgen.clip.registry import (BUILDERS, GENERIC_OPTIONS, HEAD_FORMAT, BuildContext, Head, HeadBuilder,
