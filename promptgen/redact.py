@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import click
 
 __all__ = ["redact", "redact_url", "secret_values", "register_secret", "redacted_command"]
 
@@ -67,14 +70,7 @@ def redacted_command() -> str:
     """The running command as the user would retype it, with credentials removed: from click's
     context when a promptgen command runs (so in-process calls are not confused with the host
     program's argv), else from sys.argv. URLs lose user:password@ and key-like parameters."""
-    import sys
-
-    try:
-        import click
-
-        ctx = click.get_current_context(silent=True)
-    except ImportError:  # pragma: no cover - click is a dependency
-        ctx = None
+    ctx = click.get_current_context(silent=True)
     if ctx is None or ctx.parent is None:
         words = [os.path.basename(sys.argv[0] or "python")] + sys.argv[1:]
     else:

@@ -18,7 +18,9 @@ from promptgen.clock import iso_from_epoch
 from promptgen.errors import DISK_ERRNOS, ExitCode, PromptgenError
 from promptgen.llm.pricing import Cost
 from promptgen.messages import shorten
+from promptgen.paths import resolve_root
 from promptgen.redact import redact, redacted_command
+from promptgen.store import Store
 
 __all__ = ["logged", "CommandRun", "read_runs", "log_path", "summarise"]
 
@@ -52,9 +54,6 @@ class CommandRun:
 
     def store(self, wait: bool = False) -> Any:
         """The store a command writes through: it reports to this run what it reserves and finishes."""
-        from promptgen.paths import resolve_root
-        from promptgen.store import Store
-
         return Store(resolve_root(self.root), wait_for_writers=wait, on_reserved=self.on_reserved,
                      on_finished=self.note_version)
 
@@ -79,8 +78,6 @@ class CommandRun:
     # -- the log lines ---------------------------------------------------------------------------
 
     def __enter__(self) -> "CommandRun":
-        from promptgen.paths import resolve_root
-
         self._started = time.time()
         try:
             path = log_path(resolve_root(self.root))
