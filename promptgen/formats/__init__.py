@@ -24,7 +24,8 @@ from promptgen.classes import ClassList, loose_name
 from promptgen.errors import PromptgenError
 from promptgen.fileio import atomic_write_text, sha256_file
 from promptgen.messages import shorten
-from promptgen.parsing import DROP_REASONS, clean_texts
+from promptgen.parsing import (DROP_REASONS, PAIR_REJECT_REASONS, PairAttribute, clean_texts, name_pattern,
+                               parse_pair_answer)
 from promptgen.store import Store, VersionInfo, make_record
 from promptgen.templates import indefinite_article
 
@@ -329,8 +330,6 @@ def _check_fudd_names(path: Path, classes: ClassList, names: list[str], sides: l
     and every pair would land on the wrong classes. A sentence names its class when the class's
     name (FuDD's, from `names`) is in it, or when its "a photo of a X," has the name's words in
     any order; a sentence naming its partner is the pair parser's "swapped" case."""
-    from promptgen.parsing import name_pattern
-
     patterns = [name_pattern(name) for name in names]
     words = [_words(name) for name in names]
     named = [(c, match.group(1) if (match := _PHOTO_OF.match(text)) else None, text) for c, _, text in sides]
@@ -358,8 +357,6 @@ def _check_fudd_names(path: Path, classes: ClassList, names: list[str], sides: l
 
 def _published_attributes(items: list) -> list:
     """Every attribute of a FuDD entry as published (whitespace normalised), each with its two sentences."""
-    from promptgen.parsing import PairAttribute
-
     kept = []
     for item in items:
         pair = item.get("prompt_pair") if isinstance(item, dict) else None
@@ -379,8 +376,7 @@ def import_fudd_file(store: Store, classes: ClassList, path: str | Path, set_nam
     reported. A file made for another class list is refused: an index beyond the list,
     `class_names` (FuDD's own class-name file) disagreeing with it, or sentences naming other
     classes than their index."""
-    from promptgen.parsing import PAIR_REJECT_REASONS, parse_pair_answer
-    from promptgen.stages.differentiate import pair_records
+    from promptgen.stages.differentiate import pair_records  # heavy: the stage brings the LLM client (asyncio, ssl)
 
     path = Path(path)
     fudd_names = _fudd_class_names(Path(class_names), classes) if class_names is not None else None
