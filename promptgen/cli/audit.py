@@ -9,22 +9,21 @@ import click
 
 from promptgen.cli.common import emit_json, json_option, root_option
 from promptgen.cli.heads import clip_options, open_clip_model
+from promptgen.errors import PromptgenError
+from promptgen.paths import cache_dir
 from promptgen.runlog import CommandRun, logged
 from promptgen.steps import pipeline_step
+from promptgen.store import SetRef
 
 COMMANDS = []
 
 
 def _refs(texts: tuple[str, ...], dataset: str) -> list:
-    from promptgen.store import SetRef
-
     return [SetRef.parse(part.strip(), dataset) for text in texts for part in text.split(",") if part.strip()]
 
 
 def check_writable(directory: Path) -> None:
     """The report folder, made and tried before any work, so a bad -o fails at once."""
-    from promptgen.errors import PromptgenError
-
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe = directory / f".audit-probe-{os.getpid()}"
@@ -70,7 +69,6 @@ def audit_command(dataset: str, set_specs: tuple[str, ...], eval_files: tuple[Pa
     by classes, over-long texts, diversity, confusion and, with --eval, accuracy per class."""
     from promptgen.audit import AuditOptions, TextModel, load_results, run_audit, summary_text, write_reports
     from promptgen.audit.checks import token_counter
-    from promptgen.paths import cache_dir
 
     store = run.store()
     classes = store.classes(dataset, classes_file)

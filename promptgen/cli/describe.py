@@ -13,6 +13,7 @@ from promptgen.errors import ExitCode, PromptgenError
 from promptgen.messages import shorten
 from promptgen.runlog import CommandRun, logged
 from promptgen.steps import LLM_RUN_ONLY, pipeline_step
+from promptgen.templates import load_template
 
 COMMANDS = []
 
@@ -62,7 +63,6 @@ def describe_command(dataset: str, classes_file: Path | None, source: str, style
     if not model:
         raise PromptgenError("no --model given for --source llm",
                              "name a litellm model (e.g. --model openai/gpt-4o-mini), or use --source wordnet")
-    from promptgen.templates import load_template
 
     template = load_template(style, store.root)
     if template.kind != "class":

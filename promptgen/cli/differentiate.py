@@ -11,8 +11,10 @@ from promptgen.cli.common import emit_json, json_option, root_option
 from promptgen.cli.heads import clip_options, open_clip_model
 from promptgen.cli.llm_options import llm_options, make_client
 from promptgen.errors import ExitCode, PromptgenError
+from promptgen.paths import cache_dir
 from promptgen.runlog import CommandRun, logged
 from promptgen.steps import CLIP_RUN_ONLY, LLM_RUN_ONLY, pipeline_step
+from promptgen.templates import load_template
 
 COMMANDS = []
 
@@ -21,7 +23,6 @@ def _initial_head(store, classes, head_file: Path | None, initial: str, clip) ->
     from promptgen.clip.embed import TextEncoder
     from promptgen.clip.heads import build_head, load_head
     from promptgen.clip.sources import source_from_templates
-    from promptgen.paths import cache_dir
 
     if head_file is not None:
         head = load_head(head_file, classes, clip.embed_dim if clip else None)
@@ -37,7 +38,6 @@ def find_pairs(store, classes, *, pairs_from: str, images_spec: str | None, feat
     """The PairPlan the options describe; the CLIP model is loaded only when something needs it."""
     from promptgen.clip.images import encode_images, load_feature_file, open_image_set
     from promptgen.clip.pairs import all_pairs, check_k, pairs_from_images, pairs_from_text
-    from promptgen.paths import cache_dir
 
     if pairs_from == "all":
         return all_pairs(len(classes), max_pairs=max_pairs)
@@ -106,7 +106,6 @@ def differentiate_command(dataset: str, classes_file: Path | None, pairs_from: s
                           as_json: bool, run: CommandRun, **values: Any) -> None:
     """Differential descriptions for DATASET's confusable class pairs, as a new prompt-set version."""
     from promptgen.stages.differentiate import DifferentiateJob, plan_requests, resume_plan, run_differentiate
-    from promptgen.templates import load_template
 
     store = run.store(wait=values["wait"])
     classes = store.classes(dataset, classes_file)

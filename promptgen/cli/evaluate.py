@@ -12,6 +12,8 @@ import click
 from promptgen.build_spec import split_build
 from promptgen.cli.common import emit_json, json_option, root_option, write_json_file
 from promptgen.cli.heads import clip_options, open_clip_model
+from promptgen.errors import PromptgenError
+from promptgen.paths import cache_dir
 from promptgen.runlog import CommandRun, logged
 from promptgen.steps import CLIP_RUN_ONLY, pipeline_step
 
@@ -30,7 +32,6 @@ def parse_build_spec(spec: str) -> tuple[str, list[str], dict[str, Any]]:
     builder's own before any model is loaded."""
     from promptgen.clip.heads import BUILDERS
     from promptgen.clip.registry import GENERIC_OPTIONS
-    from promptgen.errors import PromptgenError
 
     split = split_build(spec)
     builder = split.builder.strip()
@@ -110,8 +111,6 @@ def eval_command(dataset: str, images_spec: str | None, features_file: Path | No
     from promptgen.clip.evaluate import evaluate_heads, format_table, seed_summary
     from promptgen.clip.heads import build_head, load_head
     from promptgen.clip.images import encode_images, load_feature_file, open_image_set
-    from promptgen.errors import PromptgenError
-    from promptgen.paths import cache_dir
 
     started = time.perf_counter()
     if (images_spec is None) == (features_file is None):
@@ -231,7 +230,6 @@ def features_command(dataset: str, images_spec: str, clip_model: str, pretrained
                      as_json: bool, run: CommandRun) -> None:
     """Encode DATASET's images with a CLIP image tower (cached) and write the features."""
     from promptgen.clip.images import encode_images, open_image_set, save_feature_file
-    from promptgen.paths import cache_dir
 
     store = run.store()
     classes = store.classes(dataset, classes_file)

@@ -8,6 +8,8 @@ from typing import Any, Callable
 import click
 
 from promptgen.cli.common import emit_json, json_option, root_option
+from promptgen.errors import PromptgenError
+from promptgen.paths import cache_dir
 from promptgen.runlog import CommandRun, logged
 from promptgen.steps import pipeline_step
 
@@ -84,7 +86,6 @@ def builder_kwargs(values: dict[str, Any]) -> dict[str, Any]:
 
 def open_clip_model(root_path: Path, clip_model: str, pretrained: str, seed: int, device: str):
     from promptgen.clip.models import load_clip
-    from promptgen.paths import cache_dir
 
     return load_clip(clip_model, pretrained, device=device, seed=seed, cache=cache_dir(root_path))
 
@@ -111,8 +112,6 @@ def head_command(dataset: str, builder: str, sets: tuple[str, ...], templates: t
     from promptgen.clip.embed import TextEncoder
     from promptgen.clip.heads import BUILDERS, build_head, save_head
     from promptgen.clip.images import load_feature_file
-    from promptgen.errors import PromptgenError
-    from promptgen.paths import cache_dir
 
     if builder not in BUILDERS:
         raise PromptgenError(f"unknown head builder {builder!r}", f"builders: {', '.join(sorted(BUILDERS))}")

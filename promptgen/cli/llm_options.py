@@ -9,6 +9,7 @@ from typing import Any, Callable
 import click
 
 from promptgen.errors import PromptgenError
+from promptgen.paths import cache_dir
 
 __all__ = ["llm_options", "make_client", "parse_price"]
 
@@ -66,7 +67,6 @@ def make_client(root: Path, values: dict[str, Any], *, split_samples: bool | Non
     log's (runlog.CommandRun.on_spend)."""
     from promptgen.llm.cache import LLMCache
     from promptgen.llm.client import LLMClient
-    from promptgen.paths import cache_dir
 
     return LLMClient(values["model"], api_base=values["api_base"], api_key_env=values["api_key_env"],
                      cache=LLMCache(cache_dir(root) / "llm"), concurrency=values["concurrency"],

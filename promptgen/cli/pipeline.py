@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from promptgen.cli.common import emit_json, json_option, root_option
+from promptgen.paths import resolve_root
 from promptgen.runlog import CommandRun, logged
 
 COMMANDS = []
@@ -29,7 +30,7 @@ def run_command(pipeline_file: Path, plan_only: bool, force: bool, overrides: tu
     """Run the pipeline in PIPELINE.toml: datasets x steps (describe, differentiate, synonyms, import,
     rename, head, eval, audit, features). A step whose inputs did not change since the last run is
     skipped; one that was interrupted resumes; state is kept in ROOT/pipelines/NAME.json."""
-    from promptgen.paths import resolve_root
+    # local: the pipeline is to call the stages (LLM client, CLIP) directly, which start-up must not load
     from promptgen.pipeline import PipelineRunner, load_pipeline
 
     pipeline = load_pipeline(pipeline_file, overrides)

@@ -8,6 +8,7 @@ import click
 
 from promptgen.cli.common import emit_json, json_option, root_option
 from promptgen.paths import resolve_root
+from promptgen.runlog import log_path, read_runs, summarise
 
 COMMANDS = []
 
@@ -20,8 +21,6 @@ COMMANDS = []
 @json_option
 def runs_command(dataset: str | None, command_name: str | None, limit: int, root: Path | None, as_json: bool) -> None:
     """List logged runs (newest last) with what they wrote and cost, then totals per command and per dataset."""
-    from promptgen.runlog import log_path, read_runs, summarise
-
     root_path = resolve_root(root)
     runs = read_runs(root_path)
     if dataset:

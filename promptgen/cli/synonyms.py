@@ -12,8 +12,11 @@ from promptgen.cli.describe import _report
 from promptgen.cli.heads import clip_options, open_clip_model
 from promptgen.cli.llm_options import llm_options, make_client
 from promptgen.errors import ExitCode, PromptgenError
+from promptgen.paths import cache_dir
+from promptgen.rename import FILTERS, SCORERS, ScoreContext, choose_names, rating_job
 from promptgen.runlog import CommandRun, logged
 from promptgen.steps import LLM_RUN_ONLY, pipeline_step
+from promptgen.templates import load_template
 
 COMMANDS = []
 
@@ -36,7 +39,6 @@ def synonyms_command(dataset: str, classes_file: Path | None, source: str, style
     """Write the names each class of DATASET goes by (official name always included) as a new version."""
     from promptgen.stages.runner import run_stage
     from promptgen.stages.synonyms import synonyms_job, synonyms_wordnet
-    from promptgen.templates import load_template
 
     store = run.store(wait=values["wait"])
     classes = store.classes(dataset, classes_file)
@@ -100,7 +102,6 @@ def rename_command(dataset: str, set_refs: tuple[str, ...], scorer: str, filters
                    output: Path | None, classes_file: Path | None, clip_model: str, pretrained: str, seed: int,
                    device: str, root: Path | None, as_json: bool, run: CommandRun, **values: Any) -> None:
     """Choose each class's most recognisable name from a synonyms set and print the rename table."""
-    from promptgen.rename import FILTERS, SCORERS, choose_names
     from promptgen.stages.synonyms import load_candidates, merge_candidates
 
     store = run.store(wait=values["wait"])
@@ -115,7 +116,6 @@ def rename_command(dataset: str, set_refs: tuple[str, ...], scorer: str, filters
     encoder = client = None
     if scorer == "clip" or "clip" in chosen_filters:
         from promptgen.clip.embed import TextEncoder
-        from promptgen.paths import cache_dir
 
         encoder = TextEncoder(open_clip_model(store.root, clip_model, pretrained, seed, device), cache_dir(store.root))
     if scorer == "llm":
@@ -123,8 +123,6 @@ def rename_command(dataset: str, set_refs: tuple[str, ...], scorer: str, filters
             raise PromptgenError("the llm scorer needs --model", "e.g. --model openai/gpt-4o-mini")
         client = make_client(store.root, values, on_spend=run.on_spend)
         if values["dry_run"]:
-            from promptgen.rename import ScoreContext, rating_job
-
             requests = rating_job(ScoreContext(classes, candidates, client=client, root=store.root,
                                                draw=values["draw"])).plan_requests(client)
             click.echo(f"{dataset}: {len(requests)} rating question(s), one per class")

@@ -8,9 +8,9 @@ import click
 
 from promptgen.cli.common import emit_json, json_option, root_option, store_from, wait_option
 from promptgen.formats import EXPORT_FORMATS, IMPORT_FORMATS, export_version, import_fudd_file, import_prompt_file
-from promptgen.store import SetRef
 from promptgen.runlog import CommandRun, logged
 from promptgen.steps import pipeline_step
+from promptgen.store import SetRef
 
 COMMANDS = []
 
