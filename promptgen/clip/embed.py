@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from promptgen.clip.models import ClipModel
 from promptgen.fileio import atomic_write_text, sha256_file
@@ -256,8 +257,6 @@ class TextEncoder:
         out = np.empty((len(texts), self.clip.embed_dim), dtype=np.float32)
         batches = self._length_grouped_batches(lengths)
         if self.show_progress and len(batches) > 1:
-            from tqdm import tqdm
-
             batches = tqdm(batches, desc="encoding texts", unit="batch", leave=False)
         with torch.inference_mode():
             for rows in batches:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from promptgen.classes import ClassList
 from promptgen.clip.models import ClipModel
@@ -88,7 +89,7 @@ def _file_fingerprint(paths: list[Path], labels: list[int], extra: str) -> str:
 
 def _pil_loader(paths: list[Path]) -> Callable[[int], Any]:
     def load(index: int) -> Any:
-        from PIL import Image
+        from PIL import Image  # heavy: only decoding images needs PIL, not features from a file
 
         with Image.open(paths[index]) as image:
             return image.convert("RGB")
@@ -246,8 +247,6 @@ def encode_images(clip: ClipModel, image_set: ImageSet, cache_dir: Path | None =
     batch_rows: list[int] = []
     progress = None
     if show_progress and count > batch_size:
-        from tqdm import tqdm
-
         progress = tqdm(total=count, desc="encoding images", unit="img", leave=False)
 
     def flush() -> None:

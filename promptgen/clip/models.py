@@ -34,7 +34,7 @@ _registered = False
 def _register_project_configs() -> None:
     global _registered
     if not _registered:
-        import open_clip
+        import open_clip  # heavy: seconds to import, and work on cached features never needs it
 
         open_clip.add_model_config(CONFIG_DIR)
         _registered = True
