@@ -15,15 +15,10 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "promptgen"
 
-# Each is a strongly connected component allowed as it is, exactly; the final merge removes them.
-KNOWN_CYCLES = {
-    # fixed on branch wt-llm (issue 15): the client and the batch runner are split so neither imports the other
-    frozenset({"promptgen.llm.batch", "promptgen.llm.client"}),
-    # fixed on the pipeline branch (issue 15): the pipeline calls Python APIs instead of the click CLI
-    frozenset({"promptgen.cli", "promptgen.cli.pipeline", "promptgen.pipeline"}),
-}
-# Modules outside promptgen.cli that may import it. Fixed on the pipeline branch (issue 15), as above.
-KNOWN_CLI_IMPORTERS = {"promptgen.pipeline"}
+# Strongly connected components allowed as they are, exactly: none.
+KNOWN_CYCLES: set[frozenset[str]] = set()
+# Modules outside promptgen.cli that may import it: none (the pipeline reads promptgen.steps).
+KNOWN_CLI_IMPORTERS: set[str] = set()
 
 # What `promptgen --help` must not load: each costs from tens of milliseconds to seconds.
 HEAVY = ("torch", "torchvision", "open_clip", "timm", "numpy", "PIL", "litellm", "openai", "matplotlib", "jinja2",

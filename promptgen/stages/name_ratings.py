@@ -14,7 +14,7 @@ from promptgen.classes import ClassList
 from promptgen.llm.client import LLMClient, LLMRequest, LLMRequestFailed, LLMResponse
 from promptgen.parsing import parse_ratings
 from promptgen.stages.runner import LLMStage, StageOutput, StageRun, Verdict, run_stage
-from promptgen.stages.synonyms import Candidate
+from promptgen.names import Candidate
 from promptgen.templates import QueryTemplate, name_for_prompt
 
 __all__ = ["NameRatingJob", "NameRatings", "rate_names"]
