@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from promptgen.audit import checks
+from promptgen.audit import checks, compare
 from promptgen.audit.run import AuditOptions, TextModel, run_audit
 from promptgen.errors import PromptgenError
 from promptgen.parsing import name_pattern
@@ -314,7 +314,7 @@ def test_evaluation_deltas_against_the_baseline_and_most_confused_pairs():
     better[3], better[5] = 0.9, 0.2
     data = results_file(classes, [head_result("photo", base),
                                   head_result("cupl", better, confusions=[(3, 5, 4), (5, 3, 2), (1, 9, 3)])])
-    summary = checks.evaluation_summary(data, classes, None, top=5)
+    summary = compare.evaluation_summary(data, classes, None, top=5)
     assert summary["baseline"] == "photo"
     cupl = summary["heads"][1]
     assert cupl["per_class_delta"][3] == pytest.approx(0.4) and cupl["per_class_delta"][5] == pytest.approx(-0.3)
@@ -323,10 +323,10 @@ def test_evaluation_deltas_against_the_baseline_and_most_confused_pairs():
     assert [c["class_name"] for c in cupl["most_improved"]] == ["cat"]
     confused = [({p["a"]["class_name"], p["b"]["class_name"]}, p["images"]) for p in cupl["most_confused"]]
     assert confused == [({"cat", "dog"}, 6), ({"automobile", "truck"}, 3)]
-    summary = checks.evaluation_summary(data, classes, "cupl", top=5)
+    summary = compare.evaluation_summary(data, classes, "cupl", top=5)
     assert summary["heads"][0]["per_class_delta"][3] == pytest.approx(-0.4)
     with pytest.raises(PromptgenError, match="no head 'nope'"):
-        checks.evaluation_summary(data, classes, "nope", top=5)
+        compare.evaluation_summary(data, classes, "nope", top=5)
 
 
 def test_results_for_another_class_list_are_refused():
@@ -336,10 +336,10 @@ def test_results_for_another_class_list_are_refused():
     other = load_dataset("cifar100")
     data = results_file(other, [head_result("photo", [0.5] * 100)])
     with pytest.raises(PromptgenError, match="another class list") as error:
-        checks.evaluation_summary(data, classes, None, top=5)
+        compare.evaluation_summary(data, classes, None, top=5)
     assert "100 classes instead of 10" in str(error.value)
     with pytest.raises(PromptgenError, match="not a results file"):
-        checks.evaluation_summary({"heads": []}, classes, None, top=5)
+        compare.evaluation_summary({"heads": []}, classes, None, top=5)
 
 
 def test_evaluate_heads_records_the_confusion_cells():
@@ -372,7 +372,7 @@ def test_version_diff_counts_texts_classes_and_manifest_changes(store):
     write_set(store, "diff", old_texts, manifest={"model": {"model": "gpt-4o-mini"}})
     write_set(store, "diff", new_texts, manifest={"model": {"model": "gpt-4o"}})
     old, new = audit_set(store, "cifar10/diff@v1"), audit_set(store, "cifar10/diff@v2")
-    diff = checks.version_diff(new, old, classes, top=10)
+    diff = compare.version_diff(new, old, classes, top=10)
     assert [c["class_name"] for c in diff["classes_added"]] == ["ship"]
     assert [c["class_name"] for c in diff["classes_removed"]] == ["truck"]
     cat = next(c for c in diff["per_class"] if c["class_name"] == "cat")
@@ -383,7 +383,7 @@ def test_version_diff_counts_texts_classes_and_manifest_changes(store):
                              "per_class_accuracy": [0.5] * 10},
                             {"head": "new", "builder": "cupl", "sets": ["cifar10/diff@v2"], "top1": 0.6,
                              "per_class_accuracy": [0.6] * 9 + [0.4]}]}
-    diff = checks.version_diff(new, old, classes, top=10, evaluation=evaluation)
+    diff = compare.version_diff(new, old, classes, top=10, evaluation=evaluation)
     (accuracy,) = diff["accuracy"]
     assert accuracy["delta_top1"] == pytest.approx(0.1)
     assert accuracy["per_class_delta"][9] == pytest.approx(-0.1)

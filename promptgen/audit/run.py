@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import torch
 
 import promptgen.audit.checks as checks
+import promptgen.audit.compare as compare
 from promptgen import __version__
 from promptgen.classes import ClassList
 from promptgen.errors import PromptgenError
@@ -86,7 +87,7 @@ def run_audit(store: Store, classes: ClassList, refs: Sequence[SetRef] | None,
         if aset.ref in seen:
             raise PromptgenError(f"{aset.ref} is named twice", "name each set version once in --sets")
         seen.add(aset.ref)
-    evaluation = [checks.evaluation_summary(data, classes, options.baseline, options.top, source=name)
+    evaluation = [compare.evaluation_summary(data, classes, options.baseline, options.top, source=name)
                   for name, data in evaluations]
     merged_eval = _merge_evaluations(evaluation)
     olds = [checks.load_audit_set(store, ref, classes) for ref in against]
@@ -97,7 +98,7 @@ def run_audit(store: Store, classes: ClassList, refs: Sequence[SetRef] | None,
                                                    text_model.context_length, text_model.description)
 
     sets = [_audit_set(aset, classes, encode, count_tokens, context_length, options) for aset in asets]
-    diffs = [checks.version_diff(new, old, classes, options.top, merged_eval) for new, old in zip(partners, olds)]
+    diffs = [compare.version_diff(new, old, classes, options.top, merged_eval) for new, old in zip(partners, olds)]
     return {
         "format": AUDIT_FORMAT, "created": utc_now(), "promptgen_version": __version__,
         "dataset": classes.dataset,
