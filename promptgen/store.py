@@ -29,7 +29,7 @@ from promptgen.locks import LockFile, describe_holder, holder_note, is_locked
 from promptgen.paths import BUILTIN_PROMPTS_DIR, prompts_dir, shipped_versions
 
 __all__ = ["SetRef", "VersionInfo", "Store", "VersionWriter", "SetLock", "make_record", "record_id", "number_repeats",
-           "MANIFEST_FORMAT"]
+           "offline_manifest", "class_summary", "MANIFEST_FORMAT"]
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,17 @@ def make_record(*, class_index: int, class_name: str, stage: str, kind: str, tex
               "sample_index": sample_index, "request_key": request_key, "model": model}
     record.update({k: v for k, v in extra.items() if v is not None})
     return record
+
+
+def offline_manifest(stage: str, source: str, sections: dict) -> dict:
+    """The manifest of a set written without an LLM (an import, WordNet): the header every set
+    has, then the stage's sections in their order. LLM stages get theirs from the stage runner."""
+    return {"stage": stage, "source": source, "network": False, "needs_api_key": False, "model": None, **sections}
+
+
+def class_summary(classes: ClassList) -> dict:
+    """A manifest's "classes" section."""
+    return {"count": len(classes), "hash": classes.hash, "source": classes.source}
 
 
 def dedupe_records(records: Iterable[dict], ignore_case: bool = False) -> tuple[list[dict], int]:

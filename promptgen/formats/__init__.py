@@ -26,7 +26,7 @@ from promptgen.fileio import atomic_write_text, sha256_file
 from promptgen.messages import shorten
 from promptgen.parsing import (DROP_REASONS, PAIR_REJECT_REASONS, PairAttribute, clean_texts, name_pattern,
                                parse_pair_answer)
-from promptgen.store import Store, VersionInfo, make_record
+from promptgen.store import Store, VersionInfo, class_summary, make_record, offline_manifest
 from promptgen.templates import indefinite_article
 
 __all__ = ["IMPORT_FORMATS", "EXPORT_FORMATS", "ImportReport", "import_prompt_file", "import_fudd_file",
@@ -168,10 +168,9 @@ def import_prompt_file(store: Store, classes: ClassList, path: str | Path, fmt: 
                                        request_key=None, model=None,
                                        source_key=key if key != classes.names[class_index] else None))
     per_class = Counter(r["class_index"] for r in records)
-    manifest = {
-        "stage": "import", "source": "file", "network": False, "needs_api_key": False, "model": None,
+    manifest = offline_manifest("import", "file", {
         "text_kind": text_kind,
-        "classes": {"count": len(classes), "hash": classes.hash, "source": classes.source},
+        "classes": class_summary(classes),
         "import": {"format": fmt, "file": path.name, "sha256": sha256_file(path), "match": match, "dedupe": dedupe,
                    **report.to_json()},
         "counts": {"records": len(records), "classes": len(classes),
@@ -182,7 +181,7 @@ def import_prompt_file(store: Store, classes: ClassList, path: str | Path, fmt: 
         "tokens": {"prompt": 0, "completion": 0}, "cost_usd": None,
         "classes_without_texts": [{"class_index": i, "class_name": n} for i, n in enumerate(classes.names)
                                   if per_class[i] == 0],
-    }
+    })
     if notice:
         manifest["license"] = notice
     return store.write_version(classes.dataset, set_name, records, manifest, classes=classes), report
@@ -452,10 +451,9 @@ def import_fudd_file(store: Store, classes: ClassList, path: str | Path, set_nam
                              "fix the file, or import without --strict to skip what does not fit")
     records.sort(key=lambda r: (tuple(r["pair_classes"]), r["attribute_index"], r["class_index"] != r["pair_classes"][0]))
     per_class = Counter(r["class_index"] for r in records)
-    manifest = {
-        "stage": "import", "source": "file", "network": False, "needs_api_key": False, "model": None,
+    manifest = offline_manifest("import", "file", {
         "text_kind": "sentence",
-        "classes": {"count": len(classes), "hash": classes.hash, "source": classes.source},
+        "classes": class_summary(classes),
         "import": {"format": "fudd", "file": path.name, "sha256": sha256_file(path), "pairs": report.matched,
                    # FuDD's own names (its templates say them), where the class-name file was given
                    **({"class_names": fudd_names, "class_names_differ": [
@@ -471,7 +469,7 @@ def import_fudd_file(store: Store, classes: ClassList, path: str | Path, set_nam
         "rejected": {reason: rejected.get(reason, 0) for reason in PAIR_REJECT_REASONS},
         "dropped": {reason: 0 for reason in DROP_REASONS},
         "tokens": {"prompt": 0, "completion": 0}, "cost_usd": None, "failed_pairs": [],
-    }
+    })
     if notice:
         manifest["license"] = notice
     return store.write_version(classes.dataset, set_name, records, manifest, classes=classes), report

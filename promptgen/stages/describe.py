@@ -20,8 +20,8 @@ from promptgen.llm.client import LLMClient, LLMRequest, LLMResponse
 from promptgen.parsing import DROP_REASONS, Parsed, parse_answer
 from promptgen.redact import redact
 from promptgen.sources.wordnet import gloss_sentence, load_wordnet
-from promptgen.stages.runner import LLMStage, StageOutput, StageResult, StageRun, Verdict, class_summary, run_stage
-from promptgen.store import Store, VersionInfo, dedupe_records, make_record
+from promptgen.stages.runner import LLMStage, StageOutput, StageResult, StageRun, Verdict, run_stage
+from promptgen.store import Store, VersionInfo, class_summary, dedupe_records, make_record, offline_manifest
 from promptgen.templates import QueryTemplate
 
 __all__ = ["DescribeJob", "DescribeResult", "plan_requests", "run_describe", "describe_wordnet"]
@@ -231,9 +231,8 @@ def describe_wordnet(classes: ClassList, store: Store, set_name: str = "wordnet"
     unmatched = [m for m in matches if m.synset is None]
     ambiguous = [m for m in matches if m.alternatives]
     methods = Counter(m.method for m in matches)
-    manifest = {
-        "stage": STAGE, "source": "wordnet", "network": False, "needs_api_key": False,
-        "model": None, "knowledge_source": wordnet.source, "classes": class_summary(classes),
+    manifest = offline_manifest(STAGE, "wordnet", {
+        "knowledge_source": wordnet.source, "classes": class_summary(classes),
         "template": {"name": "wordnet", "ref": "wordnet/gloss", "description": "'{class}: {WordNet gloss}.'"},
         "text_kind": "sentence",
         "counts": {"records": len(records), "classes": len(classes), "classes_without_texts": len(unmatched),
@@ -243,5 +242,5 @@ def describe_wordnet(classes: ClassList, store: Store, set_name: str = "wordnet"
         "classes_without_texts": [{"class_index": m.class_index, "class_name": m.class_name, "reason": "no synset"}
                                   for m in unmatched],
         "matching": [m.to_json() for m in matches],
-    }
+    })
     return store.write_version(classes.dataset, set_name, records, manifest, classes=classes), unmatched, ambiguous

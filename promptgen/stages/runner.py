@@ -36,9 +36,9 @@ from promptgen.llm.client import (
     RunStats,
 )
 from promptgen.llm.pricing import Cost
-from promptgen.store import Store, VersionInfo, VersionWriter
+from promptgen.store import Store, VersionInfo, VersionWriter, class_summary
 
-__all__ = ["LLMStage", "Verdict", "StageOutput", "StageRun", "StageResult", "Usage", "run_stage", "class_summary",
+__all__ = ["LLMStage", "Verdict", "StageOutput", "StageRun", "StageResult", "Usage", "run_stage",
            "restore_earlier_answers"]
 
 
@@ -199,10 +199,6 @@ class StageResult:
     def manifest(self) -> dict:
         assert self.info is not None
         return self.info.manifest
-
-
-def class_summary(classes: ClassList) -> dict:
-    return {"count": len(classes), "hash": classes.hash, "source": classes.source}
 
 
 def _header(stage: LLMStage, client: LLMClient, fingerprint: dict, requests: list[LLMRequest]) -> dict:

@@ -17,7 +17,8 @@ from promptgen.names import Candidate, add_name
 from promptgen.parsing import DROP_REASONS
 from promptgen.sources.wordnet import load_wordnet
 from promptgen.stages.describe import DescribeJob
-from promptgen.store import SetRef, Store, VersionInfo, dedupe_records, make_record, record_id
+from promptgen.store import (SetRef, Store, VersionInfo, class_summary, dedupe_records, make_record, offline_manifest,
+                             record_id)
 from promptgen.templates import QueryTemplate
 
 __all__ = ["STAGE", "Candidate", "SynonymsJob", "synonyms_job", "synonyms_wordnet", "load_candidates",
@@ -94,10 +95,8 @@ def synonyms_wordnet(classes: ClassList, store: Store, set_name: str = "synonyms
     names_per_class = Counter()
     for c, name in {(r["class_index"], r["text"].casefold()) for r in kept}:
         names_per_class[c] += 1
-    manifest = {
-        "stage": STAGE, "source": "wordnet", "network": False, "needs_api_key": False, "model": None,
-        "knowledge_source": wordnet.source, "text_kind": "synonym",
-        "classes": {"count": len(classes), "hash": classes.hash, "source": classes.source},
+    manifest = offline_manifest(STAGE, "wordnet", {
+        "knowledge_source": wordnet.source, "text_kind": "synonym", "classes": class_summary(classes),
         "template": {"name": "wordnet", "ref": "wordnet/lemmas", "description": "the lemmas of the class's synset"},
         "counts": {"records": len(kept), "classes": len(classes),
                    "classes_with_other_names": sum(1 for c in range(len(classes)) if names_per_class[c] > 1),
@@ -107,7 +106,7 @@ def synonyms_wordnet(classes: ClassList, store: Store, set_name: str = "synonyms
         "classes_without_synonyms": [{"class_index": m.class_index, "class_name": m.class_name, "reason": "no synset"}
                                      for m in unmatched],
         "matching": [m.to_json() for m in matches],
-    }
+    })
     return store.write_version(classes.dataset, set_name, kept, manifest, classes=classes), unmatched
 
 
