@@ -45,7 +45,7 @@ from promptgen.clip.models import load_clip  # noqa: E402
 from promptgen.clip.pairs import pairs_from_images, pairs_from_text  # noqa: E402
 from promptgen.clip.sources import source_from_templates  # noqa: E402
 from promptgen.llm.client import LLMClient  # noqa: E402
-from promptgen.llm.fake_server import pair_answer  # noqa: E402
+from promptgen.testing.fake_server import pair_answer  # noqa: E402
 from promptgen.parsing import parse_pair_answer  # noqa: E402
 from promptgen.stages.differentiate import DifferentiateJob, plan_requests  # noqa: E402
 from promptgen.templates import load_template  # noqa: E402

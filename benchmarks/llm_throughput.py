@@ -40,7 +40,7 @@ from promptgen.templates import load_template  # noqa: E402
 
 
 def start_server(latency: float) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen([sys.executable, "-m", "promptgen.llm.fake_server", "--port", "0",
+    process = subprocess.Popen([sys.executable, "-m", "promptgen.testing.fake_server", "--port", "0",
                                 "--latency", str(latency)], stdout=subprocess.PIPE, text=True)
     url = process.stdout.readline().split(" on ", 1)[1].split(" ", 1)[0]
     return process, url

@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def start_server(latency: float, chaos: float, slow_delay: float) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen([sys.executable, "-m", "promptgen.llm.fake_server", "--port", "0",
+    process = subprocess.Popen([sys.executable, "-m", "promptgen.testing.fake_server", "--port", "0",
                                 "--latency", str(latency), "--chaos", str(chaos), "--slow-delay", str(slow_delay)],
                                stdout=subprocess.PIPE, text=True)
     url = process.stdout.readline().split(" on ", 1)[1].split(" ", 1)[0]

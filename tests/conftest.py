@@ -16,7 +16,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 from click.testing import CliRunner, Result  # noqa: E402
 
-from promptgen.llm.fake_server import FakeLLMServer  # noqa: E402
+from promptgen.testing.fake_server import FakeLLMServer  # noqa: E402
 
 
 @pytest.fixture

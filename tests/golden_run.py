@@ -52,7 +52,7 @@ def _inputs(workdir: Path) -> dict[str, str]:
 def run_golden(root: Path) -> dict[str, str]:
     """Run the golden job in `root` (created empty) and return {relative path: normalised text}."""
     from promptgen.cli import main
-    from promptgen.llm.fake_server import FakeLLMServer
+    from promptgen.testing.fake_server import FakeLLMServer
     from click.testing import CliRunner
 
     workdir = root.parent / (root.name + "-inputs")

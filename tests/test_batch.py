@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from promptgen.llm.cache import cache_key
-from promptgen.llm.fake_server import FakeLLMServer, Fault
+from promptgen.testing.fake_server import FakeLLMServer, Fault
 from tests.conftest import TINY_ARGS, run_cli
 
 FAST = ("--batch-poll", "0.02", "--no-progress", "--backoff", "0.01")

@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from promptgen.llm.fake_server import FakeLLMServer, Fault
+from promptgen.testing.fake_server import FakeLLMServer, Fault
 from tests.conftest import run_cli
 
 

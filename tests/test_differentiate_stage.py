@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from promptgen.classes import load_dataset
-from promptgen.llm.fake_server import FakeLLMServer, Fault, pair_answer
+from promptgen.testing.fake_server import FakeLLMServer, Fault, pair_answer
 from tests.conftest import TINY_ARGS, run_cli
 
 CIFAR10 = load_dataset("cifar10").names
@@ -453,7 +453,7 @@ def test_a_pair_whose_answers_are_all_rejected_fails_after_the_reasks(cli, fake_
 
 
 def test_cut_off_answers_without_repair_keep_the_complete_attributes(cli, fake_llm, root):
-    from promptgen.llm.fake_server import _sample_index, default_answer
+    from promptgen.testing.fake_server import _sample_index, default_answer
     from promptgen.parsing import parse_pair_answer
 
     fake_llm.configure(faults=[Fault("truncated", match=question("automobile", "truck"), times=-1)])

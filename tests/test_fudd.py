@@ -27,7 +27,7 @@ from promptgen.errors import PromptgenError
 from promptgen.formats import export_version, import_fudd_file
 from promptgen.llm.cache import LLMCache
 from promptgen.llm.client import LLMClient
-from promptgen.llm.fake_server import FakeLLMServer
+from promptgen.testing.fake_server import FakeLLMServer
 from promptgen.stages.differentiate import DifferentiateJob, run_differentiate
 from promptgen.store import SetRef, Store
 from promptgen.templates import load_template

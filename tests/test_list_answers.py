@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from promptgen.classes import load_dataset
-from promptgen.llm.fake_server import FakeLLMServer
+from promptgen.testing.fake_server import FakeLLMServer
 from promptgen.parsing import parse_answer, parse_name_list, parse_pair_answer
 
 CORPORA = {"rendered": Path(__file__).resolve().parent / "data" / "list_answers.jsonl",

@@ -10,7 +10,7 @@ import pytest
 from promptgen.errors import PromptgenError
 from promptgen.llm.cache import LLMCache
 from promptgen.llm.client import LLMClient, LLMRequest, LLMRequestFailed
-from promptgen.llm.fake_server import Fault
+from promptgen.testing.fake_server import Fault
 
 MESSAGES = [{"role": "user", "content": "Describe what a tench looks like"}]
 SAMPLING = {"temperature": 0.99, "max_tokens": 50, "n": 4, "stop": ["."]}
@@ -51,7 +51,7 @@ def test_one_request_carries_n_samples_and_a_rerun_costs_nothing(fake_llm, tmp_p
 
 
 def test_samples_split_into_requests_when_the_provider_has_no_n(tmp_path):
-    from promptgen.llm.fake_server import FakeLLMServer
+    from promptgen.testing.fake_server import FakeLLMServer
 
     with FakeLLMServer(supports_n=False) as server:
         client = make_client(server, tmp_path, split_samples=True)

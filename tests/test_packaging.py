@@ -33,6 +33,7 @@ def test_wheel_contains_the_data_promptgen_reads_at_run_time(tmp_path):
     assert "promptgen/_prompts/LICENSE-WaffleCLIP.md" in names and "promptgen/_prompts/shipped.json" in names
     assert "promptgen/data/classnames/imagenet.json" in names
     assert "promptgen/clip/model_configs/promptgen-tiny.json" in names
+    assert "promptgen/testing/fake_server.py" in names        # the README's try-it-without-an-LLM server
     assert {"promptgen/audit/templates/report.html.j2", "promptgen/audit/templates/report.md.j2"} <= names
     clip_data = {p.name for p in (ROOT / "prompts" / "clip").iterdir()}
     assert {"openai80.json", "waffle_words.txt"} <= clip_data

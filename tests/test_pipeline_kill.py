@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from promptgen.llm.fake_server import FakeLLMServer
+from promptgen.testing.fake_server import FakeLLMServer
 from tests.conftest import run_cli
 
 CLASSES = [f"widget model {i:03d}" for i in range(40)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from promptgen.llm.fake_server import CHAOS_KINDS, Chaos
+from promptgen.testing.fake_server import CHAOS_KINDS, Chaos
 
 
 def test_every_request_is_stored_or_recorded_as_failed_and_none_is_paid_twice(cli, fake_llm, root, tmp_path):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from promptgen.llm.fake_server import Fault
+from promptgen.testing.fake_server import Fault
 from promptgen.runlog import log_path, read_runs, summarise
 
 

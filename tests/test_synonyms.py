@@ -10,10 +10,10 @@ import pytest
 
 from promptgen.classes import ClassList, load_dataset
 from promptgen.errors import PromptgenError
-from promptgen.llm.fake_server import FakeLLMServer
 from promptgen.names import Candidate
 from promptgen.parsing import parse_name_list, parse_ratings
 from promptgen.rename import choose_names, filter_candidates, load_rename_file
+from promptgen.testing.fake_server import FakeLLMServer
 from tests.conftest import TINY_ARGS
 
 
@@ -609,7 +609,7 @@ def test_llm_scorer_dry_run_sends_nothing_and_failures_exit_3(cli, root, tmp_pat
         dry = cli("rename", "mypets6", "--classes", classes, "--scorer", "llm", "--model", "openai/test",
                   "--api-base", server.url, "--dry-run", "--price", "1,1")
         assert dry.exit_code == 0 and "2 rating question(s)" in dry.output and server.request_count == 0
-        from promptgen.llm.fake_server import Fault
+        from promptgen.testing.fake_server import Fault
         server.configure(faults=[Fault("500", match="refer to a dog", times=-1)])
         result = cli("rename", "mypets6", "--classes", classes, "--scorer", "llm", "--model", "openai/test",
                      "--api-base", server.url, "--no-progress", "--max-attempts", "1", "--backoff", "0.01")

@@ -17,7 +17,7 @@ checks hold across both paths. A seeded `batch_failure_rate` of lines goes to th
 (a 500 line, or a line with only an `error`), and `batch_outcome` can make a batch fail, expire
 or be cancelled with part of its lines answered.
 
-Run it by hand:  python -m promptgen.llm.fake_server --port 8765 --latency 0.2
+Run it by hand:  python -m promptgen.testing.fake_server --port 8765 --latency 0.2
 """
 
 from __future__ import annotations
