@@ -287,6 +287,7 @@ def test_audit_json_lists_every_planted_flag(mixed) -> None:
     assert s["stats"]["per_class_counts"] == [len(MIXED[n]) for n in NAMES]
 
 
+@pytest.mark.browser
 def test_report_html_in_chromium_shows_flags_and_keeps_markup_inert(mixed, browser) -> None:
     from selenium.webdriver.common.by import By
 
@@ -373,6 +374,7 @@ def _brute_force_embedding_figures(clip, records: list[dict], threshold: float =
             "diversity_median": statistics.median(present)}
 
 
+@pytest.mark.browser
 def test_summary_cells_match_audit_json_and_the_planted_facts(mixed, browser, tiny_clip) -> None:
     from selenium.webdriver.common.by import By
 
@@ -545,6 +547,7 @@ def test_eval_deltas_baseline_and_confused_pairs(evaluated) -> None:
     assert confused.get(("cat", "dog"), 0) >= 3     # the planted cat-as-dog images
 
 
+@pytest.mark.browser
 def test_eval_section_of_the_html(evaluated, browser) -> None:
     from selenium.webdriver.common.by import By
 
@@ -594,6 +597,7 @@ def test_results_without_confusion_counts_say_so(evaluated, tmp_path: Path) -> N
 
 # ---------------------------------------------------------------------------------------------- 3. --against
 
+@pytest.mark.browser
 def test_against_diffs_two_versions(diffed, browser) -> None:
     from selenium.webdriver.common.by import By
 
@@ -717,6 +721,7 @@ def test_show_unknown_id_is_an_error(mixed) -> None:
 
 # ---------------------------------------------------------------------------------------------- 6. --no-embed
 
+@pytest.mark.browser
 def test_no_embed_loads_no_model_and_says_so(mixed, browser, tmp_path: Path, monkeypatch) -> None:
     from selenium.webdriver.common.by import By
 
@@ -792,6 +797,7 @@ def test_show_id_finds_a_record_of_another_class_only_with_that_class(mixed) -> 
     assert [r["id"] for r in json.loads(result.stdout)] == [record["id"]]
 
 
+@pytest.mark.slow
 def test_an_llm_set_shows_tokens_and_cost_per_class_adding_up_to_the_manifest(cli, fake_llm, root: Path,
                                                                                tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("FAKE_KEY_FOR_TESTS", "not-a-real-key")  # a priced model name, so costs are known

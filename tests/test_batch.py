@@ -201,6 +201,8 @@ def test_more_lines_than_a_batch_takes_are_split_into_several(cli, fake_llm, roo
     assert_paid_once(fake_llm)
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_kill_minus_9_while_polling_then_resume_picks_the_batch_up_without_paying_twice(fake_llm, tmp_path, reference):
     root, server = tmp_path / "root", fake_llm
     server.configure(batch_polls=10 ** 9)  # the batch stays in progress until the kill

@@ -72,7 +72,7 @@ def test_prompt_set_has_the_intended_edge_cases(tiny_clip):
     assert len(set(PROMPTS)) == 38
 
 
-@pytest.mark.parametrize("which", ["tiny", "vit_b32"])
+@pytest.mark.parametrize("which", ["tiny", pytest.param("vit_b32", marks=pytest.mark.slow)])
 def test_encode_equals_encode_text(which, request):
     clip = request.getfixturevalue("tiny_clip" if which == "tiny" else "vit_b32")
     encoder = TextEncoder(clip, None, tokens_per_batch=512)

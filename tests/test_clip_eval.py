@@ -541,6 +541,7 @@ def _table_rows(output: str) -> dict[str, list[str]]:
     return rows
 
 
+@pytest.mark.slow
 def test_cli_eval_end_to_end(tmp_path, root):
     images = tmp_path / "cifar"
     for c, name in enumerate(CIFAR.names):

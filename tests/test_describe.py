@@ -11,6 +11,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from promptgen.testing.fake_server import FakeLLMServer, Fault
 from tests.conftest import run_cli
 
@@ -187,6 +189,8 @@ def _uninterrupted_then_interrupt(server: FakeLLMServer, tmp_path: Path, sig: in
     return expected, root, process
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_kill_minus_9_then_resume_gives_the_uninterrupted_records_with_no_request_sent_twice(tmp_path):
     with FakeLLMServer() as server:
         expected, root, process = _uninterrupted_then_interrupt(server, tmp_path, signal.SIGKILL, after=60)
@@ -305,6 +309,8 @@ def test_api_key_appears_nowhere_on_disk_or_in_output(cli, fake_llm, root, monke
     assert "retrying" in verbose.stderr and secret not in verbose.output
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_resume_finishes_without_asking_again(tmp_path):
     with FakeLLMServer() as server:
         expected, root, process = _uninterrupted_then_interrupt(server, tmp_path, signal.SIGINT, after=40)

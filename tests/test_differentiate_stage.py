@@ -524,6 +524,8 @@ def _journal_lines(root: Path) -> int:
 PAIRS_300 = ("--pairs-from", "all", "--max-pairs", "300")
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_kill_minus_9_then_resume_gives_the_uninterrupted_records_with_nothing_asked_twice(tmp_path):
     with FakeLLMServer() as server:
         reference = tmp_path / "reference"
@@ -664,6 +666,7 @@ def test_a_lost_repair_request_leaves_the_pairs_reasks(cli, fake_llm, root):
     assert len(cat_dog) == 3 and sum(is_repair(b) for b in cat_dog) == 1
 
 
+@pytest.mark.slow
 def test_a_deeply_nested_answer_does_not_crash_the_run(cli, fake_llm, root):
     fake_llm.configure(faults=[Fault("text", match=question("cat", "dog"), times=-1, text="[" * 50_000)])
     result = differentiate(cli, fake_llm, "--pairs-from", "all", "--answer-retries", "0", "--no-repair")

@@ -230,6 +230,7 @@ def imagenet_dclip(world, encoder):
     return SimpleNamespace(classes=classes, data=data, head=head)
 
 
+@pytest.mark.slow
 def test_dclip_imagenet_sentences_end_with_a_period(imagenet_dclip, embed) -> None:
     """(3) load.py:101: after_text = "." when the dataset is 'imagenet'. All classes whose
     promptgen name is the DCLIP key (998 of 1000)."""
@@ -241,6 +242,7 @@ def test_dclip_imagenet_sentences_end_with_a_period(imagenet_dclip, embed) -> No
     assert_close(imagenet_dclip.head.weights[:, same], expected[:, same], "dclip imagenet head")
 
 
+@pytest.mark.slow
 def test_dclip_imagenet_sentences_name_the_authors_keys(imagenet_dclip, embed) -> None:
     """The authors' sentences use the JSON key as the class's name: classes 27 and 638 are "eft"
     and "maillot" in DCLIP's file (promptgen's list says "newt" and "tights")."""
@@ -259,6 +261,7 @@ def test_waffle_word_list_is_the_authors() -> None:
     assert hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest() == WAFFLE_WORDS_SHA256
 
 
+@pytest.mark.slow
 def test_waffle_matches_the_authors_check_values_on_imagenet(world) -> None:
     """WaffleCLIP's own waffle_tools.py, run at seed 0 on descriptors_imagenet.json with
     word_list.pkl, gave these first texts for "tench" (docs/methods.md, waffle): the shipped set
@@ -286,8 +289,8 @@ def waffle_sets(world):
     return out
 
 
-@pytest.mark.parametrize("dataset", ["eurosat", "dtd"])
-@pytest.mark.parametrize("seed", range(7))
+@pytest.mark.parametrize("dataset", ["eurosat", pytest.param("dtd", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("seed", [0, *(pytest.param(s, marks=pytest.mark.slow) for s in range(1, 7))])
 def test_waffle_is_the_authors_generator(waffle_sets, embed, encoder, dataset: str, seed: int) -> None:
     """(4) base_main.py: seed_everything(rep) for rep in range(7), mode 'waffle', waffle_count 15."""
     ws = waffle_sets[dataset]
@@ -311,7 +314,8 @@ def test_waffle_without_a_set_uses_the_shipped_descriptors(waffle_sets, embed, e
     assert_close(head.weights, ref_waffle_head(embed, ws.data, seed=3), "waffle head from the shipped set")
 
 
-@pytest.mark.parametrize("dataset, seed", [("eurosat", s) for s in range(7)] + [("dtd", 0), ("dtd", 6)])
+@pytest.mark.parametrize("dataset, seed", [("eurosat", 0)] + [pytest.param(*case, marks=pytest.mark.slow) for case in
+                                          [("eurosat", s) for s in range(1, 7)] + [("dtd", 0), ("dtd", 6)]])
 def test_waffle_gpt_is_the_authors_generator(waffle_sets, embed, encoder, dataset: str, seed: int) -> None:
     """(5) mode 'waffle_and_gpt': 10 random pairs shared by all classes, 2 GPT descriptors per pair,
     30 of the 40 kept per class."""

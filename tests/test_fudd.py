@@ -340,6 +340,7 @@ def test_fudd_builder_attaches_each_sentence_to_its_own_pair(world, tiny_clip) -
 
 # -- 3. planted signal through the real stage ----------------------------------------------------
 
+@pytest.mark.slow
 def test_fudd_recovers_the_planted_pair_signal(fake_llm, root: Path, tiny_clip, encoder, tmp_path: Path) -> None:
     store = Store(root)
     classes = ClassList(dataset="planted", names=NAMES)
@@ -453,6 +454,7 @@ def test_cli_head_fudd_static_and_fudd(cli, world, world_root: Path, tiny_clip, 
 
 # -- 5. promptgen eval --build fudd ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_eval_builds_fudd(cli, world, world_root: Path, tmp_path: Path, encoder) -> None:
     features_file = tmp_path / "planted.npz"
     np.savez(features_file, features=world.features.numpy(), labels=world.labels.numpy())

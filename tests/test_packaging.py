@@ -8,10 +8,14 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from promptgen.paths import shipped_versions
 from tests.conftest import copy_checkout
 
 ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.subprocess  # pip builds a wheel
 
 
 def test_wheel_contains_the_data_promptgen_reads_at_run_time(tmp_path):

@@ -557,6 +557,7 @@ def test_a_cut_off_list_is_not_mistaken_for_a_whole_answer():
     assert not parsed.complete and parsed.attributes == [PairAttribute(*EARS)]
 
 
+@pytest.mark.slow
 def test_deep_nesting_is_an_error_not_a_crash():
     parsed = parse("[" * 50_000)
     assert not parsed.complete and not parsed.attributes and "nested too deeply" in parsed.error

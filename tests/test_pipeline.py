@@ -101,6 +101,7 @@ def test_a_rerun_skips_every_unchanged_unit_and_sends_nothing(root, llm_pipeline
     assert not (root / "prompts" / "cifar10" / "cupl" / "v2.manifest.json").exists()
 
 
+@pytest.mark.slow
 def test_a_changed_input_reruns_it_and_what_reads_it_and_nothing_else(root, llm_pipeline, fake_llm):
     run(root, llm_pipeline())
     head_before = (root / "pipelines" / "p" / "cifar10" / "head-cupl.pt").read_bytes()
@@ -226,6 +227,7 @@ def test_unknown_dataset_invalid_toml_and_missing_file_are_clear_errors(root, tm
     assert result.exit_code == 2 and "no step named 'nope'" in result.output
 
 
+@pytest.mark.slow
 def test_a_failed_unit_blocks_what_reads_it_and_the_rest_goes_on(root, tmp_path, fake_llm):
     pipeline = write_pipeline(tmp_path / "f.toml", f"""
         datasets = ["cifar10", "cifar100"]
@@ -345,6 +347,7 @@ def test_options_and_references_reach_the_commands(root, tmp_path, fake_llm):
                                              "cifar10/au": "after"}
 
 
+@pytest.mark.slow
 def test_the_wordnet_example_plans_every_builtin_dataset_and_runs(root):
     from promptgen.classes import list_datasets
 
@@ -362,6 +365,7 @@ def test_the_wordnet_example_plans_every_builtin_dataset_and_runs(root):
     assert set(actions(again).values()) == {"skip"}
 
 
+@pytest.mark.slow
 def test_the_cupl_example_runs_against_a_local_server(root, fake_llm):
     example = REPO / "examples" / "cupl-llm.toml"
     overrides = [*TINY, "--override", "defaults.model=openai/test", "--override", f"defaults.api-base={fake_llm.url}",

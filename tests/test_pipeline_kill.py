@@ -14,9 +14,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from promptgen.testing.fake_server import FakeLLMServer
 from tests.conftest import run_cli
+
+pytestmark = [pytest.mark.subprocess, pytest.mark.slow]  # each test kills `promptgen run` processes
 
 CLASSES = [f"widget model {i:03d}" for i in range(40)]
 

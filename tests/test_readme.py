@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,3 +50,50 @@ def test_every_cli_command_in_the_readme_table_exists():
     table = (ROOT / "README.md").read_text()
     named = set(re.findall(r"^\| `promptgen ([\w-]+)", table, flags=re.M))
     assert named and named <= set(main.commands)
+
+
+TIERS = {"slow", "browser", "subprocess"}
+FAST = "not slow and not browser and not subprocess"
+
+
+def script_calls(tmp_path: Path, *args: str) -> tuple[int, list[list[str]]]:
+    """scripts/test run in an empty checkout whose python3, .venv/bin/pip and .venv/bin/python only
+    write down how they were called: its exit status and the commands it ran, in order."""
+    checkout, log = tmp_path / "checkout", tmp_path / "calls"
+    (checkout / "scripts").mkdir(parents=True)
+    shutil.copy2(ROOT / "scripts" / "test", checkout / "scripts" / "test")
+    record = f"""#!/bin/sh
+{{ printf '%s' "$(basename "$0")"; for a in "$@"; do printf '\\t%s' "$a"; done; printf '\\n'; }} >> '{log}'
+"""
+    venv = checkout / ".venv" / "bin"
+    for stub in (tmp_path / "bin" / "python3", venv / "pip", venv / "python"):
+        stub.parent.mkdir(parents=True, exist_ok=True)
+        stub.write_text(record)
+        stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}",
+           "PROMPTGEN_CHROMIUM": "chromium", "PROMPTGEN_FASHION_MNIST": "fashion-mnist"}  # nothing to apt-get
+    done = subprocess.run([str(checkout / "scripts" / "test"), *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+    calls = [line.split("\t") for line in log.read_text().splitlines()] if log.exists() else []
+    return done.returncode, calls
+
+
+def test_the_test_tiers_are_registered_markers_and_unknown_ones_are_refused():
+    pytest_options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert {marker.split(":")[0] for marker in pytest_options["markers"]} == TIERS
+    assert "--strict-markers" in pytest_options["addopts"].split()
+
+
+def test_fast_leaves_out_the_tiers_and_everything_else_goes_to_pytest(tmp_path):
+    status, calls = script_calls(tmp_path, "--fast", "-k", "readme", "-x")
+    assert status == 0
+    assert calls[:2] == [["python3", "-m", "venv", ".venv"], ["pip", "install", "-e", ".[test]"]]
+    assert calls[-1] == ["python", "-m", "pytest", "-m", FAST, "-k", "readme", "-x"]
+    assert set(FAST.split()) - {"not", "and"} == TIERS
+
+
+def test_without_fast_every_test_runs(tmp_path):
+    for args in ((), ("-q", "tests/test_readme.py")):
+        status, calls = script_calls(tmp_path / str(len(args)), *args)
+        assert status == 0
+        assert calls[-1] == ["python", "-m", "pytest", *args]

@@ -8,7 +8,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import pytest
+
 from promptgen.testing.fake_server import CHAOS_KINDS, Chaos
+
+pytestmark = pytest.mark.slow  # 300 classes through a server that fails 30% of the time
 
 
 def test_every_request_is_stored_or_recorded_as_failed_and_none_is_paid_twice(cli, fake_llm, root, tmp_path):

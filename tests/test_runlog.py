@@ -71,6 +71,7 @@ def test_a_partial_run_is_logged_as_partial_with_its_failures(cli, fake_llm):
     assert run["outputs"][0]["status"] == "partial" and run["outputs"][0]["failures"] == 1
 
 
+@pytest.mark.subprocess
 def test_a_run_without_an_end_is_running_or_killed(root):
     path = log_path(root)
     path.parent.mkdir(parents=True)

@@ -43,6 +43,7 @@ def versions(root: Path) -> list[str]:
     return sorted(p.name for p in folder.glob("v*.manifest.json"))
 
 
+@pytest.mark.subprocess
 def test_a_second_writer_is_refused_with_who_holds_the_set_and_reserves_nothing(root, tmp_path):
     holder = hold(root, tmp_path, "30")
     try:
@@ -56,6 +57,7 @@ def test_a_second_writer_is_refused_with_who_holds_the_set_and_reserves_nothing(
         holder.wait()
 
 
+@pytest.mark.subprocess
 def test_wait_starts_when_the_first_writer_finishes(root, tmp_path):
     holder = hold(root, tmp_path, "1.5")
     started = time.monotonic()
@@ -71,6 +73,7 @@ def test_wait_starts_when_the_first_writer_finishes(root, tmp_path):
     assert (root / "prompts" / "cifar10" / "wordnet" / SetLock.FILE).read_text() == "", "released cleanly"
 
 
+@pytest.mark.subprocess
 def test_a_lock_left_by_a_killed_run_is_taken_over(root, tmp_path):
     holder = hold(root, tmp_path, "kill")
     assert holder.wait(timeout=30) == -signal.SIGKILL

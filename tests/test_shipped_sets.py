@@ -128,6 +128,7 @@ def test_in_the_checkout_its_own_sets_are_writable_and_shipped_ones_are_not(chec
         store.write_version("toy", "pub", [], {"stage": "import"})
 
 
+@pytest.mark.subprocess
 def test_the_readme_main_job_run_inside_a_checkout_leaves_every_other_root_alone(tmp_path):
     """The README's main-job command run in a copy of the checkout (so its output lands in the
     copy's own prompts/), twice, then the same job from another folder: all pass, and no shipped
