@@ -56,14 +56,16 @@ TIERS = {"slow", "browser", "subprocess"}
 FAST = "not slow and not browser and not subprocess"
 
 
-def script_calls(tmp_path: Path, *args: str) -> tuple[int, list[list[str]]]:
+def script_calls(tmp_path: Path, *args: str, ruff_status: int = 0) -> tuple[int, list[list[str]]]:
     """scripts/test run in an empty checkout whose python3, .venv/bin/pip and .venv/bin/python only
-    write down how they were called: its exit status and the commands it ran, in order."""
+    write down how they were called (`python -m ruff` then exits with `ruff_status`): its exit status
+    and the commands it ran, in order."""
     checkout, log = tmp_path / "checkout", tmp_path / "calls"
     (checkout / "scripts").mkdir(parents=True)
     shutil.copy2(ROOT / "scripts" / "test", checkout / "scripts" / "test")
     record = f"""#!/bin/sh
 {{ printf '%s' "$(basename "$0")"; for a in "$@"; do printf '\\t%s' "$a"; done; printf '\\n'; }} >> '{log}'
+if [ "$1 $2" = "-m ruff" ]; then exit {ruff_status}; fi
 """
     venv = checkout / ".venv" / "bin"
     for stub in (tmp_path / "bin" / "python3", venv / "pip", venv / "python"):
@@ -87,8 +89,9 @@ def test_the_test_tiers_are_registered_markers_and_unknown_ones_are_refused():
 def test_fast_leaves_out_the_tiers_and_everything_else_goes_to_pytest(tmp_path):
     status, calls = script_calls(tmp_path, "--fast", "-k", "readme", "-x")
     assert status == 0
-    assert calls[:2] == [["python3", "-m", "venv", ".venv"], ["pip", "install", "-e", ".[test]"]]
-    assert calls[-1] == ["python", "-m", "pytest", "-m", FAST, "-k", "readme", "-x"]
+    assert calls == [["python3", "-m", "venv", ".venv"], ["pip", "install", "-e", ".[test]"],
+                     ["python", "-m", "ruff", "check", "."],
+                     ["python", "-m", "pytest", "-m", FAST, "-k", "readme", "-x"]]
     assert set(FAST.split()) - {"not", "and"} == TIERS
 
 
@@ -96,4 +99,17 @@ def test_without_fast_every_test_runs(tmp_path):
     for args in ((), ("-q", "tests/test_readme.py")):
         status, calls = script_calls(tmp_path / str(len(args)), *args)
         assert status == 0
-        assert calls[-1] == ["python", "-m", "pytest", *args]
+        assert calls[-2:] == [["python", "-m", "ruff", "check", "."], ["python", "-m", "pytest", *args]]
+
+
+def test_a_ruff_finding_fails_the_run_before_any_test(tmp_path):
+    for args in (("--fast",), ()):
+        status, calls = script_calls(tmp_path / str(len(args)), *args, ruff_status=1)
+        assert status == 1
+        assert calls[-1] == ["python", "-m", "ruff", "check", "."]
+
+
+def test_ruff_is_configured_and_installed_with_the_tests():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert {"F", "E9"} <= set(pyproject["tool"]["ruff"]["lint"]["select"])
+    assert any(re.match(r"ruff\b", dependency) for dependency in pyproject["project"]["optional-dependencies"]["test"])
