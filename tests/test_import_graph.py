@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parent.parent / "promptgen"
 
 # Strongly connected components allowed as they are, exactly: none.
@@ -187,6 +189,7 @@ def test_only_the_cli_imports_the_cli() -> None:
     assert not wrong, "imports of the CLI from below it:\n" + "\n".join(wrong)
 
 
+@pytest.mark.subprocess
 def test_help_loads_no_heavy_library() -> None:
     """`promptgen --help` stays fast: torch, open_clip, the LLM SDKs and the like load only when a
     command needs them."""

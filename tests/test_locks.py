@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from promptgen.locks import LockFile, describe_holder, holder_note, is_locked
 from tests.conftest import hold_lock
 
@@ -49,6 +51,7 @@ def hold(tmp_path: Path, path: Path, mode: str, script: str = HOLDER) -> subproc
     return hold_lock(script, path, tmp_path, mode)
 
 
+@pytest.mark.subprocess
 def test_a_second_process_is_refused_and_can_name_the_holder(tmp_path):
     path = tmp_path / "x.lock"
     holder = hold(tmp_path, path, "30")
@@ -66,6 +69,7 @@ def test_a_second_process_is_refused_and_can_name_the_holder(tmp_path):
     assert not is_locked(path), "the kernel let go when the holder died"
 
 
+@pytest.mark.subprocess
 def test_waiting_starts_when_the_holder_lets_go(tmp_path):
     path = tmp_path / "x.lock"
     holder = hold(tmp_path, path, "1")
@@ -80,6 +84,7 @@ def test_waiting_starts_when_the_holder_lets_go(tmp_path):
         lock.release()
 
 
+@pytest.mark.subprocess
 def test_a_lock_whose_holder_was_killed_blocks_nobody_and_keeps_its_note(tmp_path):
     path = tmp_path / "x.lock"
     holder = hold(tmp_path, path, "kill")
@@ -94,6 +99,7 @@ def test_a_lock_whose_holder_was_killed_blocks_nobody_and_keeps_its_note(tmp_pat
         lock.release()
 
 
+@pytest.mark.subprocess
 def test_a_plain_flock_of_another_process_excludes_and_is_excluded(tmp_path):
     path = tmp_path / "x.lock"
     other = hold(tmp_path, path, "30", PLAIN_FLOCK)
