@@ -21,8 +21,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from filelock import lock_descriptor, unlock_descriptor
-
 from promptgen.clock import utc_now
 from promptgen.messages import shorten
 from promptgen.redact import redacted_command
@@ -41,11 +39,15 @@ class LockFile:
 
     def try_acquire(self) -> bool:
         """Take the lock if nobody holds it; False at once if somebody does."""
+        from filelock import lock_descriptor  # heavy: about 10 ms, paid only when a lock is taken
+
         self._held = lock_descriptor(self._handle.fileno(), blocking=False)
         return self._held
 
     def wait(self, poll_interval: float = 0.2) -> None:
         """Take the lock, however long its holder keeps it (a holder that dies lets it go)."""
+        from filelock import lock_descriptor
+
         lock_descriptor(self._handle.fileno(), blocking=True, poll_interval=poll_interval)
         self._held = True
 
@@ -69,6 +71,8 @@ class LockFile:
         try:
             if self._held:
                 self._held = False
+                from filelock import unlock_descriptor
+
                 unlock_descriptor(handle.fileno())
         finally:
             handle.close()
