@@ -26,6 +26,7 @@ from promptgen.clock import utc_now
 from promptgen.errors import PromptgenError
 from promptgen.fileio import atomic_write_text, canonical_json, sha256_file
 from promptgen.locks import LockFile, describe_holder, holder_note, is_locked
+from promptgen.manifests import MANIFEST_FORMAT, check_manifest, manifest_text
 from promptgen.paths import BUILTIN_PROMPTS_DIR, prompts_dir, shipped_versions
 
 __all__ = ["SetRef", "VersionInfo", "Store", "VersionWriter", "SetLock", "make_record", "record_id", "number_repeats",
@@ -33,7 +34,6 @@ __all__ = ["SetRef", "VersionInfo", "Store", "VersionWriter", "SetLock", "make_r
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FORMAT = "promptgen.prompt-set/1"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _VERSION_FILE = re.compile(r"^v(\d+)\.manifest\.json$")
 
@@ -338,7 +338,7 @@ class Store:
                     "status": "running", "created": utc_now(), "promptgen_version": __version__,
                     "parent": parent, **manifest}
             staged = directory / f".v{number}.manifest.{os.getpid()}.tmp"
-            atomic_write_text(staged, json.dumps(full, ensure_ascii=False, indent=2) + "\n", durable=True)
+            atomic_write_text(staged, manifest_text(full, directory / f"v{number}.manifest.json"), durable=True)
             try:
                 os.link(staged, directory / f"v{number}.manifest.json")
             except FileExistsError:
@@ -423,6 +423,8 @@ def _read_manifest(path: Path) -> dict:
     except ValueError:
         log.warning("manifest %s is unreadable", path)
         return {"status": "unreadable"}
+    if isinstance(data, dict) and data:  # {}, an empty file: a reservation a crash cut short ("unreadable")
+        check_manifest(data, path)
     return data if isinstance(data, dict) else {"status": "unreadable"}
 
 
@@ -515,8 +517,7 @@ class VersionWriter:
             set_lock.release()
 
     def write_manifest(self, manifest: dict) -> None:
-        atomic_write_text(self.info.manifest_path, json.dumps(manifest, ensure_ascii=False, indent=2) + "\n",
-                          durable=True)
+        atomic_write_text(self.info.manifest_path, manifest_text(manifest, self.info.manifest_path), durable=True)
         self.info.manifest = manifest
 
     def read_journal(self) -> list[dict]:

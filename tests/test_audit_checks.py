@@ -177,7 +177,7 @@ def test_template_coverage_names_the_classes_a_question_missed(store):
     store.write_version("cifar10", "cov", records, {"stage": "describe", "text_kind": "sentence",
                                                     "classes": {"count": 10, "hash": classes.hash},
                                                     "template": {"ref": "cupl@v1", "questions": [
-                                                        {"id": "looks"}, {"id": "find"}, {"id": "never"}]}}, classes)
+                                                        "looks", "find", "never"]}}, classes)
     coverage = {t["template"]: t for t in checks.template_coverage(audit_set(store, "cifar10/cov@v1"), classes)}
     assert coverage["looks"]["coverage"] == 1.0 and coverage["looks"]["missing"] == []
     assert coverage["find"]["classes"] == 9 and coverage["find"]["missing"] == ["frog"]

@@ -55,8 +55,8 @@ MIXED = {
     "ship": ["a ship with tall masts."],
     "truck": [],
 }
-MIXED_MANIFEST = {"dropped": {"duplicate": 2, "too_short": 1}, "failures": [{"reason": "timeout"}],
-                  "cost_usd": 0.0123, "tokens": {"prompt": 1234, "completion": 567}, "model": "fake-llm"}
+MIXED_MANIFEST = {"dropped": {"duplicate": 2, "empty": 1}, "failures": [{"reason": "timeout"}],
+                  "cost_usd": 0.0123, "tokens": {"prompt": 1234, "completion": 567}, "model": {"model": "fake-llm"}}
 # text -> the classes it names besides its own
 LEAKS = {INJECTED_TEXT: [(8, "ship")], CAT_LEAK: [(2, "bird")], PIPE_TEXT: [(3, "cat"), (7, "horse")]}
 
@@ -247,8 +247,8 @@ def diffed(tmp_path_factory: pytest.TempPathFactory, tiny_clip):
     v2 = {n: list(t) for n, t in v1.items()}
     v2["bird"] += ["a bird on a wire.", "a bird in flight."]
     v2["ship"].remove("a ship number 1.")
-    write_set(store, "grow", v1, model="model-a")
-    write_set(store, "grow", v2, model="model-b")
+    write_set(store, "grow", v1, model={"model": "model-a"})
+    write_set(store, "grow", v2, model={"model": "model-b"})
     texts = [(c, t) for c, n in enumerate(NAMES) for t in dict.fromkeys(v1[n] + v2[n])]
     feature_file = base / "features.npz"
     np.savez(feature_file, features=embed(tiny_clip, [t for _, t in texts]).float().numpy(),
@@ -610,7 +610,7 @@ def test_against_diffs_two_versions(diffed, browser) -> None:
         [("bird", 2, 0, 3), ("ship", 0, 1, 2)]
     assert diff["per_class"][0]["examples_added"] == ["a bird in flight.", "a bird on a wire."]
     assert diff["per_class"][1]["examples_removed"] == ["a ship number 1."]
-    assert diff["manifest_changes"] == [{"field": "model", "old": "model-a", "new": "model-b"}]
+    assert diff["manifest_changes"] == [{"field": "model.model", "old": "model-a", "new": "model-b"}]
 
     browser.get((diffed.out / "report.html").as_uri())
     section = browser.find_element(By.ID, "diffs")
@@ -619,7 +619,7 @@ def test_against_diffs_two_versions(diffed, browser) -> None:
         "cifar10/grow@v1 → cifar10/grow@v2"
     manifest_rows = browser.find_elements(By.CSS_SELECTOR, "table.manifest-diff tr")[1:]
     assert [[td.text for td in r.find_elements(By.TAG_NAME, "td")] for r in manifest_rows] == \
-        [["model", '"model-a"', '"model-b"']]
+        [["model.model", '"model-a"', '"model-b"']]
     class_rows = browser.find_elements(By.CSS_SELECTOR, "table.class-diff tr")[1:]
     assert [[td.text for td in r.find_elements(By.TAG_NAME, "td")][:4] for r in class_rows] == \
         [["[2] bird", "2", "0", "3"], ["[8] ship", "0", "1", "2"]]

@@ -1,0 +1,131 @@
+"""The typed models of promptgen's files: every file today's code writes (the golden run's outputs)
+and every shipped set validates and writes back byte for byte; unknown keys and other formats are
+refused with a message that names the file and the key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from promptgen.errors import PromptgenError
+from promptgen.typed_files import dump
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+GOLDEN = CHECKOUT / "tests" / "golden" / "out"
+SHIPPED = CHECKOUT / "prompts"
+
+
+def _files(pattern: str) -> list[Path]:
+    found = sorted(GOLDEN.glob("prompts/" + pattern)) + sorted(SHIPPED.glob(pattern))
+    assert found, pattern
+    return found
+
+
+def _indent(text: str) -> int:
+    """The indent a JSON file was written with (the store writes 2, the golden run normalises to 1)."""
+    data = json.loads(text)
+    return next(i for i in (1, 2) if json.dumps(data, ensure_ascii=False, indent=i) + "\n" == text)
+
+
+def _name(path: Path) -> str:
+    return path.relative_to(CHECKOUT).as_posix()
+
+
+# -- manifests ------------------------------------------------------------------------------------
+
+MANIFESTS = _files("*/*/v*.manifest.json")
+
+
+def test_the_golden_run_and_the_shipped_sets_have_a_manifest_of_every_kind():
+    kinds = {(m["stage"], m["source"]) for m in (json.loads(p.read_text()) for p in MANIFESTS)}
+    assert kinds == {("describe", "llm"), ("describe", "wordnet"), ("synonyms", "llm"), ("synonyms", "wordnet"),
+                     ("differentiate", "llm"), ("import", "file")}
+    assert len([p for p in MANIFESTS if p.is_relative_to(SHIPPED)]) == 14
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=_name)
+def test_every_manifest_validates_and_writes_back_byte_for_byte(path):
+    from promptgen.manifests import check_manifest
+
+    text = path.read_text(encoding="utf-8")
+    model = check_manifest(json.loads(text), path)
+    assert json.dumps(dump(model), ensure_ascii=False, indent=_indent(text)) + "\n" == text
+
+
+def test_a_manifest_section_is_typed():
+    from promptgen.manifests import check_manifest
+
+    path = GOLDEN / "prompts/cifar10/differential/v1.manifest.json"
+    manifest = check_manifest(json.loads(path.read_text()), path)
+    assert manifest.stage == "differentiate" and manifest.pairs.pairs == 8 and manifest.model.concurrency == 4
+    assert manifest.counts.records == 56 and manifest.job.pairs_sha256 == manifest.pairs.pairs_sha256
+
+
+def test_the_drop_and_reject_counts_have_a_key_for_every_reason():
+    from promptgen.manifests import Dropped, Rejected
+    from promptgen.parsing import DROP_REASONS, PAIR_REJECT_REASONS
+
+    assert tuple(Dropped.model_fields) == DROP_REASONS
+    assert tuple(Rejected.model_fields) == PAIR_REJECT_REASONS
+
+
+def _golden_manifest() -> dict:
+    return json.loads((GOLDEN / "prompts/cifar10/dclip/v1.manifest.json").read_text())
+
+
+@pytest.mark.parametrize("change, named", [
+    (lambda m: m.update(colour="red"), "unknown key 'colour'"),
+    (lambda m: m["classes"].update(colour="red"), "unknown key 'classes.colour' (known keys: count, hash, source)"),
+    (lambda m: m["dropped_per_class"].update({"3": {"empty": 1, "lost": 2}}), "unknown key 'dropped_per_class.3.lost'"),
+    (lambda m: m.pop("status"), "missing key 'status'"),
+    (lambda m: m.update(version="1"), "version: input should be a valid integer (got '1')"),
+    (lambda m: m["model"].update(concurrency=True), "model.concurrency: input should be a valid integer"),
+])
+def test_a_malformed_manifest_is_refused_naming_the_file_and_the_key(change, named):
+    from promptgen.manifests import check_manifest
+
+    manifest = _golden_manifest()
+    change(manifest)
+    with pytest.raises(PromptgenError) as info:
+        check_manifest(manifest, "ds/set/v1.manifest.json")
+    assert "ds/set/v1.manifest.json is not a valid prompt-set manifest" in info.value.message
+    assert named in info.value.message and info.value.hint
+
+
+def test_a_manifest_of_another_format_is_refused():
+    from promptgen.manifests import check_manifest
+
+    with pytest.raises(PromptgenError) as info:
+        check_manifest({**_golden_manifest(), "format": "promptgen.prompt-set/2"}, "v1.manifest.json")
+    assert "format 'promptgen.prompt-set/2'" in info.value.message and "'promptgen.prompt-set/1'" in info.value.message
+
+
+def _write_set(root: Path) -> Path:
+    from promptgen.store import Store, make_record
+
+    records = [make_record(class_index=0, class_name="cat", stage="import", kind="sentence", text="a cat.",
+                           template=None, sample_index=0, request_key=None, model=None)]
+    return Store(root).write_version("ds", "set", records, {"stage": "import"}).manifest_path
+
+
+def test_the_store_refuses_a_manifest_with_an_unknown_key(tmp_path):
+    from promptgen.store import SetRef, Store
+
+    path = _write_set(tmp_path)
+    manifest = json.loads(path.read_text())
+    path.chmod(0o644)
+    path.write_text(json.dumps({**manifest, "stauts": "complete"}))
+    with pytest.raises(PromptgenError) as info:
+        Store(tmp_path).resolve(SetRef.parse("ds/set"))
+    assert str(path) in info.value.message and "unknown key 'stauts'" in info.value.message
+
+
+def test_the_store_never_writes_a_manifest_with_an_unknown_key(tmp_path):
+    from promptgen.store import Store
+
+    with pytest.raises(PromptgenError, match="unknown key 'colour'"):
+        Store(tmp_path).write_version("ds", "set", [], {"stage": "import", "colour": "red"})
+    assert not list((tmp_path / "prompts" / "ds" / "set").glob("v*.manifest.json"))
+    assert _write_set(tmp_path).name == "v1.manifest.json"  # and the set is not left locked
