@@ -28,6 +28,7 @@ from promptgen.fileio import atomic_write_text, canonical_json, sha256_file
 from promptgen.locks import LockFile, describe_holder, holder_note, is_locked
 from promptgen.manifests import MANIFEST_FORMAT, check_manifest, manifest_text
 from promptgen.paths import BUILTIN_PROMPTS_DIR, prompts_dir, shipped_versions
+from promptgen.records import parse_records, records_text
 
 __all__ = ["SetRef", "VersionInfo", "Store", "VersionWriter", "SetLock", "make_record", "record_id", "number_repeats",
            "offline_manifest", "class_summary", "MANIFEST_FORMAT"]
@@ -255,8 +256,7 @@ class Store:
         if not info.records_path.exists():
             raise PromptgenError(f"{info.ref} has no records yet (status {info.status})",
                                  "finish it with --resume, or use another version")
-        with open(info.records_path, encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
+        return parse_records(info.records_path.read_text(encoding="utf-8"), info.records_path)
 
     # -- class lists ------------------------------------------------------------------------
 
@@ -549,7 +549,7 @@ class VersionWriter:
 
     def finish(self, records: list[dict], manifest: dict) -> VersionInfo:
         """Write the records (canonical order is the caller's) and the final manifest."""
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in number_repeats(records))
+        text = records_text(number_repeats(records), self.info.records_path)
         atomic_write_text(self.info.records_path, text, durable=True)
         manifest = {**manifest, "finished": utc_now(), "records_file": self.info.records_path.name,
                     "records_sha256": sha256_file(self.info.records_path)}

@@ -123,7 +123,7 @@ def test_resolve_without_complete_version(root: Path) -> None:
 def test_records_round_trip(root: Path) -> None:
     store = Store(root)
     records = _records(["a cat.", "a dog.", "caf\u00e9 \u201cquotes\u201d \u2014 \u00fcml\u00e4uts", "line"])
-    records[1]["extra"] = {"nested": [1, 2]}
+    records[1]["pair_classes"] = [0, 1]  # a record's only nested field
     info = store.write_version("ds", "set", records, {})
     assert store.read_records(info) == records
     again = store.resolve(SetRef.parse("ds/set@v1"))

@@ -129,3 +129,97 @@ def test_the_store_never_writes_a_manifest_with_an_unknown_key(tmp_path):
         Store(tmp_path).write_version("ds", "set", [], {"stage": "import", "colour": "red"})
     assert not list((tmp_path / "prompts" / "ds" / "set").glob("v*.manifest.json"))
     assert _write_set(tmp_path).name == "v1.manifest.json"  # and the set is not left locked
+
+
+# -- records --------------------------------------------------------------------------------------
+
+RECORDS = [p for p in _files("*/*/v*.jsonl") if not p.name.endswith(".requests.jsonl")]
+
+
+def test_the_golden_records_have_every_optional_field():
+    from promptgen.records import Record
+
+    written = {key for path in RECORDS for line in path.read_text().splitlines() for key in json.loads(line)}
+    assert written == set(Record.model_fields) - {"salvaged"}  # salvaged: only a pair rescued from a cut-off answer
+
+
+@pytest.mark.parametrize("path", RECORDS, ids=_name)
+def test_every_records_file_validates_and_writes_back_byte_for_byte(path):
+    from promptgen.records import Record, parse_records
+
+    text = path.read_text(encoding="utf-8")
+    records = parse_records(text, path)
+    assert "".join(json.dumps(dump(Record.model_validate(r)), ensure_ascii=False) + "\n" for r in records) == text
+
+
+def test_the_record_model_starts_with_the_fields_every_record_has():
+    from promptgen.records import Record
+    from promptgen.store import make_record
+
+    made = make_record(class_index=0, class_name="cat", stage="describe", kind="sentence", text="a cat.",
+                       template=None, sample_index=None, request_key=None, model=None)
+    assert list(Record.model_fields)[:len(made)] == list(made)
+    assert [name for name, field in Record.model_fields.items() if field.is_required()] == list(made)
+
+
+def _line(**changes) -> str:
+    record = json.loads((GOLDEN / "prompts/cifar10/dclip/v1.jsonl").read_text().splitlines()[0])
+    record.update(changes)
+    return json.dumps({k: v for k, v in record.items() if v != "DROP"}) + "\n"
+
+
+@pytest.mark.parametrize("bad, named", [
+    (_line(colour="red"), "line 3: unknown key 'colour' (known keys: id, class_index, class_name"),
+    (_line(class_index="0"), "line 3: class_index: input should be a valid integer (got '0')"),
+    (_line(salvaged=1), "line 3: salvaged: input should be a valid boolean (got 1)"),
+    (_line(text="DROP"), "line 3: missing key 'text'"),
+    ("[1, 2]\n", "line 3: (top level): input should be a valid dictionary"),
+])
+def test_a_malformed_record_is_refused_naming_the_line_and_the_key(bad, named):
+    from promptgen.records import parse_records
+
+    with pytest.raises(PromptgenError) as info:
+        parse_records(_line() + "\n" + bad + _line(), "ds/set/v1.jsonl")  # a blank line counts as a line
+    assert info.value.message.startswith("ds/set/v1.jsonl is not a valid records file: ")
+    assert named in info.value.message and info.value.hint
+
+
+@pytest.mark.parametrize("bad", ['{"id": "x",\n', '{"id": "x"}, {"id": "y"}\n', "1, 2\n"])
+def test_a_line_that_is_not_one_json_value_is_named(bad):
+    from promptgen.records import parse_records
+
+    with pytest.raises(PromptgenError, match=r"^ds/v1.jsonl line 2 is not valid JSON"):
+        parse_records(_line() + bad + _line(), "ds/v1.jsonl")
+
+
+def test_a_text_with_a_unicode_line_separator_is_one_record(tmp_path):
+    from promptgen.store import SetRef, Store, make_record
+
+    texts = ["a cat\u2028with a line separator.", "a cat\x85with a next-line."]
+    records = [make_record(class_index=0, class_name="cat", stage="import", kind="sentence", text=text,
+                           template=None, sample_index=i, request_key=None, model=None) for i, text in enumerate(texts)]
+    store = Store(tmp_path)
+    store.write_version("ds", "set", records, {"stage": "import"})
+    assert [r["text"] for r in store.read_records(store.resolve(SetRef.parse("ds/set")))] == texts
+
+
+def test_the_store_refuses_records_with_an_unknown_key(tmp_path):
+    from promptgen.store import SetRef, Store
+
+    path = _write_set(tmp_path).with_name("v1.jsonl")
+    path.chmod(0o644)
+    path.write_text(_line(colour="red"))
+    with pytest.raises(PromptgenError) as info:
+        Store(tmp_path).read_records(Store(tmp_path).resolve(SetRef.parse("ds/set")))
+    assert f"{path} is not a valid records file: line 1: unknown key 'colour'" in info.value.message
+
+
+def test_the_store_never_writes_a_record_with_an_unknown_key(tmp_path):
+    from promptgen.store import Store, make_record
+
+    record = make_record(class_index=0, class_name="cat", stage="import", kind="sentence", text="a cat.",
+                         template=None, sample_index=0, request_key=None, model=None, colour="red")
+    with pytest.raises(PromptgenError, match="line 1: unknown key 'colour'") as info:
+        Store(tmp_path).write_version("ds", "set", [record], {"stage": "import"})
+    assert info.value.hint.startswith("nothing was written")
+    assert not (tmp_path / "prompts" / "ds" / "set" / "v1.jsonl").exists()
