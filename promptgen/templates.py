@@ -19,6 +19,7 @@ from pathlib import Path
 
 from promptgen.errors import PromptgenError
 from promptgen.paths import BUILTIN_PROMPTS_DIR, user_templates_dir
+from promptgen.template_files import check_template
 
 __all__ = ["Question", "QueryTemplate", "load_template", "list_templates", "indefinite_article",
            "name_for_prompt", "PARSERS"]
@@ -208,6 +209,7 @@ def _read(path: Path) -> QueryTemplate:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise PromptgenError(f"template {path} is not valid JSON ({exc})", "fix the file") from None
+    check_template(data, path)  # unknown keys, questions without id or text, values of the wrong type
     where = f"template {path}"
     match = _FILE.match(path.name)
     name = data.get("name") or (match["name"] if match else path.stem)

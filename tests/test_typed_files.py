@@ -223,3 +223,70 @@ def test_the_store_never_writes_a_record_with_an_unknown_key(tmp_path):
         Store(tmp_path).write_version("ds", "set", [record], {"stage": "import"})
     assert info.value.hint.startswith("nothing was written")
     assert not (tmp_path / "prompts" / "ds" / "set" / "v1.jsonl").exists()
+
+
+# -- query templates ------------------------------------------------------------------------------
+
+TEMPLATES = sorted((SHIPPED / "templates").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=_name)
+def test_every_shipped_template_validates_and_writes_back_its_data_in_order(path):
+    from promptgen.template_files import check_template
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    # templates are written by hand (questions one a line): the data and its key order come back, not the layout
+    assert json.dumps(dump(check_template(data, path))) == json.dumps(data)
+
+
+def test_the_template_sampling_keys_are_those_a_request_may_carry():
+    from promptgen.llm.client import SAMPLING_KEYS
+    from promptgen.template_files import Sampling
+
+    assert set(Sampling.model_fields) == set(SAMPLING_KEYS)
+
+
+def _template(root: Path, data: dict) -> Path:
+    path = root / "prompts" / "templates" / "mine.v1.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+MINIMAL_TEMPLATE = {"questions": [{"id": "q", "text": "What does {a} {c} look like?"}], "sampling": {"n": 1}}
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"sytem": "You describe things."}, "unknown key 'sytem' (known keys: format, name, version, kind, description"),
+    ({"sampling": {"temprature": 0.5}}, "unknown key 'sampling.temprature' (known keys: temperature, top_p"),
+    ({"questions": [{"id": "q", "txt": "What is {a} {c}?"}]}, "unknown key 'questions[0].txt' (known keys: id, text)"),
+    ({"questions": [{"id": "q"}]}, "missing key 'questions[0].text'"),
+    ({"max_chars": "many"}, "max_chars: input should be a valid integer"),
+])
+def test_a_template_with_an_unknown_key_is_refused_naming_it(tmp_path, change, named):
+    from promptgen.templates import load_template
+
+    path = _template(tmp_path, {**MINIMAL_TEMPLATE, **change})
+    with pytest.raises(PromptgenError) as info:
+        load_template("mine", tmp_path)
+    assert info.value.message.startswith(f"{path} is not a valid query template: ")
+    assert named in info.value.message and info.value.hint
+
+
+def test_a_template_is_read_as_leniently_as_before(tmp_path):
+    from promptgen.templates import load_template
+
+    _template(tmp_path, {**MINIMAL_TEMPLATE, "questions": [{"id": 7, "text": "What is {a} {c}?"}], "max_chars": "80"})
+    template = load_template("mine", tmp_path)
+    assert template.questions[0].id == "7" and template.max_chars == 80
+
+
+def test_a_template_format_is_optional_and_checked(tmp_path):
+    from promptgen.template_files import TEMPLATE_FORMAT
+    from promptgen.templates import load_template
+
+    _template(tmp_path, {**MINIMAL_TEMPLATE, "format": TEMPLATE_FORMAT})
+    assert load_template("mine", tmp_path).questions[0].id == "q"
+    _template(tmp_path, {**MINIMAL_TEMPLATE, "format": "promptgen.query-template/2"})
+    with pytest.raises(PromptgenError, match="of format 'promptgen.query-template/2'; this promptgen reads"):
+        load_template("mine", tmp_path)
