@@ -290,3 +290,64 @@ def test_a_template_format_is_optional_and_checked(tmp_path):
     _template(tmp_path, {**MINIMAL_TEMPLATE, "format": "promptgen.query-template/2"})
     with pytest.raises(PromptgenError, match="of format 'promptgen.query-template/2'; this promptgen reads"):
         load_template("mine", tmp_path)
+
+
+# -- pipeline state -------------------------------------------------------------------------------
+
+STATE = GOLDEN / "pipelines" / "golden.json"
+
+
+def test_the_golden_pipeline_state_validates_and_writes_back_byte_for_byte():
+    from promptgen.pipeline.state_file import PipelineStateFile, state_text
+
+    text = STATE.read_text(encoding="utf-8")
+    data = json.loads(text)
+    assert state_text(data, STATE) == text
+    assert json.dumps(dump(PipelineStateFile.model_validate(data)), ensure_ascii=False, indent=1) + "\n" == text
+    outputs = {tuple(unit["output"]) for unit in data["units"].values()}
+    assert outputs == {("set", "records_sha256"), ("path", "sha256")}
+
+
+def _state_file(tmp_path: Path, change) -> Path:
+    state = json.loads(STATE.read_text(encoding="utf-8"))
+    change(state)
+    path = tmp_path / "pipelines" / "golden.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(state, indent=1), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("change, named", [
+    (lambda s: s.update(colour="red"), "unknown key 'colour' (known keys: format, units, file)"),
+    (lambda s: s["units"]["cifar10/dclip"].update(statsu="done"), "unknown key 'units.cifar10/dclip.statsu'"),
+    (lambda s: s["units"]["cifar10/dclip"]["output"].update(colour="red"),
+     "unknown key 'units.cifar10/dclip.output.colour' (known keys: set, records_sha256, path, sha256)"),
+    (lambda s: s["units"]["cifar10/dclip"].update(version="1"),
+     "units.cifar10/dclip.version: input should be a valid integer (got '1')"),
+])
+def test_a_pipeline_state_with_an_unknown_key_is_refused_naming_it(tmp_path, change, named):
+    from promptgen.pipeline import PipelineState
+
+    path = _state_file(tmp_path, change)
+    with pytest.raises(PromptgenError) as info:
+        PipelineState(path)
+    assert info.value.message.startswith(f"{path} is not a valid pipeline state: ")
+    assert named in info.value.message and info.value.hint.startswith("delete it")
+
+
+def test_a_pipeline_state_of_another_format_is_ignored_with_a_warning_as_before(tmp_path, capsys):
+    from promptgen.pipeline import PipelineState
+
+    path = _state_file(tmp_path, lambda s: s.update(format=1, colour="red"))
+    assert PipelineState(path).data == {"format": 2, "units": {}}
+    assert f"warning: {path} is from another promptgen version" in capsys.readouterr().err
+
+
+def test_the_runner_never_writes_a_state_key_it_does_not_know(tmp_path):
+    from promptgen.pipeline import PipelineState
+
+    state = PipelineState(tmp_path / "golden.json")
+    state.update("cifar10/dclip", status="running")
+    with pytest.raises(PromptgenError, match="unknown key 'units.cifar10/dclip.colour'"):
+        state.update("cifar10/dclip", colour="red")
+    assert json.loads((tmp_path / "golden.json").read_text())["units"] == {"cifar10/dclip": {"status": "running"}}

@@ -9,10 +9,10 @@ from typing import Any
 import click
 
 from promptgen.fileio import atomic_write_text
+from promptgen.pipeline.state_file import STATE_FORMAT, check_state, state_text
 
 __all__ = ["PipelineState", "STATE_FORMAT", "RESUMABLE"]
 
-STATE_FORMAT = 2
 RESUMABLE = ("running", "interrupted", "partial", "failed")  # such a unit continues its own version
 
 
@@ -27,7 +27,7 @@ class PipelineState:
                 loaded = json.loads(path.read_text(encoding="utf-8"))
                 if isinstance(loaded, dict) and loaded.get("format") == STATE_FORMAT and \
                         isinstance(loaded.get("units"), dict):
-                    self.data = loaded
+                    self.data = check_state(loaded, path)  # a key the runner never writes is refused
                 else:
                     click.echo(f"warning: {path} is from another promptgen version; every step is checked "
                                f"again (answers come from the cache)", err=True)
@@ -48,4 +48,4 @@ class PipelineState:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.path, json.dumps(self.data, ensure_ascii=False, indent=1) + "\n", durable=True)
+        atomic_write_text(self.path, state_text(self.data, self.path), durable=True)
