@@ -20,11 +20,11 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from promptgen.errors import PromptgenError
+from promptgen.file_formats import MANIFEST_FORMAT
 from promptgen.typed_files import FileModel, Number, refusal
 
 __all__ = ["MANIFEST_FORMAT", "Manifest", "check_manifest", "manifest_text"]
 
-MANIFEST_FORMAT = "promptgen.prompt-set/1"
 
 
 class ClassesSummary(FileModel):

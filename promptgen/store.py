@@ -26,9 +26,8 @@ from promptgen.clock import utc_now
 from promptgen.errors import PromptgenError
 from promptgen.fileio import atomic_write_text, canonical_json, sha256_file
 from promptgen.locks import LockFile, describe_holder, holder_note, is_locked
-from promptgen.manifests import MANIFEST_FORMAT, check_manifest, manifest_text
+from promptgen.file_formats import MANIFEST_FORMAT
 from promptgen.paths import BUILTIN_PROMPTS_DIR, prompts_dir, shipped_versions
-from promptgen.records import parse_records, records_text
 
 __all__ = ["SetRef", "VersionInfo", "Store", "VersionWriter", "SetLock", "make_record", "record_id", "number_repeats",
            "offline_manifest", "class_summary", "MANIFEST_FORMAT"]
@@ -256,6 +255,8 @@ class Store:
         if not info.records_path.exists():
             raise PromptgenError(f"{info.ref} has no records yet (status {info.status})",
                                  "finish it with --resume, or use another version")
+        from promptgen.records import parse_records  # heavy: pydantic, kept out of start-up
+
         return parse_records(info.records_path.read_text(encoding="utf-8"), info.records_path)
 
     # -- class lists ------------------------------------------------------------------------
@@ -338,7 +339,7 @@ class Store:
                     "status": "running", "created": utc_now(), "promptgen_version": __version__,
                     "parent": parent, **manifest}
             staged = directory / f".v{number}.manifest.{os.getpid()}.tmp"
-            atomic_write_text(staged, manifest_text(full, directory / f"v{number}.manifest.json"), durable=True)
+            atomic_write_text(staged, _manifest_text(full, directory / f"v{number}.manifest.json"), durable=True)
             try:
                 os.link(staged, directory / f"v{number}.manifest.json")
             except FileExistsError:
@@ -417,6 +418,13 @@ def describe_class_mismatch(expected: tuple[str, ...] | list[str], given: tuple[
     return "; ".join(parts)
 
 
+def _manifest_text(manifest: dict, path: Path) -> str:
+    """A manifest checked by its typed model, as the file holds it."""
+    from promptgen.manifests import manifest_text  # heavy: pydantic, kept out of start-up
+
+    return manifest_text(manifest, path)
+
+
 def _read_manifest(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8") or "{}")
@@ -424,6 +432,8 @@ def _read_manifest(path: Path) -> dict:
         log.warning("manifest %s is unreadable", path)
         return {"status": "unreadable"}
     if isinstance(data, dict) and data:  # {}, an empty file: a reservation a crash cut short ("unreadable")
+        from promptgen.manifests import check_manifest  # heavy: pydantic, kept out of start-up
+
         check_manifest(data, path)
     return data if isinstance(data, dict) else {"status": "unreadable"}
 
@@ -517,7 +527,7 @@ class VersionWriter:
             set_lock.release()
 
     def write_manifest(self, manifest: dict) -> None:
-        atomic_write_text(self.info.manifest_path, manifest_text(manifest, self.info.manifest_path), durable=True)
+        atomic_write_text(self.info.manifest_path, _manifest_text(manifest, self.info.manifest_path), durable=True)
         self.info.manifest = manifest
 
     def read_journal(self) -> list[dict]:
@@ -549,6 +559,8 @@ class VersionWriter:
 
     def finish(self, records: list[dict], manifest: dict) -> VersionInfo:
         """Write the records (canonical order is the caller's) and the final manifest."""
+        from promptgen.records import records_text  # heavy: pydantic, kept out of start-up
+
         text = records_text(number_repeats(records), self.info.records_path)
         atomic_write_text(self.info.records_path, text, durable=True)
         manifest = {**manifest, "finished": utc_now(), "records_file": self.info.records_path.name,

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from promptgen.errors import PromptgenError
 from promptgen.paths import BUILTIN_PROMPTS_DIR, user_templates_dir
-from promptgen.template_files import check_template
 
 __all__ = ["Question", "QueryTemplate", "load_template", "list_templates", "indefinite_article",
            "name_for_prompt", "PARSERS"]
@@ -209,6 +208,8 @@ def _read(path: Path) -> QueryTemplate:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise PromptgenError(f"template {path} is not valid JSON ({exc})", "fix the file") from None
+    from promptgen.template_files import check_template  # heavy: pydantic, kept out of start-up
+
     check_template(data, path)  # unknown keys, questions without id or text, values of the wrong type
     where = f"template {path}"
     match = _FILE.match(path.name)
