@@ -28,13 +28,7 @@ from promptgen.classes import ClassList
 from promptgen.clock import utc_now
 from promptgen.llm.batch import BatchJournal
 from promptgen.llm.cache import restore_from_journal
-from promptgen.llm.client import (
-    LLMClient,
-    LLMRequest,
-    LLMRequestFailed,
-    LLMResponse,
-    RunStats,
-)
+from promptgen.llm.client import LLMClient, LLMRequest, LLMRequestFailed, LLMResponse, RunStats
 from promptgen.llm.pricing import Cost
 from promptgen.store import Store, VersionInfo, VersionWriter, class_summary
 
