@@ -17,6 +17,7 @@ The result keeps every candidate's score and verdict, so a reader can see why a 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ from typing import Any, Callable
 from promptgen.classes import ClassList, loose_name
 from promptgen.errors import PromptgenError
 from promptgen.names import Candidate
+from promptgen.parsing import name_pattern
+from promptgen.templates import indefinite_article, load_template
 
 __all__ = ["SCORERS", "FILTERS", "register_scorer", "list_scorers", "choose_names", "filter_candidates",
            "rating_job", "ScoreContext", "load_counts_file", "real_tokens", "is_subset_name",
@@ -119,8 +122,6 @@ def load_counts_file(path: Path, classes: ClassList) -> list[list[tuple[str, flo
     """Names and caption counts per class from REAL's metrics JSON ({"0": {"name": official,
     "alternates": {name: count}}, ...}, keys in label order). The official names must be the
     classes' own (compared loosely), so counts never land on the wrong class."""
-    import json
-
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -150,8 +151,7 @@ def _clip(ctx: ScoreContext) -> list[list[float]]:
 
 def rating_job(ctx: ScoreContext) -> Any:
     """The LLM scorer's questions: one per class listing its candidate names (template name-commonness)."""
-    from promptgen.stages.name_ratings import NameRatingJob
-    from promptgen.templates import load_template
+    from promptgen.stages.name_ratings import NameRatingJob  # heavy: the stage brings the LLM client
 
     return NameRatingJob(ctx.classes, ctx.candidates, load_template("name-commonness", ctx.root), draw=ctx.draw,
                          answer_retries=ctx.answer_retries)
@@ -194,8 +194,6 @@ def filter_candidates(classes: ClassList, candidates: list[list[Candidate]], fil
 
 def load_rename_file(path: Path, classes: ClassList) -> list[str]:
     """The chosen names of a file written by `promptgen rename -o` (checked against the classes)."""
-    import json
-
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -309,9 +307,6 @@ def replace_name(text: str, official: str, name: str, adjust_article: bool = Tru
     with the name as it is: no adjustment there)."""
     if official == name:
         return text
-    from promptgen.parsing import name_pattern
-    from promptgen.templates import indefinite_article
-
     renamed = name_pattern(official).sub(lambda _: name, text)
     if not adjust_article:
         return renamed

@@ -13,12 +13,13 @@ from collections import Counter
 from dataclasses import dataclass
 
 from promptgen.classes import ClassList
+from promptgen.errors import PromptgenError
 from promptgen.names import Candidate, add_name
 from promptgen.parsing import DROP_REASONS
 from promptgen.sources.wordnet import load_wordnet
 from promptgen.stages.describe import DescribeJob
-from promptgen.store import (SetRef, Store, VersionInfo, class_summary, dedupe_records, make_record, offline_manifest,
-                             record_id)
+from promptgen.store import (SetRef, Store, VersionInfo, class_summary, dedupe_records, describe_class_mismatch,
+                             make_record, offline_manifest, record_id)
 from promptgen.templates import QueryTemplate
 
 __all__ = ["STAGE", "Candidate", "SynonymsJob", "synonyms_job", "synonyms_wordnet", "load_candidates",
@@ -112,9 +113,6 @@ def synonyms_wordnet(classes: ClassList, store: Store, set_name: str = "synonyms
 
 def load_candidates(store: Store, ref: str, classes: ClassList) -> tuple[list[list[Candidate]], VersionInfo]:
     """Each class's names from a synonyms set (official name first), merged across sources."""
-    from promptgen.errors import PromptgenError
-    from promptgen.store import describe_class_mismatch
-
     info = store.resolve(SetRef.parse(ref, None if "/" in ref else classes.dataset))
     if info.manifest.get("text_kind") != "synonym":
         raise PromptgenError(f"{info.ref} is not a synonyms set (its texts are {info.manifest.get('text_kind')}s)",
