@@ -141,7 +141,6 @@ class StageRun:
     state: Any = None                                      # the stage's own, from LLMStage.new_state()
     reasked: int = 0
     batches: BatchJournal | None = None
-    _counted: set[str] = field(default_factory=set)
     _journalled: set[str] = field(default_factory=set)
 
     def reask(self, request: LLMRequest) -> list[LLMRequest]:
@@ -166,10 +165,9 @@ class StageRun:
                             "response": response.to_json() if response else None, "error": error})
 
     def _on_answer(self, request: LLMRequest, response: LLMResponse) -> list[LLMRequest]:
-        self.answers[response.key] = (request, response)
-        if response.key not in self._counted:
-            self._counted.add(response.key)
+        if response.key not in self.answers:  # a distinct answer: counted once, however often it arrives
             self.usage.add(response)
+        self.answers[response.key] = (request, response)
         verdict = self.stage.on_answer(self, request, response)
         if response.key not in self._journalled:
             self._log(request, response.key, "ok" if verdict.usable else "unusable", response, verdict.error)
