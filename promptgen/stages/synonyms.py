@@ -22,8 +22,7 @@ from promptgen.store import (SetRef, Store, VersionInfo, class_summary, dedupe_r
                              make_record, offline_manifest, record_id)
 from promptgen.templates import QueryTemplate
 
-__all__ = ["STAGE", "Candidate", "SynonymsJob", "synonyms_job", "synonyms_wordnet", "load_candidates",
-           "merge_candidates", "add_name"]
+__all__ = ["STAGE", "SynonymsJob", "synonyms_job", "synonyms_wordnet", "load_candidates", "merge_candidates"]
 
 STAGE = "synonyms"
 
