@@ -48,6 +48,11 @@ class JobFingerprint(FileModel):
     answer_retries: int | None = None
     repair: bool | None = None
     pair_draws: dict[str, int] | None = None
+    names_sha256: str | None = None       # count-names: the names counted, the corpus, the column, the rule
+    corpus_sha256: str | None = None
+    column: str | None = None
+    matching_rule: str | None = None
+    relevance_samples: int | None = None
 
 
 class BatchSettings(FileModel):
@@ -240,6 +245,60 @@ class PairsInfo(FileModel):
     reasked_pairs: int | None = None
 
 
+class CorpusFile(FileModel):
+    """One file a count read (counting.corpus.CorpusFile.to_json() plus what the scan found)."""
+
+    path: str | None = None
+    format: str | None = None
+    size: int | None = None
+    fingerprint: str | None = None
+    parts: int | None = None
+    rows: int | None = None
+    rows_unreadable: int | None = None
+    error: str | None = None
+
+
+class CorpusInfo(FileModel):
+    """The captions a counts set was counted in."""
+
+    inputs: list[str] | None = None
+    column: str | None = None
+    files: list[CorpusFile] | None = None
+    files_unreadable: int | None = None
+    rows_scanned: int | None = None
+    rows_unreadable: int | None = None
+    sha256: str | None = None
+
+
+class CountingInfo(FileModel):
+    """How a counts set was counted (counting/)."""
+
+    engine: str | None = None
+    spark_master: str | None = None
+    workers: int | None = None
+    rule: str | None = None
+    rule_description: str | None = None
+    names: int | None = None
+    patterns: int | None = None
+    parts: int | None = None
+    parts_this_run: int | None = None
+    parts_resumed: int | None = None
+    seconds: Number | None = None
+    seconds_this_run: Number | None = None
+    strict: bool | None = None
+
+
+class RelevanceInfo(FileModel):
+    """The LLM's check that sampled matching captions are about the class (REAL's relevance ratio)."""
+
+    samples_per_name: int | None = None
+    names_checked: int | None = None
+    judged: int | None = None
+    relevant: int | None = None
+    unanswered: int | None = None
+    unusable: int | None = None
+
+
 class Manifest(FileModel):
     # the header, written when the version is reserved
     format: str
@@ -268,6 +327,9 @@ class Manifest(FileModel):
     import_: ImportInfo | None = Field(None, alias="import")  # a Python keyword: named import_ here
     pairs: PairsInfo | None = None
     pairs_file: str | None = None
+    corpus: CorpusInfo | None = None
+    counting: CountingInfo | None = None
+    relevance: RelevanceInfo | None = None
     filter_attributes: bool | None = None
     requests_planned: int | None = None
     # what came of it

@@ -2,8 +2,10 @@
 
 A record's fields are those `store.make_record` writes, plus the optional ones each producer adds:
 `position` (bullets and list answers, wordnet lemmas), `source` (synonyms: official, llm, wordnet),
-`wnid`/`match` (wordnet), `source_key` (an import whose key differs from the class name) and the
-pair fields of a differential set (`stages.differentiate.pair_records`). Records have no format
+`wnid`/`match` (wordnet), `source_key` (an import whose key differs from the class name), the
+pair fields of a differential set (`stages.differentiate.pair_records`) and the caption counts of a
+counts set (`counting/`, the `real-metrics` import: `count` raw, `judged`/`relevant`/`relevance` from
+the LLM check, `scaled_count` = count x relevance). Records have no format
 field of their own: they are part of a prompt set, whose manifest carries the format version
 (`store.MANIFEST_FORMAT`), so a change to the fields here is a change of that format.
 """
@@ -18,7 +20,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict
 
 from promptgen.errors import PromptgenError
-from promptgen.typed_files import FileModel, refusal
+from promptgen.typed_files import FileModel, Number, refusal
 
 __all__ = ["Record", "check_records", "parse_records", "records_text"]
 
@@ -46,6 +48,11 @@ class Record(FileModel):
     attribute: str | None = None
     attribute_index: int | None = None
     salvaged: bool | None = None
+    count: int | None = None
+    judged: int | None = None
+    relevant: int | None = None
+    relevance: Number | None = None
+    scaled_count: Number | None = None
 
 
 def _fields_as_typed_dict() -> Any:
