@@ -186,6 +186,7 @@ class StageResult:
     stats: RunStats | None = None
     failures: list[dict] = field(default_factory=list)
     run: StageRun | None = None
+    output: StageOutput | None = None
 
     @property
     def manifest(self) -> dict:
@@ -201,13 +202,19 @@ def _header(stage: LLMStage, client: LLMClient, fingerprint: dict, requests: lis
 
 
 def run_stage(stage: LLMStage, client: LLMClient, store: Store | None, *, resume: bool = False,
-              resume_version: int | None = None, description: str | None = None) -> StageResult:
+              resume_version: int | None = None, description: str | None = None,
+              writer: VersionWriter | None = None) -> StageResult:
     """Run `stage` into a new version of its set (or the unfinished one, with `resume`); with
-    `store=None`, run it without a version (nothing journalled or written)."""
+    `store=None`, run it without a version (nothing journalled or written). With `writer`, a
+    version its caller holds open and finishes (count-names asks after it has counted): the
+    stage journals into it and its records and sections come back in `StageResult.output`."""
     requests = stage.plan_requests(client)
     fingerprint = stage.fingerprint(client)
     client.check_credentials()
     description = description or f"{stage.stage} {stage.classes.dataset}"
+    if writer is not None:
+        run, output = _run_into(writer, stage, client, requests, description)
+        return StageResult(None, run.stats, output.failures, run, output)
     if store is None:
         run = StageRun(stage, client, None, requests, state=stage.new_state())
         run.stats = client.run(requests, run._on_answer, run._on_failure, description=description)
@@ -220,20 +227,28 @@ def run_stage(stage: LLMStage, client: LLMClient, store: Store | None, *, resume
         writer = store.new_version(dataset, stage.set_name, _header(stage, client, fingerprint, requests),
                                    classes=stage.classes)
     with writer:  # entered at once: whatever fails below, the set's lock is released
-        run = StageRun(stage, client, writer, requests, journal=writer.read_journal(), state=stage.new_state())
-        run._journalled = {entry["key"] for entry in run.journal if entry.get("response") is not None}
-        restore_from_journal(client.cache, run.journal)
-        stage.prepare(run, store, resume)
-        run.batches = BatchJournal(writer.append, run.journal)
-        run.stats = client.run(requests, run._on_answer, run._on_failure, description=description,
-                               on_batch=run.batches)
-        output = stage.finish(run)
+        run, output = _run_into(writer, stage, client, requests, description,
+                                lambda run: stage.prepare(run, store, resume))
         manifest = {**writer.info.manifest, "status": output.status, "counts": output.counts, **output.before,
                     **run.usage.manifest_entry(),
                     "cost_usd_this_run": run.stats.cost_usd if run.stats.sent else 0.0,
                     **run.batches.manifest_entry(client), **output.after}
         info = writer.finish(output.records, manifest)
     return StageResult(info, run.stats, output.failures, run)
+
+
+def _run_into(writer: VersionWriter, stage: LLMStage, client: LLMClient, requests: list[LLMRequest],
+              description: str, prepare: Any = None) -> tuple[StageRun, StageOutput]:
+    """Ask into an open version: what its journal holds goes back into the cache, each answer and
+    batch event is journalled as it arrives."""
+    run = StageRun(stage, client, writer, requests, journal=writer.read_journal(), state=stage.new_state())
+    run._journalled = {entry["key"] for entry in run.journal if entry.get("response") is not None}
+    restore_from_journal(client.cache, run.journal)
+    if prepare is not None:
+        prepare(run)
+    run.batches = BatchJournal(writer.append, run.journal)
+    run.stats = client.run(requests, run._on_answer, run._on_failure, description=description, on_batch=run.batches)
+    return run, stage.finish(run)
 
 
 def restore_earlier_answers(store: Store, info: VersionInfo, client: LLMClient) -> None:
