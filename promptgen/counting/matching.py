@@ -1,0 +1,137 @@
+"""REAL's name matching, as one multi-pattern matcher (docs/methods.md, real: counting names).
+
+REAL (`laion_parser.py`) counts a name's captions with a SQLite FTS5 query: each caption is
+stored with quotes removed and "-" and "_" turned into spaces (`create_fts_table`), the name is
+cleaned the same way (`clean_text`) and its words joined with FTS5's "+" (`parse_multi_words`), so
+a caption matches when the name's words appear in it consecutively, as whole tokens of FTS5's
+default `unicode61` tokenizer: runs of letters and digits, case folded, diacritics removed. A
+caption counts once per name however often it names it.
+
+Here both sides are normalised by one function (`normalise`, vectorised on pyarrow) into tokens
+joined by single spaces, and every name is one pattern " w1 w2 " in an Aho-Corasick automaton
+(pyahocorasick): a whole batch of captions is joined into one string, scanned once, and each
+hit is mapped back to its caption. The padding spaces make a hit whole tokens; the caption
+separator "\\n" can never be inside a pattern, so no hit spans two captions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+__all__ = ["RULE", "RULE_DESCRIPTION", "normalise", "NameMatcher", "BatchHits"]
+
+RULE = "real-fts5/1"
+RULE_DESCRIPTION = ("REAL's: quotes removed, '-' and '_' as spaces, case-insensitive, diacritics removed, "
+                    "the name's words as consecutive whole tokens (letters and digits); a caption counts once per name")
+
+_SEPARATOR = " \n "  # between two normalised captions; "\n" never occurs in a normalised text
+
+
+def normalise(texts: Any) -> Any:
+    """Texts (a list or a pyarrow string array; None stays None) as REAL's matching sees them:
+    lower case, quotes dropped, diacritics dropped, every run of other characters than letters
+    and digits (hyphens, underscores, punctuation, whitespace) one space, no space at the ends."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(list(texts), pa.string())
+    if pa.types.is_large_string(array.type) or pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type):
+        array = pc.cast(array, pa.string())
+    array = pc.replace_substring_regex(array, pattern="['\"]", replacement="")
+    if not _all_ascii(array):  # decomposed, then the combining marks dropped: "café" -> "cafe" (unicode61)
+        array = pc.replace_substring_regex(pc.utf8_normalize(array, form="NFKD"), pattern=r"\p{Mn}+", replacement="")
+    array = pc.utf8_lower(array)
+    array = pc.replace_substring_regex(array, pattern=r"[^\p{L}\p{N}]+", replacement=" ")
+    return pc.utf8_trim(array, characters=" ")
+
+
+def _all_ascii(array: Any) -> bool:
+    import pyarrow.compute as pc
+
+    ascii_flags = pc.string_is_ascii(array)
+    return bool(pc.all(ascii_flags, skip_nulls=True).as_py() in (True, None))
+
+
+@dataclass
+class BatchHits:
+    """What one batch (or several, merged) held: per pattern, the captions that mention it, and
+    with sampling, up to `keep` of those captions per pattern (the smallest by content hash)."""
+
+    counts: dict[int, int] = field(default_factory=dict)
+    samples: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # pattern -> [(hash hex, caption)]
+
+    def merge(self, other: "BatchHits", keep: int) -> None:
+        for pattern, n in other.counts.items():
+            self.counts[pattern] = self.counts.get(pattern, 0) + n
+        for pattern, drawn in other.samples.items():
+            self.samples[pattern] = keep_smallest(self.samples.get(pattern, []) + drawn, keep)
+
+
+def keep_smallest(drawn: list[tuple[str, str]], keep: int) -> list[tuple[str, str]]:
+    """The `keep` samples with the smallest hash (then text): the same whatever order parts come in."""
+    return heapq.nsmallest(keep, set(map(tuple, drawn)))
+
+
+class NameMatcher:
+    """Every name to count, as patterns of one automaton. Names that normalise alike ("t-shirt",
+    "T shirt") share a pattern; a name with no letter or digit has none and counts nothing."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        import ahocorasick
+
+        self.names = list(names)
+        normalised = normalise(self.names).to_pylist()
+        self.patterns: list[str] = sorted({n for n in normalised if n})
+        index = {p: i for i, p in enumerate(self.patterns)}
+        self.pattern_of: list[int | None] = [index[n] if n else None for n in normalised]
+        self._automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
+        for i, pattern in enumerate(self.patterns):
+            self._automaton.add_word(f" {pattern} ", i)
+        if self.patterns:
+            self._automaton.make_automaton()
+
+    def scan(self, captions: Any, keep: int = 0) -> BatchHits:
+        """The hits of one batch of captions (a pyarrow array or a list; None matches nothing);
+        with `keep`, up to that many matching captions (as written) per pattern."""
+        import numpy as np
+        import pyarrow.compute as pc
+
+        hits = BatchHits()
+        if not self.patterns or len(captions) == 0:
+            return hits
+        clean = pc.fill_null(normalise(captions), "")
+        lengths = pc.utf8_length(clean).to_numpy(zero_copy_only=False).astype(np.int64)
+        starts = np.empty(len(lengths), dtype=np.int64)  # where each caption's text begins in the joined string
+        starts[0] = 1
+        np.cumsum(lengths[:-1] + len(_SEPARATOR), out=starts[1:])
+        starts[1:] += 1
+        joined = " " + _SEPARATOR.join(clean.to_pylist()) + " "
+        found = [(end, pattern) for end, pattern in self._automaton.iter(joined)]
+        if not found:
+            return hits
+        ends, ids = np.array(found, dtype=np.int64).T
+        pattern_lengths = np.array([len(p) for p in self.patterns], dtype=np.int64)
+        first_char = ends - pattern_lengths[ids]  # the pattern's first letter (after its leading space)
+        caption_of = np.searchsorted(starts, first_char, side="right") - 1
+        pairs = np.unique(caption_of * len(self.patterns) + ids)  # a caption counts once per pattern
+        per_pattern = np.bincount(pairs % len(self.patterns), minlength=len(self.patterns))
+        hits.counts = {int(i): int(per_pattern[i]) for i in np.flatnonzero(per_pattern)}
+        if keep:
+            original = captions.to_pylist() if hasattr(captions, "to_pylist") else list(captions)
+            for pair in pairs.tolist():
+                caption, pattern = divmod(pair, len(self.patterns))
+                text = original[caption]
+                digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
+                drawn = hits.samples.setdefault(pattern, [])
+                drawn.append((digest, text))
+                if len(drawn) > 4 * keep:
+                    hits.samples[pattern] = keep_smallest(drawn, keep)
+            hits.samples = {p: keep_smallest(d, keep) for p, d in hits.samples.items()}
+        return hits
+
+    def name_counts(self, counts: dict[int, int]) -> list[int]:
+        """Per name (in the order given), the captions counted for its pattern."""
+        return [0 if p is None else counts.get(p, 0) for p in self.pattern_of]
