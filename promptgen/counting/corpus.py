@@ -1,0 +1,327 @@
+"""Caption files: which files an input names, what they hold, and reading them in bounded batches.
+
+An input is a path, a glob or an fsspec URL (`s3://bucket/laion/*.parquet`, where its filesystem
+package is installed); a folder stands for the caption files inside it. A file's format comes
+from its name: parquet, CSV, TSV, JSONL or plain text (one caption a line), each possibly
+compressed (.gz, .bz2, .xz, .zst) except parquet. A file is cut into parts, the unit of work and of
+resuming: a parquet file into runs of row groups, any other file is one part. Every reader yields
+pyarrow string arrays of at most `batch_rows` captions, so memory never grows with the corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
+
+from promptgen.errors import PromptgenError
+
+__all__ = ["FORMATS", "CorpusFile", "Part", "CorpusError", "resolve_inputs", "plan_parts", "read_part",
+           "corpus_sha256"]
+
+FORMATS = ("parquet", "csv", "tsv", "jsonl", "text")
+_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl",
+             ".ndjson": "jsonl", ".json": "jsonl", ".txt": "text", ".text": "text"}
+_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+_FINGERPRINT_BYTES = 1 << 20
+PART_ROWS = 250_000  # row groups are gathered into parts of about this many rows
+
+
+class CorpusError(Exception):
+    """A file or part that cannot be read: reported, skipped and counted (or fatal with --strict)."""
+
+
+@dataclass(frozen=True)
+class CorpusFile:
+    url: str            # as fsspec opens it: a local path, or protocol://...
+    format: str
+    size: int
+    fingerprint: str    # sha256 of the size, the first and the last MiB
+
+    def to_json(self) -> dict:
+        return {"path": self.url, "format": self.format, "size": self.size, "fingerprint": self.fingerprint}
+
+
+@dataclass(frozen=True)
+class Part:
+    file: CorpusFile
+    index: int                      # the part's number within its file
+    row_groups: tuple[int, ...] = ()
+    rows: int | None = None         # known for parquet (its footer), else None
+
+    @property
+    def key(self) -> str:
+        """The part's identity in the journal: its file, the file's content, and its row groups."""
+        groups = f"{self.row_groups[0]}-{self.row_groups[-1]}" if self.row_groups else "all"
+        return f"{self.file.url}#{self.file.fingerprint[:16]}#{groups}"
+
+    def to_json(self) -> dict:
+        return {"file": asdict(self.file), "index": self.index, "row_groups": list(self.row_groups), "rows": self.rows}
+
+    @staticmethod
+    def from_json(data: dict) -> "Part":
+        return Part(CorpusFile(**data["file"]), data["index"], tuple(data["row_groups"]), data["rows"])
+
+
+def _filesystem(url: str) -> tuple[Any, str]:
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as exc:
+        protocol = url.split("://", 1)[0]
+        raise PromptgenError(f"cannot open {url}: {exc}",
+                             f"install the fsspec filesystem for {protocol}:// (e.g. s3fs, gcsfs, adlfs), or copy "
+                             f"the files to a local folder") from None
+    return fs, path
+
+
+def file_format(name: str, forced: str | None = None) -> str:
+    if forced:
+        return forced
+    lower = name.lower()
+    for compression in _COMPRESSIONS:
+        if lower.endswith(compression):
+            lower = lower[: -len(compression)]
+    for suffix, fmt in _SUFFIXES.items():
+        if lower.endswith(suffix):
+            return fmt
+    raise PromptgenError(f"cannot tell the format of {name} from its name",
+                         f"name it with --format ({', '.join(FORMATS)}), or give files ending in "
+                         + ", ".join(sorted(_SUFFIXES)))
+
+
+def _fingerprint(fs: Any, path: str, size: int) -> str:
+    digest = hashlib.sha256(str(size).encode())
+    with fs.open(path, "rb") as handle:
+        digest.update(handle.read(_FINGERPRINT_BYTES))
+        if size > 2 * _FINGERPRINT_BYTES:
+            handle.seek(size - _FINGERPRINT_BYTES)
+        digest.update(handle.read(_FINGERPRINT_BYTES))
+    return digest.hexdigest()
+
+
+def resolve_inputs(inputs: list[str], forced_format: str | None = None) -> list[CorpusFile]:
+    """The files the inputs name, each once, in a fixed order (sorted within an input)."""
+    if not inputs:
+        raise PromptgenError("no caption files given", "name them with --captions PATH (globs and URLs work)")
+    found: dict[str, CorpusFile] = {}
+    for given in inputs:
+        fs, path = _filesystem(given)
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        paths = sorted(fs.glob(path)) if any(ch in path for ch in "*?[") else [path]
+        if not any(ch in path for ch in "*?[") and not fs.exists(path):
+            raise PromptgenError(f"caption file {given} does not exist", "check the path (globs and fsspec URLs work)")
+        files = []
+        for candidate in paths:
+            if fs.isdir(candidate):
+                files += sorted(p for p in fs.find(candidate) if _known(p))
+            else:
+                files.append(candidate)
+        if not files:
+            raise PromptgenError(f"{given} matches no caption file",
+                                 "check the pattern; files end in " + ", ".join(sorted(_SUFFIXES)))
+        for file_path in files:
+            url = file_path if protocol in ("file", "local") else fs.unstrip_protocol(file_path)
+            if url in found:
+                continue
+            size = int(fs.size(file_path))
+            found[url] = CorpusFile(url, file_format(file_path, forced_format), size, _fingerprint(fs, file_path, size))
+    return list(found.values())
+
+
+def _known(path: str) -> bool:
+    try:
+        file_format(path)
+        return True
+    except PromptgenError:
+        return False
+
+
+def corpus_sha256(files: list[CorpusFile]) -> str:
+    """One hash of the corpus: every file's name, size and fingerprint."""
+    return hashlib.sha256(json.dumps([f.to_json() for f in files]).encode()).hexdigest()
+
+
+def _parquet(file: CorpusFile) -> Any:
+    import pyarrow.parquet as pq
+
+    fs, path = _filesystem(file.url)
+    handle = fs.open(path, "rb")
+    try:
+        return pq.ParquetFile(handle), handle
+    except Exception as exc:
+        handle.close()
+        raise CorpusError(f"not a readable parquet file ({type(exc).__name__}: {exc})") from None
+
+
+def plan_parts(file: CorpusFile, column: str) -> list[Part]:
+    """The parts of a file; the caption column is checked here, before any scanning (a missing
+    column is an error that lists the columns the file has). A file that cannot be opened raises
+    CorpusError."""
+    if file.format != "parquet":
+        if file.format in ("csv", "tsv"):
+            _check_column(file, _csv_columns(file), column)
+        elif file.format == "jsonl":
+            _check_jsonl_column(file, column)
+        return [Part(file, 0)]
+    parquet, handle = _parquet(file)
+    try:
+        _check_column(file, parquet.schema_arrow.names, column)
+        parts, groups, rows = [], [], 0
+        for group in range(parquet.num_row_groups):
+            groups.append(group)
+            rows += parquet.metadata.row_group(group).num_rows
+            if rows >= PART_ROWS:
+                parts.append(Part(file, len(parts), tuple(groups), rows))
+                groups, rows = [], 0
+        if groups or not parts:
+            parts.append(Part(file, len(parts), tuple(groups), rows))
+        return parts
+    finally:
+        handle.close()
+
+
+def _check_column(file: CorpusFile, columns: list[str], column: str) -> None:
+    if column not in columns:
+        raise PromptgenError(f"{file.url} has no column {column!r}; its columns: {', '.join(map(repr, columns))}",
+                             "name the caption column with --column")
+
+
+def _open_text(file: CorpusFile) -> Any:
+    import fsspec
+
+    return fsspec.open(file.url, "rb", compression="infer").open()
+
+
+def _csv_columns(file: CorpusFile) -> list[str]:
+    import pyarrow.csv as pacsv
+
+    try:
+        with _open_text(file) as handle:
+            reader = pacsv.open_csv(handle, parse_options=pacsv.ParseOptions(delimiter=_delimiter(file)),
+                                    read_options=pacsv.ReadOptions(block_size=1 << 16))
+            return reader.schema.names
+    except Exception as exc:
+        raise CorpusError(f"cannot read the header ({type(exc).__name__}: {exc})") from None
+
+
+def _delimiter(file: CorpusFile) -> str:
+    return "\t" if file.format == "tsv" else ","
+
+
+@dataclass
+class Unreadable:
+    rows: int = 0  # rows skipped inside a readable file (a broken CSV row, a JSONL line that is not JSON)
+
+
+def read_part(part: Part, column: str, batch_rows: int, unreadable: Unreadable) -> Iterator[Any]:
+    """The part's captions as pyarrow string arrays of at most `batch_rows`; rows that cannot be
+    read are skipped and added to `unreadable`; a part that cannot be read at all raises CorpusError."""
+    reader = {"parquet": _read_parquet, "csv": _read_csv, "tsv": _read_csv, "jsonl": _read_jsonl,
+              "text": _read_text}[part.file.format]
+    try:
+        yield from reader(part, column, batch_rows, unreadable)
+    except CorpusError:
+        raise
+    except Exception as exc:  # a corrupt page, a cut-off gzip stream, bytes that are not UTF-8
+        raise CorpusError(f"{type(exc).__name__}: {exc}") from None
+
+
+def _read_parquet(part: Part, column: str, batch_rows: int, unreadable: Unreadable) -> Iterator[Any]:
+    parquet, handle = _parquet(part.file)
+    try:
+        for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=list(part.row_groups), columns=[column]):
+            yield batch.column(0)
+    finally:
+        handle.close()
+
+
+def _read_csv(part: Part, column: str, batch_rows: int, unreadable: Unreadable) -> Iterator[Any]:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    def skip(row: Any) -> str:
+        unreadable.rows += 1
+        return "skip"
+
+    with _open_text(part.file) as handle:
+        reader = pacsv.open_csv(
+            handle, read_options=pacsv.ReadOptions(block_size=1 << 22),
+            parse_options=pacsv.ParseOptions(delimiter=_delimiter(part.file), newlines_in_values=True,
+                                             invalid_row_handler=skip),
+            convert_options=pacsv.ConvertOptions(include_columns=[column], column_types={column: pa.string()}))
+        for batch in reader:
+            captions = batch.column(0)
+            for start in range(0, len(captions), batch_rows):
+                yield captions.slice(start, batch_rows)
+
+
+def _read_lines(part: Part, batch_rows: int) -> Iterator[list[bytes]]:
+    with _open_text(part.file) as handle:
+        lines = []
+        for line in io.BufferedReader(handle, 1 << 20):
+            lines.append(line)
+            if len(lines) >= batch_rows:
+                yield lines
+                lines = []
+        if lines:
+            yield lines
+
+
+def _read_jsonl(part: Part, column: str, batch_rows: int, unreadable: Unreadable) -> Iterator[Any]:
+    import pyarrow as pa
+
+    for lines in _read_lines(part, batch_rows):
+        captions = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                unreadable.rows += 1
+                continue
+            if not isinstance(row, dict):
+                unreadable.rows += 1
+                continue
+            value = row.get(column)
+            captions.append(value if isinstance(value, str) else None)
+        yield pa.array(captions, pa.string())
+
+
+def _check_jsonl_column(file: CorpusFile, column: str) -> None:
+    """The column must be in one of the first rows that parse (an empty file has nothing to check)."""
+    keys: dict[str, None] = {}
+    try:
+        for lines in _read_lines(Part(file, 0), 100):
+            for line in lines:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict):
+                    if column in row:
+                        return
+                    keys.update(dict.fromkeys(row))
+            break
+    except Exception as exc:
+        raise CorpusError(f"{type(exc).__name__}: {exc}") from None
+    if keys:
+        raise PromptgenError(f"{file.url} has no column {column!r}; its first rows have: "
+                             f"{', '.join(map(repr, keys))}", "name the caption column with --column")
+
+
+def _read_text(part: Part, column: str, batch_rows: int, unreadable: Unreadable) -> Iterator[Any]:
+    import pyarrow as pa
+
+    for lines in _read_lines(part, batch_rows):
+        captions = []
+        for line in lines:
+            try:
+                captions.append(line.decode("utf-8").rstrip("\r\n"))
+            except UnicodeDecodeError:
+                unreadable.rows += 1
+        yield pa.array(captions, pa.string())
