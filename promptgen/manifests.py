@@ -283,8 +283,8 @@ class CountingInfo(FileModel):
     parts: int | None = None
     parts_this_run: int | None = None
     parts_resumed: int | None = None
-    seconds: Number | None = None
-    seconds_this_run: Number | None = None
+    seconds: Number | None = None            # scanning time summed over every part (worker seconds), all runs
+    seconds_this_run: Number | None = None   # wall time of the run that finished the set, relevance included
     strict: bool | None = None
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import click
 
 from promptgen import __version__
-from promptgen.cli import (audit, datasets, describe, differentiate, evaluate, heads, pipeline, runs, sets, synonyms,
-                           transfer)
+from promptgen.cli import (audit, counts, datasets, describe, differentiate, evaluate, heads, pipeline, runs, sets,
+                           synonyms, transfer)
 from promptgen.errors import PromptgenError
 from promptgen.redact import redact
 from promptgen.steps import report_failure
@@ -58,6 +58,6 @@ def main(verbose: bool) -> None:
     logger.propagate = False
 
 
-for module in (datasets, describe, differentiate, synonyms, sets, transfer, heads, evaluate, audit, pipeline, runs):
+for module in (datasets, describe, differentiate, synonyms, counts, sets, transfer, heads, evaluate, audit, pipeline, runs):
     for command in module.COMMANDS:
         main.add_command(command)

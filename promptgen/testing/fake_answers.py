@@ -122,13 +122,20 @@ def _pair_in(messages: list[dict]) -> tuple[str, str] | None:
     return None
 
 
+_RELEVANCE_QUESTION = re.compile(r'^Does the "(?P<name>.*?)" in "(?P<caption>.*)", refer to', re.DOTALL)
+
+
 def default_answer(messages: list[dict], index: int) -> str:
     """Deterministic answer: JSON differences for pair questions ("Object 1: ...", "Object 2:
-    ..."), bullet lines for list-style prompts, sentences otherwise."""
+    ..."), Yes/No for caption-relevance questions, bullet lines for list-style prompts, sentences
+    otherwise."""
     pair = _pair_in(messages)
     if pair is not None:
         return pair_answer(*pair, index)
     prompt = messages[-1].get("content", "") if messages else ""
+    judged = _RELEVANCE_QUESTION.search(prompt)
+    if judged:  # REAL's caption check: a caption with the word "logo" is not about the class
+        return "No." if re.search(r"\blogo\b", judged["caption"], re.IGNORECASE) else "Yes."
     listed = _LIST_QUESTION.search(prompt)
     if listed:  # a synonyms question: a numbered list of names, the class itself first
         name = listed["name"].strip().strip('"')
