@@ -93,20 +93,26 @@ def count_names_command(dataset: str, inputs: tuple[str, ...], column: str, file
 
 
 class _Bar:
-    def __init__(self, total: int, quiet: bool) -> None:
-        from tqdm import tqdm
+    """Parts counted and captions read; shown from the first part on, so a count that fails before
+    scanning (a Spark master that does not answer) prints no empty bar."""
 
-        self._tqdm = tqdm(total=total, unit="part", desc="counting", disable=quiet, dynamic_ncols=True)
-        self._rows = 0
+    def __init__(self, total: int, quiet: bool) -> None:
+        self._total, self._quiet, self._rows = total, quiet, 0
+        self._tqdm: Any = None
 
     def __call__(self, result: Any, done: int, total: int) -> None:
+        if self._tqdm is None:
+            from tqdm import tqdm
+
+            self._tqdm = tqdm(total=total, unit="part", desc="counting", disable=self._quiet, dynamic_ncols=True)
         self._rows += result.rows
         self._tqdm.n = done
         self._tqdm.set_postfix(captions=f"{self._rows:,}", refresh=False)
         self._tqdm.refresh()
 
     def close(self) -> None:
-        self._tqdm.close()
+        if self._tqdm is not None:
+            self._tqdm.close()
 
 
 def _progress(total: int, quiet: bool) -> _Bar:

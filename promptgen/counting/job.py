@@ -19,7 +19,7 @@ from typing import Any, Callable
 from promptgen.classes import ClassList
 from promptgen.clock import utc_now
 from promptgen.counting.corpus import CorpusError, CorpusFile, Part, corpus_sha256, plan_parts, resolve_inputs
-from promptgen.counting.engines import PartResult, ScanJob, run_embedded, run_spark
+from promptgen.counting.engines import PartResult, ScanJob, check_spark_master, run_embedded, run_spark
 from promptgen.counting.matching import RULE, RULE_DESCRIPTION, keep_smallest
 from promptgen.errors import PromptgenError
 from promptgen.name_counts import COUNTS_TEXT_KIND, count_record
@@ -98,6 +98,8 @@ def run_count(plan: CountPlan, store: Store, *, resume: bool = False, resume_ver
     """Count into a new version of the counts set (or the unfinished one, with `resume`); returns
     the version and a summary (rows, parts, relevance) for the command to print."""
     settings, dataset = plan.settings, plan.classes.dataset
+    if settings.engine == "spark":
+        check_spark_master(settings.spark_master)  # before a version is reserved: an unreachable master leaves none
     if resume:
         writer = store.resume_version(dataset, settings.set_name, resume_version, plan.fingerprint)
     else:
