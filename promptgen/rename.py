@@ -1,12 +1,14 @@
 """Choosing each class's most recognisable name (REAL-Prompt, docs/methods.md, real).
 
-Candidates come from a synonyms set (the official name always among them). Optional filters drop
-a candidate that another class also goes by (`ambiguous`), whose words are all inside the
-official name's ("honda" for "honda accord", `subset`), or whose "a photo of a {name}." is nearer
-another class's "a photo of a {class}." than its own (`clip`). A named scorer rates the rest and the
-best wins, the official name on ties:
+Candidates come from synonyms sets and/or a counts set (the official name always among them).
+Optional filters drop a candidate that another class also goes by (`ambiguous`), whose words are
+all inside the official name's ("honda" for "honda accord", `subset`), or whose "a photo of a
+{name}." is nearer another class's "a photo of a {class}." than its own (`clip`). A named scorer
+rates the rest and the best wins, the official name on ties:
 
 - `first`: the official name (the baseline);
+- `counts`: how many captions mention the name (REAL's own scorer): a counts set (`count-names`, or
+  REAL's published metrics file imported with `import --format real-metrics`) or the metrics file;
 - `frequency`: wordfreq's Zipf frequency of the name in English, which combines the words of a
   multi-word name (an offline stand-in for REAL's caption counts);
 - `clip`: the self-consistency margin, cosine to its own class's prompt minus the best other;
@@ -25,13 +27,14 @@ from typing import Any, Callable
 
 from promptgen.classes import ClassList, loose_name
 from promptgen.errors import PromptgenError
-from promptgen.names import Candidate
+from promptgen.names import Candidate, add_name
 from promptgen.parsing import name_pattern
 from promptgen.templates import indefinite_article, load_template
 
 __all__ = ["SCORERS", "FILTERS", "register_scorer", "list_scorers", "choose_names", "filter_candidates",
            "rating_job", "ScoreContext", "load_counts_file", "real_tokens", "is_subset_name",
-           "load_rename_file", "RenameResult", "replace_name", "RENAME_FORMAT"]
+           "load_rename_file", "RenameResult", "replace_name", "RENAME_FORMAT", "read_real_metrics",
+           "real_metrics_counts", "real_official_count", "counted_candidates", "count_lookup", "real_clean"]
 
 RENAME_FORMAT = "promptgen.rename/1"
 FILTERS = ("ambiguous", "subset", "clip")
@@ -109,39 +112,134 @@ def _frequency(ctx: ScoreContext) -> list[list[float]]:
     return [[float(zipf_frequency(cand.name, "en")) for cand in per_class] for per_class in ctx.candidates]
 
 
-@register_scorer("counts", "caption counts of each name (REAL's metrics file, counts=FILE)")
+@register_scorer("counts", "caption counts of each name (a counts set, --counts SET; or REAL's metrics file)")
 def _counts(ctx: ScoreContext) -> list[list[float]]:
     if ctx.counts is None:
-        raise PromptgenError("the counts scorer needs caption counts", "give counts=FILE (REAL's metrics JSON)")
-    # the official name is looked up as written, else cleaned (REAL's find_most_common_name)
+        raise PromptgenError("the counts scorer needs caption counts",
+                             f"give --counts SET (a counts set of {ctx.classes.dataset}) or counts=FILE (REAL's "
+                             "metrics JSON)")
+    # the official name is looked up as written, else cleaned (REAL's find_most_common_name); counts
+    # made by counted_candidates already hold the official name's count under the class's own name
     return [[float(counts.get(cand.name.casefold(), counts.get(real_clean(cand.name), 0.0) if cand.official else 0.0))
              for cand in per_class] for per_class, counts in zip(ctx.candidates, ctx.counts)]
 
 
-def load_counts_file(path: Path, classes: ClassList) -> list[list[tuple[str, float]]]:
-    """Names and caption counts per class from REAL's metrics JSON ({"0": {"name": official,
-    "alternates": {name: count}}, ...}, keys in label order). The official names must be the
-    classes' own (compared loosely), so counts never land on the wrong class."""
+REAL_METRICS_LAYOUT = ('{"0": {"name": "official name", "alternates": {"name": count, ...}, ...}, "1": ...} '
+                       "(REAL's analysis/laion/DATASET/metrics-*.json)")
+
+
+def read_real_metrics(path: Path, classes: ClassList) -> list[dict]:
+    """The entries of REAL's metrics JSON in label order ({"0": {"name": official, "alternates":
+    {name: count}, "most_common_name": ...}, ...}; the keys are label indices, in any order in the
+    file). The official names must be the classes' own (compared loosely), so counts never land on
+    the wrong class."""
+    path = Path(path)
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise PromptgenError(f"cannot read counts file {path} ({exc})", "give REAL's metrics-*.json") from None
-    entries = list(data.values()) if isinstance(data, dict) else None
-    if not entries or not all(isinstance(e, dict) and isinstance(e.get("alternates"), dict) for e in entries):
-        raise PromptgenError(f"{path} is not a counts file", 'REAL\'s format: {"0": {"name": ..., "alternates": '
-                                                              '{"name": count, ...}}, ...}')
-    if len(entries) != len(classes):
-        raise PromptgenError(f"{path} has counts for {len(entries)} classes, {classes.dataset} has {len(classes)}",
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise PromptgenError(f"cannot read counts file {path} ({exc.strerror or exc})",
+                             "give the path of REAL's metrics-*.json") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise PromptgenError(f"{path} is not valid JSON ({exc})", f"give REAL's metrics file: {REAL_METRICS_LAYOUT}") \
+            from None
+    if not isinstance(data, dict) or not data:
+        raise PromptgenError(f"{path} is not a REAL metrics file (not a JSON object of classes)",
+                             f"REAL's layout: {REAL_METRICS_LAYOUT}")
+    bad = [key for key in data if not (key.isascii() and key.isdigit())]
+    if bad:
+        raise PromptgenError(f"{path}: the keys {', '.join(map(repr, bad[:5]))} are not label indices",
+                             f"REAL's layout: {REAL_METRICS_LAYOUT}")
+    for key, entry in data.items():
+        problem = _entry_problem(entry)
+        if problem:
+            raise PromptgenError(f"{path}: class {key} {problem}", f"REAL's layout: {REAL_METRICS_LAYOUT}")
+    indices = sorted(int(key) for key in data)
+    if len(indices) != len(classes):
+        raise PromptgenError(f"{path} has counts for {len(indices)} classes, {classes.dataset} has {len(classes)}",
                              "use the counts file of this dataset")
+    if indices != list(range(len(classes))):  # "01" and "1" are one label twice
+        missing = sorted(set(range(len(classes))) - set(indices))
+        raise PromptgenError(f"{path}: the keys are not the label indices 0-{len(classes) - 1} once each (missing: "
+                             f"{', '.join(map(str, missing[:5]))})", "use the counts file of this dataset, keyed by "
+                             "label index")
+    entries = [data[key] for key in sorted(data, key=int)]
     # REAL's walk starts from the official name's count and tests subsets against its words: a
     # class the file names otherwise would be renamed by another rule than REAL's
-    wrong = [f"{c}: {e.get('name')!r} vs {name!r}" for c, (e, name) in enumerate(zip(entries, classes.names))
-             if loose_name(e.get("name", "")) != loose_name(name)]
+    wrong = [f"{c}: {e['name']!r} vs {name!r}" for c, (e, name) in enumerate(zip(entries, classes.names))
+             if loose_name(e["name"]) != loose_name(name)]
     if wrong:
         raise PromptgenError(f"{path} names {len(wrong)} classes otherwise than {classes.dataset}: "
                              + "; ".join(wrong[:3]), "use the counts file of this dataset, in its label order, or a "
                              "class list with REAL's official names (--classes FILE)")
-    return [[(str(n), float(v)) for n, v in e["alternates"].items()] for e in entries]
+    return entries
+
+
+def _entry_problem(entry: object) -> str | None:
+    """What is wrong with one class of a REAL metrics file, or None."""
+    if not isinstance(entry, dict):
+        return "is not an object"
+    if not isinstance(entry.get("name"), str):
+        return 'has no "name" (the official name)'
+    alternates = entry.get("alternates")
+    if not isinstance(alternates, dict):
+        return 'has no "alternates" object of name -> caption count'
+    for name, count in alternates.items():
+        if type(count) is not int or count < 0:  # bool is not a count
+            return f"counts {name!r} as {count!r}, not a whole number of captions"
+    if "most_common_name" in entry and not isinstance(entry["most_common_name"], str):
+        return 'has a "most_common_name" that is not a name'
+    return None
+
+
+def real_official_count(name: str, alternates: dict[str, int]) -> int:
+    """The official name's count as REAL looks it up (find_most_common_name L225-228): the name as
+    written, else its clean_text form; REAL raises KeyError when neither is there, which we read as
+    no caption naming it (0)."""
+    return alternates.get(name, alternates.get(real_clean(name), 0))
+
+
+def real_metrics_counts(entries: list[dict], classes: ClassList) -> list[list[tuple[str, int]]]:
+    """Each class's names and counts from REAL's entries: the class's own name first with REAL's
+    lookup of the official count, then every other name of `alternates` in file order (the order
+    REAL's stable sort keeps for ties)."""
+    return [[(classes.names[c], real_official_count(e["name"], e["alternates"]))]
+            + [(name, count) for name, count in e["alternates"].items() if name != e["name"]]
+            for c, e in enumerate(entries)]
+
+
+def load_counts_file(path: Path, classes: ClassList) -> list[list[tuple[str, float]]]:
+    """Names and caption counts per class from REAL's metrics JSON (read_real_metrics), the class's
+    own name first with REAL's count of it: the same names and counts as a counts set imported with
+    `promptgen import --format real-metrics` from the file."""
+    return [[(name, float(count)) for name, count in per_class]
+            for per_class in real_metrics_counts(read_real_metrics(path, classes), classes)]
+
+
+def counted_candidates(classes: ClassList, counted: list[list[tuple[str, float]]]
+                       ) -> tuple[list[list[Candidate]], list[dict[str, float]]]:
+    """A class's candidates from caption counts (official name first, then the counted names in
+    order) and the counts scorer's lookup by name, any case. Spellings that differ only in case are
+    one candidate (CLIP's tokenizer lower-cases) with the largest count: as in REAL's walk, where
+    only a count above every earlier one matters."""
+    candidates = [[Candidate(name, ["official"])] for name in classes.names]
+    for per_class, names in zip(candidates, counted):
+        for name, _ in names:
+            add_name(per_class, name, ["counts"])
+    return candidates, count_lookup(counted)
+
+
+def count_lookup(counted: list[list[tuple[str, float]]]) -> list[dict[str, float]]:
+    """Per class: name (case-folded) -> count, the largest where spellings differ only in case."""
+    lookup: list[dict[str, float]] = []
+    for names in counted:
+        by_name: dict[str, float] = {}
+        for name, count in names:
+            key = name.casefold()
+            by_name[key] = max(by_name.get(key, count), count)
+        lookup.append(by_name)
+    return lookup
 
 
 @register_scorer("clip", "self-consistency margin: the name's prompt is nearest its own class by how much")

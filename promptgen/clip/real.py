@@ -13,7 +13,8 @@ from promptgen.clip.sources import FALLBACK_TEMPLATE, PromptSource, source_from_
 from promptgen.errors import PromptgenError
 from promptgen.names import Candidate, add_name
 from promptgen.parsing import name_pattern
-from promptgen.rename import choose_names, filter_candidates, load_counts_file, load_rename_file, replace_name
+from promptgen.rename import (choose_names, count_lookup, filter_candidates, load_counts_file, load_rename_file,
+                              replace_name)
 
 __all__: list[str] = []
 
@@ -109,7 +110,7 @@ def _real(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
         chosen = load_rename_file(Path(ctx.options["rename"]), ctx.classes)
         how = {"rename_file": str(ctx.options["rename"])}
     else:
-        counts = [{name.casefold(): n for name, n in per_class} for per_class in counted] if counted else None
+        counts = count_lookup(counted) if counted else None
         scorer = ctx.options.get("scorer", "counts" if counts else "frequency")
         result = choose_names(ctx.classes, candidates, scorer, filters=_filters(ctx, "subset"),
                               margin=float(ctx.options.get("margin", 0.0)), encoder=ctx.encoder, counts=counts)
