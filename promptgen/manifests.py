@@ -195,8 +195,27 @@ class DifferingName(FileModel):
     ours: str | None = None
 
 
+class RealRuleDiffer(FileModel):
+    """A class whose published most_common_name REAL's rule does not give from the file's counts."""
+
+    class_index: int | None = None
+    class_name: str | None = None
+    published: str | None = None
+    rule: str | None = None
+
+
+class RealRuleCheck(FileModel):
+    """real-metrics import: how often REAL's rule on the imported counts gives the file's most_common_name."""
+
+    rule: str | None = None
+    compared: str | None = None
+    checked: int | None = None
+    reproduced: int | None = None
+    differs: list[RealRuleDiffer] | None = None
+
+
 class ImportInfo(FileModel):
-    """What an import read (formats/: import_prompt_file, import_fudd_file)."""
+    """What an import read (formats/: import_prompt_file, import_fudd_file, import_real_metrics)."""
 
     format: str | None = None
     file: str | None = None
@@ -214,6 +233,8 @@ class ImportInfo(FileModel):
     class_names_differ: list[DifferingName] | None = None
     bad_keys: list[str] | None = None
     pairs_without_usable_attributes: list[str] | None = None
+    official_names_absent: list[ClassRef] | None = None   # real-metrics: official names REAL counts as 0
+    real_rule: RealRuleCheck | None = None
 
 
 class PairsInfo(FileModel):

@@ -54,7 +54,7 @@ def _full_cifar10(kind: str = "sentence") -> dict[str, list[str]]:
 
 def test_formats_are_registered() -> None:
     formats = list_formats()
-    assert formats["import"] == ["cupl", "dclip", "fudd"]
+    assert formats["import"] == ["cupl", "dclip", "fudd", "real-metrics"]  # real-metrics: import only (a counts set)
     assert formats["export"] == ["clip-benchmark", "cupl", "dclip", "fudd"]
 
 

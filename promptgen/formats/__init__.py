@@ -6,6 +6,8 @@
   `clip_benchmark eval --custom_template_file`, with a matching `--custom_classname_file`.
 - fudd: `{"i_j": {"classes": [i, j], "prompt_pairs": [{"attr_type": ..., "prompt_pair": [a, b]}]}}`
   (FuDD's differential descriptions; class indices in the dataset's order).
+- real-metrics (import only): REAL's `{"label": {"name": ..., "alternates": {name: count}}}`, a
+  counts set (`real_metrics.py`).
 
 Imports match keys to classes by exact name (or by position with match="order") and report
 every key that did not fit; they never drop texts silently.
@@ -36,8 +38,9 @@ IMPORT_FORMATS: dict[str, dict] = {}
 EXPORT_FORMATS: dict[str, Callable] = {}
 
 
-def register_import(name: str, text_kind: str, description: str) -> None:
-    IMPORT_FORMATS[name] = {"text_kind": text_kind, "description": description}
+def register_import(name: str, text_kind: str, description: str, set_name: str | None = None) -> None:
+    """`set_name`: the set an import writes when --set is not given (the format's name by default)."""
+    IMPORT_FORMATS[name] = {"text_kind": text_kind, "description": description, "set": set_name or name}
 
 
 def register_export(name: str) -> Callable[[Callable], Callable]:
@@ -53,7 +56,10 @@ def list_formats() -> dict[str, list[str]]:
 
 register_import("cupl", "sentence", "CuPL JSON {class: [sentences]}")
 register_import("dclip", "descriptor", "DCLIP/WaffleCLIP JSON {class: [descriptors]}, key order = label order")
-register_import("fudd", "sentence", 'FuDD JSON {"i_j": {"classes": [i, j], "prompt_pairs": [...]}}, one entry per pair')
+register_import("fudd", "sentence", 'FuDD JSON {"i_j": {"classes": [i, j], "prompt_pairs": [...]}}, one entry per pair',
+                set_name="differential")
+register_import("real-metrics", "name-count", 'REAL\'s metrics JSON {"label": {"name": ..., "alternates": {name: count}}}: '
+                "a counts set (formats/real_metrics.py)", set_name="counts")
 
 
 @dataclass
@@ -112,6 +118,9 @@ def import_prompt_file(store: Store, classes: ClassList, path: str | Path, fmt: 
     '-'), or "order" (key i is class i, for files in label order)."""
     if fmt not in IMPORT_FORMATS:
         raise PromptgenError(f"unknown import format {fmt!r}", f"use one of: {', '.join(sorted(IMPORT_FORMATS))}")
+    if IMPORT_FORMATS[fmt]["text_kind"] not in ("sentence", "descriptor"):  # its file is no {class: [texts]}
+        raise PromptgenError(f"a {fmt} file is not a {{class: [texts]}} file", f"import it with `promptgen import "
+                                                                               f"DATASET FILE --format {fmt}`")
     if match not in MATCH_MODES:
         raise PromptgenError(f"unknown match mode {match!r}", f"use --match {', '.join(MATCH_MODES)}")
     path = Path(path)

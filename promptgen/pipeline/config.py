@@ -18,6 +18,7 @@ from click import _utils as click_utils
 
 from promptgen.classes import list_datasets
 from promptgen.errors import PromptgenError
+from promptgen.formats import IMPORT_FORMATS
 from promptgen.build_spec import split_build
 from promptgen.pipeline.keys import BUILD_FILE_PARAMS
 from promptgen.steps import STEPS, StepSpec
@@ -216,7 +217,8 @@ def produced_set_name(step: Step, options: dict[str, Any], root: Path | None = N
             if root is not None:
                 raise
             return style.partition("@")[0]  # a template in ROOT: checked when the runner has the root
-    return "differential" if options.get("format") == "fudd" else str(options.get("format"))  # import
+    fmt = str(options.get("format"))  # import: the set its format writes by default
+    return IMPORT_FORMATS[fmt]["set"] if fmt in IMPORT_FORMATS else fmt
 
 
 def given_or_default(step: Step, options: dict[str, Any], key: str) -> Any:
