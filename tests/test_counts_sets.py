@@ -1,5 +1,6 @@
-"""Counts sets from REAL's metrics file (`import --format real-metrics`, docs/methods.md, real).
-The files here are small synthetic ones in REAL's layout (REAL's own files carry no licence)."""
+"""Counts sets from REAL's metrics file (`import --format real-metrics`) and `rename --counts`
+(docs/methods.md, real). The files here are small synthetic ones in REAL's layout (REAL's own
+files carry no licence)."""
 
 from __future__ import annotations
 
@@ -157,3 +158,50 @@ def test_import_cli_refusal_is_a_clear_error(cli, tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "has counts for 200 classes, cifar10 has 10" in result.output and "fix:" in result.output
     assert "Traceback" not in result.output
+
+
+# -- rename --counts -----------------------------------------------------------------------------
+
+def test_rename_counts_picks_by_reals_rule(counted, cli) -> None:
+    result = cli("rename", "counted", "--counts", "counts", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [row["chosen"] for row in report["rows"]] == EXPECTED
+    assert report["scorer"] == "counts" and report["filters"] == ["subset"]  # REAL's defaults with --counts
+    assert report["counts"] == "counted/counts@v1" and report["sets"] == ["counted/counts@v1"]
+    honda = {c["name"]: c for c in report["rows"][0]["candidates"]}
+    assert honda["honda"]["rejected"] == "subset of 'honda accord'" and honda["honda"]["score"] == 500
+    assert honda["accord coupe"]["rejected"] is None  # not a subset, but after "honda" in REAL's walk
+    table = cli("rename", "counted", "--counts", "counts@v1")
+    assert "5 of 6 classes renamed by counts (filters: subset" in table.output
+
+
+def test_rename_counts_with_a_synonyms_set_and_other_scorers(counted, cli) -> None:
+    store, classes, *_ = counted
+    from tests.test_real_heads import write_synonyms
+
+    write_synonyms(store, classes, {"honda accord": ["accord"], "jay": ["jaybird"]})
+    report = json.loads(cli("rename", "counted", "--counts", "counts", "--set", "synonyms", "--json").stdout)
+    # a name only the synonyms set has counts 0 captions: it never wins by counts
+    assert [row["chosen"] for row in report["rows"]] == EXPECTED
+    jay = [c["name"] for c in report["rows"][4]["candidates"]]
+    assert jay == ["jay", "blue jay", "scrub jay", "jaybird"]
+    assert report["sets"] == ["counted/counts@v1", "counted/synonyms@v1"]
+    # another scorer rates the counted names: wordfreq's Zipf frequency, not the counts
+    from wordfreq import zipf_frequency
+
+    frequency = json.loads(cli("rename", "counted", "--counts", "counts", "--scorer", "frequency", "--json").stdout)
+    assert frequency["scorer"] == "frequency" and frequency["filters"] == ["subset"]
+    car = {c["name"]: c["score"] for c in frequency["rows"][2]["candidates"]}
+    assert car == {name: round(zipf_frequency(name, "en"), 6) for name in ("automobile", "car", "auto")}
+
+
+def test_rename_counts_errors(counted, cli) -> None:
+    no_counts = cli("rename", "counted", "--scorer", "counts")
+    assert no_counts.exit_code == 2 and "no --counts given" in no_counts.output and "real-metrics" in no_counts.output
+    from tests.test_real_heads import write_synonyms
+
+    store, classes, *_ = counted
+    write_synonyms(store, classes, {})
+    not_counts = cli("rename", "counted", "--counts", "synonyms")
+    assert not_counts.exit_code == 2 and "is not a counts set" in not_counts.output

@@ -13,7 +13,8 @@ from promptgen.cli.heads import clip_options, open_clip_model
 from promptgen.cli.llm_options import llm_options, make_client
 from promptgen.errors import ExitCode, PromptgenError
 from promptgen.paths import cache_dir
-from promptgen.rename import FILTERS, SCORERS, ScoreContext, choose_names, rating_job
+from promptgen.name_counts import load_counts_set
+from promptgen.rename import FILTERS, SCORERS, ScoreContext, choose_names, counted_candidates, rating_job
 from promptgen.runlog import CommandRun, logged
 from promptgen.steps import LLM_RUN_ONLY, pipeline_step
 from promptgen.templates import load_template
@@ -77,16 +78,21 @@ def synonyms_command(dataset: str, classes_file: Path | None, source: str, style
         raise SystemExit(ExitCode.PARTIAL)
 
 
-@pipeline_step(writes="file:.json", set_inputs=("set",), run_only=LLM_RUN_ONLY + ("device",))
+@pipeline_step(writes="file:.json", set_inputs=("set", "counts"), run_only=LLM_RUN_ONLY + ("device",))
 @click.command("rename")
 @click.argument("dataset")
 @click.option("--set", "set_refs", multiple=True, help="Synonyms set SET[@vN]; repeat to merge sets (e.g. wordnet "
-                                                           "and llm) [default: synonyms].")
-@click.option("--scorer", default="frequency", show_default=True,
-              help="frequency (wordfreq), clip (self-consistency margin), llm (rated by --model), first (official).")
-@click.option("--filters", default="ambiguous,subset", show_default=True,
+                                                           "and llm) [default: synonyms, none with --counts].")
+@click.option("--counts", "counts_ref", help="Counts set SET[@vN] (caption counts per name: `import --format "
+                                             "real-metrics` or `count-names`): its names are the candidates (with "
+                                             "any --set given), scored by REAL's rule.")
+@click.option("--scorer", default=None,
+              help="counts (caption counts, --counts), frequency (wordfreq), clip (self-consistency margin), llm "
+                   "(rated by --model), first (official) [default: counts with --counts, else frequency].")
+@click.option("--filters", default=None,
               help="Comma-separated: ambiguous (another class's name or synonym), subset (words inside the "
-                   "official name), clip (nearer another class); 'none' for no filter.")
+                   "official name), clip (nearer another class); 'none' for no filter [default: subset with "
+                   "--counts (REAL's rule), else ambiguous,subset].")
 @click.option("--margin", type=float, default=0.0, show_default=True,
               help="Rename only when a synonym's score beats the official name's by more than this.")
 @click.option("--limit", type=int, default=20, show_default=True, help="Renamed classes to print (0: all).")
@@ -98,21 +104,35 @@ def synonyms_command(dataset: str, classes_file: Path | None, source: str, style
 @root_option
 @json_option
 @logged("rename")
-def rename_command(dataset: str, set_refs: tuple[str, ...], scorer: str, filters: str, margin: float, limit: int,
-                   output: Path | None, classes_file: Path | None, clip_model: str, pretrained: str, seed: int,
-                   device: str, root: Path | None, as_json: bool, run: CommandRun, **values: Any) -> None:
-    """Choose each class's most recognisable name from a synonyms set and print the rename table."""
+def rename_command(dataset: str, set_refs: tuple[str, ...], counts_ref: str | None, scorer: str | None,
+                   filters: str | None, margin: float, limit: int, output: Path | None, classes_file: Path | None,
+                   clip_model: str, pretrained: str, seed: int, device: str, root: Path | None, as_json: bool,
+                   run: CommandRun, **values: Any) -> None:
+    """Choose each class's most recognisable name from synonyms sets or a counts set and print the rename table."""
     from promptgen.stages.synonyms import load_candidates, merge_candidates
 
     store = run.store(wait=values["wait"])
     classes = store.classes(dataset, classes_file)
+    # with caption counts the defaults are REAL's: its scorer and its one filter
+    scorer = scorer or ("counts" if counts_ref else "frequency")
+    filters = filters if filters is not None else ("subset" if counts_ref else "ambiguous,subset")
     if scorer not in SCORERS:
         raise PromptgenError(f"unknown scorer {scorer!r}", f"scorers: {', '.join(sorted(SCORERS))}")
+    if scorer == "counts" and not counts_ref:
+        raise PromptgenError("the counts scorer needs caption counts: no --counts given",
+                             f"give --counts SET, a counts set of {dataset} (`promptgen import {dataset} FILE "
+                             f"--format real-metrics` or `promptgen count-names {dataset}`)")
     chosen_filters = tuple(f.strip() for f in filters.split(",") if f.strip() and f.strip() != "none")
     unknown = sorted(set(chosen_filters) - set(FILTERS))
     if unknown:
         raise PromptgenError(f"unknown filter(s) {', '.join(unknown)}", f"filters: {', '.join(FILTERS)}, or none")
-    candidates, refs = merge_candidates([load_candidates(store, ref, classes) for ref in set_refs or ("synonyms",)])
+    loaded = [load_candidates(store, ref, classes) for ref in set_refs or (() if counts_ref else ("synonyms",))]
+    counts = None
+    if counts_ref:
+        counted, counts_info = load_counts_set(store, counts_ref, classes)
+        from_counts, counts = counted_candidates(classes, counted)
+        loaded.insert(0, (from_counts, counts_info))
+    candidates, refs = merge_candidates(loaded)
     encoder = client = None
     if scorer == "clip" or "clip" in chosen_filters:
         from promptgen.clip.embed import TextEncoder
@@ -135,8 +155,9 @@ def rename_command(dataset: str, set_refs: tuple[str, ...], scorer: str, filters
         click.echo(f"the {scorer} scorer asks no LLM: nothing to price")
         return
     result = choose_names(classes, candidates, scorer, filters=chosen_filters, margin=margin, encoder=encoder,
-                          client=client, root=store.root, draw=values["draw"], answer_retries=values["answer_retries"])
-    report = {**result.to_json(), "dataset": dataset, "sets": refs}
+                          client=client, root=store.root, draw=values["draw"], answer_retries=values["answer_retries"],
+                          counts=counts)
+    report = {**result.to_json(), "dataset": dataset, "sets": refs, **({"counts": refs[0]} if counts_ref else {})}
     if output:
         write_json_file(output, report)
     if as_json:
