@@ -1,6 +1,6 @@
-"""Counts sets from REAL's metrics file (`import --format real-metrics`) and `rename --counts`
-(docs/methods.md, real). The files here are small synthetic ones in REAL's layout (REAL's own
-files carry no licence)."""
+"""Counts sets from REAL's metrics file (`import --format real-metrics`) and their readers:
+`rename --counts` and the real head's counts=SET (docs/methods.md, real). The files here are small
+synthetic ones in REAL's layout (REAL's own files carry no licence)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,16 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from promptgen.clip.embed import TextEncoder
+from promptgen.clip.heads import build_head
 from promptgen.errors import PromptgenError
 from promptgen.formats.real_metrics import import_real_metrics
 from promptgen.name_counts import load_counts_set
 from promptgen.rename import load_counts_file
 from promptgen.store import Store
+from tests.conftest import TINY_ARGS
 from tests.reference_methods import ref_real_clean_text, ref_real_most_common_name
 
 CLASSES = ["honda accord", "spider web", "automobile", "Red-Eft", "jay", "fire truck"]
@@ -205,3 +209,38 @@ def test_rename_counts_errors(counted, cli) -> None:
     write_synonyms(store, classes, {})
     not_counts = cli("rename", "counted", "--counts", "synonyms")
     assert not_counts.exit_code == 2 and "is not a counts set" in not_counts.output
+
+
+# -- the real head ---------------------------------------------------------------------------------
+
+def test_real_head_counts_set_equals_counts_file(counted, tiny_clip) -> None:
+    store, classes, path, *_ = counted
+    encoder = TextEncoder(tiny_clip)
+    from_file = build_head("real", encoder=encoder, classes=classes, sources=[], counts=str(path))
+    from_set = build_head("real", encoder=encoder, classes=classes, sources=[], counts="counts@v1", store=store)
+    assert torch.equal(from_file.weights, from_set.weights)
+    renamed = {c: n for c, n in zip(CLASSES, EXPECTED) if c != n}
+    assert from_file.info["details"]["names"] == from_set.info["details"]["names"] == renamed
+    assert from_set.info["details"]["counts"] == "counted/counts@v1"
+    assert from_file.info["details"]["counts"] == str(path)
+    # and it is not the official names' head: the data can tell them apart
+    official = build_head("template", encoder=encoder, classes=classes, sources=[])
+    assert not torch.allclose(from_set.weights, official.weights, atol=1e-3)
+
+
+def test_real_head_counts_refusals(counted, tiny_clip, tmp_path: Path) -> None:
+    store, classes, *_ = counted
+    encoder = TextEncoder(tiny_clip)
+    with pytest.raises(PromptgenError, match="counts file .*missing.json does not exist"):
+        build_head("real", encoder=encoder, classes=classes, sources=[], counts=str(tmp_path / "missing.json"))
+    with pytest.raises(PromptgenError, match="no prompt store was given"):
+        build_head("real", encoder=encoder, classes=classes, sources=[], counts="counts")
+
+
+def test_cli_head_with_a_counts_set(counted, cli, tmp_path: Path) -> None:
+    out = tmp_path / "h.pt"
+    result = cli("head", "counted", "--builder", "real", "--counts", "counts", *TINY_ARGS, "-o", out)
+    assert result.exit_code == 0, result.output
+    sidecar = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    assert sidecar["details"]["scorer"] == "counts" and sidecar["details"]["counts"] == "counted/counts@v1"
+    assert sidecar["details"]["names"] == {c: n for c, n in zip(CLASSES, EXPECTED) if c != n}

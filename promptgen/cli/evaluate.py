@@ -169,7 +169,7 @@ def eval_command(dataset: str, images_spec: str | None, features_file: Path | No
             heads.append(build_head(builder, encoder=encoder, classes=classes, sources=list(sources),
                                     allow_empty=allow_empty, image_features=image_features,
                                     pool_features=pool if uses_images else None,
-                                    name=f"{name} seed={run_seed}" if reps > 1 else name,
+                                    name=f"{name} seed={run_seed}" if reps > 1 else name, store=store,
                                     **{"seed": run_seed, **extra}))
         if reps > 1:
             repeated.append((name, positions))

@@ -63,7 +63,8 @@ def builder_options(function: Callable) -> Callable:
         click.option("--filters", default=None, help="real, synonym-ensemble: ambiguous+subset+clip, or none."),
         click.option("--margin", type=float, default=None, help="real: a synonym must beat the official score by this."),
         click.option("--counts", type=click.Path(dir_okay=False), default=None,
-                     help="real: caption counts per name (REAL's metrics JSON); scored by REAL's rule."),
+                     help="real: caption counts per name, a counts set SET[@vN] or REAL's metrics JSON file (a path "
+                          "that exists is the file); scored by REAL's rule."),
         click.option("--rename", type=click.Path(dir_okay=False), default=None,
                      help="real: a rename map from `promptgen rename -o`."),
         click.option("--base", default=None, help="real, synonym-ensemble: aggregate with template, cupl, dclip, "
@@ -130,7 +131,7 @@ def head_command(dataset: str, builder: str, sets: tuple[str, ...], templates: t
     pool = load_feature_file(zpe_pool, embed_dim=clip.embed_dim).features if zpe_pool else None
     encoder = TextEncoder(clip, cache_dir(store.root), show_progress=True)
     head = build_head(builder, encoder=encoder, classes=classes, sources=sources, allow_empty=allow_empty,
-                      image_features=features, pool_features=pool, name=output.stem, seed=seed,
+                      image_features=features, pool_features=pool, name=output.stem, seed=seed, store=store,
                       **builder_kwargs(values))
     head.info["encoding"] = {**encoder.stats.as_dict(), "trimming": encoder.trim_reason}
     sidecar = save_head(head, output)

@@ -36,7 +36,7 @@ def collect_sources(store: Store, classes: ClassList, sets: Sequence[str] = (),
 def build_named_head(builder: str, *, store: Store, classes: ClassList, encoder: TextEncoder,
                      sets: Sequence[str] = (), templates: Sequence[str] = (), **options: Any) -> Head:
     return build_head(builder, encoder=encoder, classes=classes,
-                      sources=collect_sources(store, classes, sets, templates), **options)
+                      sources=collect_sources(store, classes, sets, templates), store=store, **options)
 
 
 def make_head(dataset: str, builder: str = "template", *, sets: Sequence[str] = (), templates: Sequence[str] = (),

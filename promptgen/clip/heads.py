@@ -80,9 +80,11 @@ def _pooled(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
 
 def build_head(builder: str, *, encoder: TextEncoder, classes: ClassList, sources: list[PromptSource],
                allow_empty: bool = False, image_features: torch.Tensor | None = None,
-               pool_features: torch.Tensor | None = None, name: str | None = None, **options: Any) -> Head:
+               pool_features: torch.Tensor | None = None, name: str | None = None, store: Any = None,
+               **options: Any) -> Head:
     """Build a head with a registered builder. Classes without any text are an error listing them,
-    or with `allow_empty` get the template "a photo of a {c}." (recorded in `info`)."""
+    or with `allow_empty` get the template "a photo of a {c}." (recorded in `info`). `store`: where
+    an option naming a set is read (real: counts=SET)."""
     if builder not in BUILDERS:
         raise PromptgenError(f"unknown head builder {builder!r}", f"builders: {', '.join(list_builders())}")
     spec = BUILDERS[builder]
@@ -131,7 +133,7 @@ def build_head(builder: str, *, encoder: TextEncoder, classes: ClassList, source
     ctx = BuildContext(encoder, classes, sources, options,
                        F.normalize(image_features.float(), dim=-1) if image_features is not None else None,
                        F.normalize(pool_features.float(), dim=-1) if pool_features is not None else None,
-                       allow_empty=allow_empty)
+                       allow_empty=allow_empty, store=store)
     weights, details, *extra = spec.build(ctx)
     counts = [sum(s.counts[c] for s in ctx.sources) for c in range(len(classes))]
     info = {"format": HEAD_FORMAT, "name": name or builder, "builder": builder, "created": utc_now(),

@@ -13,6 +13,7 @@ from promptgen.clip.sources import FALLBACK_TEMPLATE, PromptSource, source_from_
 from promptgen.errors import PromptgenError
 from promptgen.names import Candidate, add_name
 from promptgen.parsing import name_pattern
+from promptgen.name_counts import load_counts_set
 from promptgen.rename import (choose_names, count_lookup, filter_candidates, load_counts_file, load_rename_file,
                               replace_name)
 
@@ -20,11 +21,11 @@ __all__: list[str] = []
 
 
 def _synonym_candidates(ctx: BuildContext, counted: list | None = None) -> tuple[list, list[PromptSource]]:
-    """The candidates of the synonyms set(s) among the sources and of a counts file, and the other
+    """The candidates of the synonyms set(s) among the sources and of caption counts, and the other
     sources (whose texts get the new names); without other sources, the photo template."""
     synonyms = [s for s in ctx.sources if s.meta.get("text_kind") == "synonym"]
     if not synonyms and counted is None:
-        raise PromptgenError("this builder needs a synonyms set among its sources (or counts=FILE for real)",
+        raise PromptgenError("this builder needs a synonyms set among its sources (or counts=SET|FILE for real)",
                              f"make one with `promptgen synonyms {ctx.classes.dataset} --source wordnet`")
     candidates = []
     for c in range(len(ctx.classes)):  # several sets (wordnet + llm) merge: the union of their names
@@ -95,12 +96,31 @@ def _filters(ctx: BuildContext, default: str = "ambiguous+subset") -> tuple[str,
     return tuple(f for f in re.split(r"[+,\s]+", value) if f and f != "none") if isinstance(value, str) else tuple(value)
 
 
+def _counted(ctx: BuildContext) -> tuple[list[list[tuple[str, float]]] | None, str | None]:
+    """The caption counts of option `counts`: REAL's metrics file when the value is a file that
+    exists, else a counts set of the dataset; and how the sidecar names them."""
+    value = ctx.options.get("counts")
+    if not value:
+        return None, None
+    path = Path(str(value)).expanduser()
+    if path.is_file():
+        return load_counts_file(path, ctx.classes), str(value)
+    if path.suffix.lower() == ".json":  # meant as a file: say so, not "no such set"
+        raise PromptgenError(f"counts file {value} does not exist", "give REAL's metrics-*.json, or a counts set "
+                                                                    "SET[@vN] of the dataset")
+    if ctx.store is None:
+        raise PromptgenError(f"counts={value} names a counts set, but no prompt store was given to read it from",
+                             "build the head with `promptgen head`/`eval`, or pass store= to build_head")
+    counted, info = load_counts_set(ctx.store, str(value), ctx.classes)
+    return counted, str(info.ref)
+
+
 @register_builder("real", options=_RENAME_OPTIONS + ("counts",) + _BASE_OPTIONS, covers_all=False,
                   summary="REAL-Prompt: each class's most recognisable name by REAL's rule (synonyms set and/or "
-                          "counts=FILE, a scorer, or a rename file) in the templates or descriptions "
+                          "counts=SET|FILE, a scorer, or a rename file) in the templates or descriptions "
                           "(docs/methods.md, real)")
 def _real(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
-    counted = load_counts_file(Path(ctx.options["counts"]), ctx.classes) if ctx.options.get("counts") else None
+    counted, counts_name = _counted(ctx)
     candidates, others = _synonym_candidates(ctx, counted)
     if ctx.options.get("scorer") == "llm" and not ctx.options.get("rename"):
         raise PromptgenError("the real builder does not ask an LLM itself",
@@ -115,8 +135,7 @@ def _real(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
         result = choose_names(ctx.classes, candidates, scorer, filters=_filters(ctx, "subset"),
                               margin=float(ctx.options.get("margin", 0.0)), encoder=ctx.encoder, counts=counts)
         chosen = result.chosen
-        how = {"scorer": result.scorer, "filters": list(result.filters),
-               **({"counts": str(ctx.options["counts"])} if counts else {})}
+        how = {"scorer": result.scorer, "filters": list(result.filters), **({"counts": counts_name} if counts else {})}
     synonyms = [src.name for src in ctx.sources if src.meta.get("text_kind") == "synonym"]
     ctx.sources = _renamed_sources(ctx, others, [[name] for name in chosen])  # the texts the head is made of
     weights, details = _delegate(ctx, ctx.sources, _RENAME_OPTIONS + ("counts",))

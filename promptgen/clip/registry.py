@@ -86,6 +86,7 @@ class BuildContext:
     pool_features: torch.Tensor | None = None     # normalised (M, D), a generic image pool (ZPE mu_pre)
     _embedded: list[list[torch.Tensor]] | None = None
     allow_empty: bool = False
+    store: Any = None   # the prompt store (store.Store), for options that name a set: real's counts=SET
 
     def embedded(self) -> list[list[torch.Tensor]]:
         """e(t) for every text, per source and class: one encoder call for all sources."""
