@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from promptgen.clip.api import collect_sources
 from promptgen.clip.embed import TextEncoder
 from promptgen.clip.heads import build_head
 from promptgen.errors import PromptgenError
@@ -171,7 +172,8 @@ def test_rename_counts_picks_by_reals_rule(counted, cli) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert [row["chosen"] for row in report["rows"]] == EXPECTED
-    assert report["scorer"] == "counts" and report["filters"] == ["subset"]  # REAL's defaults with --counts
+    # REAL's defaults with --counts, margin 0 among them: "cobweb" wins by 2 captions
+    assert report["scorer"] == "counts" and report["filters"] == ["subset"]
     assert report["counts"] == "counted/counts@v1" and report["sets"] == ["counted/counts@v1"]
     honda = {c["name"]: c for c in report["rows"][0]["candidates"]}
     assert honda["honda"]["rejected"] == "subset of 'honda accord'" and honda["honda"]["score"] == 500
@@ -244,3 +246,39 @@ def test_cli_head_with_a_counts_set(counted, cli, tmp_path: Path) -> None:
     sidecar = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
     assert sidecar["details"]["scorer"] == "counts" and sidecar["details"]["counts"] == "counted/counts@v1"
     assert sidecar["details"]["names"] == {c: n for c, n in zip(CLASSES, EXPECTED) if c != n}
+
+
+# -- the frequency scorer's default margin -------------------------------------------------------
+
+def test_default_margin_renames_only_when_wordfreq_is_far_apart(cli, root: Path, tmp_path: Path, tiny_clip) -> None:
+    """rename and the real head without --margin: the frequency scorer must beat the official name by
+    more than FREQUENCY_MARGIN (measured, benchmarks/README.md); "dog" beats "zqxv" by that much,
+    "car" beats "automobile" by less. Other scorers keep margin 0 (counts: REAL's rule)."""
+    from wordfreq import zipf_frequency
+
+    from promptgen.rename import FREQUENCY_MARGIN
+    from tests.test_real_heads import write_synonyms
+
+    gap = {name: zipf_frequency(synonym, "en") - zipf_frequency(name, "en")
+           for name, synonym in (("zqxv", "dog"), ("automobile", "car"))}
+    assert gap["zqxv"] > FREQUENCY_MARGIN > gap["automobile"] > 0
+    class_file = tmp_path / "margins.txt"
+    class_file.write_text("zqxv\nautomobile\n", encoding="utf-8")
+    store = Store(root)
+    classes = store.classes("margins", class_file)
+    write_synonyms(store, classes, {"zqxv": ["dog"], "automobile": ["car"]})
+
+    def chosen(*args: str) -> list[str]:
+        result = cli("rename", "margins", "--json", *args)
+        assert result.exit_code == 0, result.output
+        return [row["chosen"] for row in json.loads(result.stdout)["rows"]]
+
+    assert chosen() == ["dog", "automobile"]
+    assert chosen("--margin", "0") == ["dog", "car"]
+    assert chosen("--margin", str(gap["zqxv"] + 0.01)) == ["zqxv", "automobile"]
+    encoder = TextEncoder(tiny_clip)
+    synonyms = collect_sources(store, classes, ["synonyms"])
+    head = build_head("real", encoder=encoder, classes=classes, sources=synonyms, scorer="frequency")
+    assert head.info["details"]["names"] == {"zqxv": "dog"}
+    zero = build_head("real", encoder=encoder, classes=classes, sources=synonyms, scorer="frequency", margin=0.0)
+    assert zero.info["details"]["names"] == {"zqxv": "dog", "automobile": "car"}

@@ -170,15 +170,17 @@ def encoder(tiny_clip, tmp_path_factory: pytest.TempPathFactory):
 
 def build(world, encoder, builder: str, sources: list, **options):
     """Most tests here are about scorers: they keep our `ambiguous` filter on (the real builder's own
-    default is REAL's rule alone, see test_real_default_is_reals_rule_alone)."""
+    default is REAL's rule alone, see test_real_default_is_reals_rule_alone) and take margin 0, REAL's
+    walk as it is (the frequency scorer's default margin: tests/test_counts_sets.py)."""
     if builder == "real":
         options.setdefault("filters", "ambiguous+subset")
+        options.setdefault("margin", 0.0)
     return build_head(builder, encoder=encoder, classes=world.classes, sources=sources, **options)
 
 
 def test_real_default_is_reals_rule_alone(tiny_clip, world, encoder) -> None:
     real = build_head("real", encoder=encoder, classes=world.classes, sources=[world.synonyms, world.simple7],
-                      scorer="frequency")
+                      scorer="frequency", margin=0.0)
     assert real.info["details"]["filters"] == ["subset"]
     # "kettle" also names the violin: only our ambiguous filter would keep "teapot"
     assert real.info["details"]["names"]["teapot"] == "kettle"
@@ -347,7 +349,7 @@ def test_real_recovers_labels_the_official_names_miss(tiny_clip, tmp_path: Path,
     synonyms = source_from_set(store, "synonyms", classes)
     features, labels = planted_images(tiny_clip, [[f"a photo of a {s}."] for s in PLANTED.values()],
                                       per_class=20, noise=0.03, seed=7)
-    real = build_head("real", encoder=encoder, classes=classes, sources=[synonyms], scorer="frequency")
+    real = build_head("real", encoder=encoder, classes=classes, sources=[synonyms], scorer="frequency", margin=0.0)
     official = build_head("template", encoder=encoder, classes=classes, sources=[])
     assert real.info["details"]["names"] == PLANTED
     real_top1, official_top1 = (r["top1"] for r in evaluate_heads(features, labels, [real, official], len(classes)))
@@ -376,7 +378,7 @@ def _features_file(tiny_clip, path: Path) -> Path:
 def test_cli_head_real_writes_the_renamed_head(tiny_clip, cli, cli_world) -> None:
     out = cli_world.base / "h.pt"
     result = cli("head", "realx", "--builder", "real", "--set", "synonyms", "--templates", "simple7",
-                 "--scorer", "frequency", "--filters", "ambiguous+subset", *TINY_ARGS, "-o", out)
+                 "--scorer", "frequency", "--filters", "ambiguous+subset", "--margin", "0", *TINY_ARGS, "-o", out)
     assert result.exit_code == 0, result.output
     weights = torch.load(out, weights_only=True)
     assert weights.shape == (64, 6)
@@ -458,7 +460,7 @@ def test_cli_eval_bad_base_and_scorer(tiny_clip, cli, cli_world) -> None:
 
 def test_cli_rename_file_round_trip_and_zpe_base(tiny_clip, cli, cli_world) -> None:
     names = cli_world.base / "names.json"
-    result = cli("rename", "realx", "--scorer", "frequency", "-o", names)
+    result = cli("rename", "realx", "--scorer", "frequency", "--margin", "0", "-o", names)
     assert result.exit_code == 0, result.output
     assert [row["chosen"] for row in json.loads(names.read_text(encoding="utf-8"))["rows"]] == CHOSEN_FREQUENCY
     out = cli_world.base / "renamed.pt"

@@ -10,6 +10,7 @@ import click
 from promptgen.cli.common import emit_json, json_option, root_option
 from promptgen.errors import PromptgenError
 from promptgen.paths import cache_dir
+from promptgen.rename import FREQUENCY_MARGIN
 from promptgen.runlog import CommandRun, logged
 from promptgen.steps import pipeline_step
 
@@ -61,7 +62,9 @@ def builder_options(function: Callable) -> Callable:
                      help="fudd, fudd-static: embed texts as written instead of FuDD's str.capitalize()."),
         click.option("--scorer", default=None, help="real: frequency, clip or first (llm: use --rename FILE)."),
         click.option("--filters", default=None, help="real, synonym-ensemble: ambiguous+subset+clip, or none."),
-        click.option("--margin", type=float, default=None, help="real: a synonym must beat the official score by this."),
+        click.option("--margin", type=float, default=None, help="real: a synonym must beat the official score by this "
+                                                                f"(default: {FREQUENCY_MARGIN} for frequency, 0 otherwise; see "
+                                                                "`promptgen rename --help`)."),
         click.option("--counts", type=click.Path(dir_okay=False), default=None,
                      help="real: caption counts per name, a counts set SET[@vN] or REAL's metrics JSON file (a path "
                           "that exists is the file); scored by REAL's rule."),

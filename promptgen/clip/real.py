@@ -14,8 +14,8 @@ from promptgen.errors import PromptgenError
 from promptgen.names import Candidate, add_name
 from promptgen.parsing import name_pattern
 from promptgen.name_counts import load_counts_set
-from promptgen.rename import (choose_names, count_lookup, filter_candidates, load_counts_file, load_rename_file,
-                              replace_name)
+from promptgen.rename import (choose_names, count_lookup, default_margin, filter_candidates, load_counts_file,
+                              load_rename_file, replace_name)
 
 __all__: list[str] = []
 
@@ -132,8 +132,10 @@ def _real(ctx: BuildContext) -> tuple[torch.Tensor, dict]:
     else:
         counts = count_lookup(counted) if counted else None
         scorer = ctx.options.get("scorer", "counts" if counts else "frequency")
-        result = choose_names(ctx.classes, candidates, scorer, filters=_filters(ctx, "subset"),
-                              margin=float(ctx.options.get("margin", 0.0)), encoder=ctx.encoder, counts=counts)
+        # REAL's rule has no margin; frequency's default (ours) is measured (rename.FREQUENCY_MARGIN)
+        margin = float(ctx.options.get("margin", default_margin(scorer)))
+        result = choose_names(ctx.classes, candidates, scorer, filters=_filters(ctx, "subset"), margin=margin,
+                              encoder=ctx.encoder, counts=counts)
         chosen = result.chosen
         how = {"scorer": result.scorer, "filters": list(result.filters), **({"counts": counts_name} if counts else {})}
     synonyms = [src.name for src in ctx.sources if src.meta.get("text_kind") == "synonym"]
