@@ -197,15 +197,20 @@ def _open_text(file: CorpusFile) -> Any:
 
 
 def _csv_columns(file: CorpusFile) -> list[str]:
-    import pyarrow.csv as pacsv
+    """The header row alone, read with the csv module: a pyarrow reader would parse (and refuse) the
+    rows of its first block too, and one dropped after its schema is read may still be reading on
+    pyarrow's IO threads when Python exits, which aborts the process."""
+    import csv
 
     try:
         with _open_text(file) as handle:
-            reader = pacsv.open_csv(handle, parse_options=pacsv.ParseOptions(delimiter=_delimiter(file)),
-                                    read_options=pacsv.ReadOptions(block_size=1 << 16))
-            return reader.schema.names
+            header = next(csv.reader(io.TextIOWrapper(handle, encoding="utf-8-sig", newline=""),
+                                     delimiter=_delimiter(file)), None)
     except Exception as exc:
         raise CorpusError(f"cannot read the header ({type(exc).__name__}: {exc})") from None
+    if header is None:
+        raise CorpusError("cannot read the header: the file is empty")
+    return header
 
 
 def _delimiter(file: CorpusFile) -> str:
