@@ -48,8 +48,8 @@ class JobFingerprint(FileModel):
     answer_retries: int | None = None
     repair: bool | None = None
     pair_draws: dict[str, int] | None = None
-    names_sha256: str | None = None       # count-names: the names counted, the corpus, the column, the rule
-    corpus_sha256: str | None = None
+    names_sha256: str | None = None       # count-names: the names counted, the column, the rule
+    corpus_sha256: str | None = None      # count-names before its parts were resumable after a corpus change
     column: str | None = None
     matching_rule: str | None = None
     relevance_samples: int | None = None

@@ -58,10 +58,12 @@ class CountPlan:
 
     @property
     def fingerprint(self) -> dict:
+        """What --resume must find unchanged. Not the corpus: each part is journalled under its
+        file's fingerprint, so after a file is fixed or removed its parts are scanned again (or
+        dropped) and the parts of the files that did not change are reused."""
         return {"classes_hash": self.classes.hash,
                 "names_sha256": hashlib.sha256(json.dumps(self.names).encode()).hexdigest(),
-                "corpus_sha256": corpus_sha256(self.files), "column": self.settings.column, "matching_rule": RULE,
-                "relevance_samples": self.settings.relevance}
+                "column": self.settings.column, "matching_rule": RULE, "relevance_samples": self.settings.relevance}
 
     @property
     def workers(self) -> int:
