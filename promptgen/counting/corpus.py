@@ -239,9 +239,23 @@ def _read_parquet(part: Part, column: str, batch_rows: int, unreadable: Unreadab
     parquet, handle = _parquet(part.file)
     try:
         for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=list(part.row_groups), columns=[column]):
-            yield batch.column(0)
+            yield _as_text(batch.column(0), column)
     finally:
         handle.close()
+
+
+def _as_text(captions: Any, column: str) -> Any:
+    """A parquet column as the string array every reader yields: a dictionary-encoded (pandas'
+    categorical), large, binary or all-null column is cast; a column of another type is no text."""
+    import pyarrow as pa
+
+    kind = captions.type.value_type if pa.types.is_dictionary(captions.type) else captions.type
+    if pa.types.is_string(captions.type):
+        return captions
+    if any(test(kind) for test in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
+                                   pa.types.is_large_binary, pa.types.is_null)):
+        return captions.cast(pa.string())  # bytes that are not UTF-8 fail here: the part is unreadable
+    raise CorpusError(f"column {column!r} holds {captions.type}, not text")
 
 
 def _read_csv(part: Part, column: str, batch_rows: int, unreadable: Unreadable) -> Iterator[Any]:
