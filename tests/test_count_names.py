@@ -222,6 +222,32 @@ def test_batches_are_bounded_and_do_not_change_the_counts(cli, named, tmp_path, 
     assert counts(named, 1) == reference_counts(captions, ALL_NAMES)
 
 
+def test_parquet_caption_columns_of_any_text_type_are_read(cli, named, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = ["a hot dog", None, "red cat", "a hot dog"]
+    columns = {"categorical.parquet": pa.array(texts).dictionary_encode(),
+               "large.parquet": pa.array(texts, pa.large_string()),
+               "binary.parquet": pa.array([t and t.encode() for t in texts], pa.binary()),
+               "nulls.parquet": pa.array([None] * 4, pa.null())}
+    for name, column in columns.items():
+        pq.write_table(pa.table({"TEXT": column}), tmp_path / name)
+    result = count_names(cli, *(tmp_path / name for name in columns), extra=("--workers", "1"))
+    assert result.exit_code == 0, result.output
+    meta = manifest(named)
+    assert meta["corpus"]["rows_scanned"] == 16 and meta["corpus"]["files_unreadable"] == 0
+    assert counts(named)["hot dog"] == 6 and counts(named)["red cat"] == 3
+    # a column that holds no text: the file is reported, not a crash
+    pq.write_table(pa.table({"TEXT": pa.array([1, 2, 3])}), tmp_path / "numbers.parquet")
+    result = count_names(cli, tmp_path / "numbers.parquet", tmp_path / "large.parquet", extra=("--workers", "1"))
+    assert result.exit_code == 0, result.output
+    assert "numbers.parquet: column 'TEXT' holds int64, not text" in result.stderr
+    meta = manifest(named, 2)
+    assert meta["corpus"]["files_unreadable"] == 1 and meta["corpus"]["rows_unreadable"] == 3
+    assert counts(named, 2)["hot dog"] == 2
+
+
 def test_a_named_format_reads_files_of_any_name(cli, named, tmp_path):
     path = tmp_path / "captions.dat"
     path.write_text("a hot dog\nnaive cat\n")
