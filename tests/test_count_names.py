@@ -323,6 +323,18 @@ def test_rows_that_cannot_be_read_are_skipped_and_counted(cli, named, tmp_path):
     assert "0 file(s) unreadable, 2 row(s) skipped" in result.stderr
 
 
+def test_a_csv_header_is_read_as_its_rows_are(cli, named, tmp_path):
+    """The header is checked apart from the rows: a byte-order mark, CRLF line ends and a quoted
+    caption over two lines must not make the two disagree."""
+    table = tmp_path / "excel.csv"
+    table.write_bytes('\ufeffTEXT,URL\r\na dog,u\r\n"a hot\ndog",u\r\n"red, cat",u\r\n'.encode("utf-8"))
+    result = count_names(cli, table, extra=("--workers", "1"))
+    assert result.exit_code == 0, result.output
+    meta = manifest(named)
+    assert meta["corpus"]["rows_scanned"] == 3 and meta["corpus"]["rows_unreadable"] == 0
+    assert (counts(named)["dog"], counts(named)["hot dog"], counts(named)["red cat"]) == (2, 1, 1)
+
+
 def test_inputs_that_name_no_file_are_errors(cli, named, tmp_path):
     result = count_names(cli, tmp_path / "nothing-*.parquet")
     assert result.exit_code == 2 and "matches no caption file" in result.stderr and "nothing-*.parquet" in result.stderr
