@@ -418,3 +418,15 @@ def test_json_output_names_the_set(cli, named, tmp_path):
     shown = json.loads(result.stdout)
     assert shown["ref"] == f"{DATASET}/counts@v1" and shown["manifest"]["corpus"]["rows_scanned"] == 1
     assert shown["records"] == str(set_dir(named) / "v1.jsonl")
+
+
+def test_a_raw_tsv_caption_that_opens_a_quote_is_one_caption(cli, named, tmp_path):
+    """TSV has no quoting: a caption starting with a quote that never closes must not swallow the
+    lines after it (as a CSV reader would)."""
+    path = tmp_path / "raw.tsv"
+    path.write_text('URL\tTEXT\nu1\t"a dog on grass\nu2\tmy red cat\nu3\tthe "dog" here\n', encoding="utf-8")
+    result = count_names(cli, path)
+    assert result.exit_code == 0, result.output
+    meta = manifest(named)
+    assert (meta["corpus"]["rows_scanned"], meta["corpus"]["rows_unreadable"]) == (3, 0)
+    assert counts(named)["dog"] == 2 and counts(named)["red cat"] == 1

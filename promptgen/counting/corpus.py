@@ -205,7 +205,8 @@ def _csv_columns(file: CorpusFile) -> list[str]:
     try:
         with _open_text(file) as handle:
             header = next(csv.reader(io.TextIOWrapper(handle, encoding="utf-8-sig", newline=""),
-                                     delimiter=_delimiter(file)), None)
+                                     delimiter=_delimiter(file),
+                                     quoting=csv.QUOTE_NONE if file.format == "tsv" else csv.QUOTE_MINIMAL), None)
     except Exception as exc:
         raise CorpusError(f"cannot read the header ({type(exc).__name__}: {exc})") from None
     if header is None:
@@ -215,6 +216,15 @@ def _csv_columns(file: CorpusFile) -> list[str]:
 
 def _delimiter(file: CorpusFile) -> str:
     return "\t" if file.format == "tsv" else ","
+
+
+def _quoting(file: CorpusFile) -> dict:
+    """CSV quotes fields (a caption may hold commas and line breaks); TSV has no quoting (captions
+    dumps like CC3M's are raw, and a caption that opens a quote would swallow the lines after it).
+    Quote characters in a raw TSV field stay in the caption, where REAL's rule drops them anyway."""
+    if file.format == "tsv":
+        return {"delimiter": "\t", "quote_char": False, "newlines_in_values": False}
+    return {"delimiter": ",", "newlines_in_values": True}
 
 
 @dataclass
@@ -269,8 +279,7 @@ def _read_csv(part: Part, column: str, batch_rows: int, unreadable: Unreadable) 
     with _open_text(part.file) as handle:
         reader = pacsv.open_csv(
             handle, read_options=pacsv.ReadOptions(block_size=1 << 22),
-            parse_options=pacsv.ParseOptions(delimiter=_delimiter(part.file), newlines_in_values=True,
-                                             invalid_row_handler=skip),
+            parse_options=pacsv.ParseOptions(**_quoting(part.file), invalid_row_handler=skip),
             convert_options=pacsv.ConvertOptions(include_columns=[column], column_types={column: pa.string()}))
         for batch in reader:
             captions = batch.column(0)
