@@ -177,6 +177,46 @@ def test_a_strict_failure_resumes_once_the_file_is_fixed(cli, named, tmp_path, m
     assert records_bytes(named, 1) == records_bytes(named, 2)
 
 
+def test_resume_reads_again_a_part_that_failed(cli, named, tmp_path, monkeypatch):
+    """Without --strict a failed part is journalled with its error; --resume tries it again (a
+    network blip, a file being copied), and keeps the parts that were read."""
+    first = write_captions(tmp_path / "a.txt", ["a dog", "hot dog"])
+    second = write_captions(tmp_path / "b.txt", ["red cat", "a dog"])
+    real_read = corpus.read_part
+
+    def flaky(part, *args, **kwargs):
+        if part.file.url.endswith("b.txt"):
+            raise corpus.CorpusError("connection reset")
+        return real_read(part, *args, **kwargs)
+
+    monkeypatch.setattr(engines, "read_part", flaky)
+    result = count_names(cli, first, second, extra=("--workers", "1"))
+    assert result.exit_code == 0 and "connection reset" in result.stderr
+    assert manifest(named)["corpus"]["files_unreadable"] == 1
+    monkeypatch.setattr(engines, "read_part", real_read)
+    interrupted_after(named, [first, second], 1)
+    assert [bool(e["error"]) for e in part_entries(named, 2)] == [False]
+    monkeypatch.setattr(engines, "read_part", flaky)
+    with pytest.raises(KeyboardInterrupt):  # the flaky part fails and is journalled, then Ctrl-C
+        store = Store(named)
+        classes = store.classes(DATASET)
+        candidates, info = load_candidates(store, "synonyms", classes)
+        plan = plan_count(classes, candidates, [str(info.ref)], CountSettings([str(first), str(second)], workers=1))
+
+        def stop(result, done, total):
+            raise KeyboardInterrupt
+
+        run_count(plan, store, resume=True, on_part=stop)
+    assert [bool(e["error"]) for e in part_entries(named, 2)] == [False, True]
+    monkeypatch.setattr(engines, "read_part", real_read)
+    result = count_names(cli, first, second, extra=("--workers", "1", "--resume"))
+    assert result.exit_code == 0, result.output
+    assert "resumed: 1 of 2 parts were already counted; 1 scanned now" in result.output
+    meta = manifest(named, 2)
+    assert meta["corpus"]["files_unreadable"] == 0 and meta["corpus"]["rows_scanned"] == 4
+    assert counts(named, 2)["dog"] == 3 and counts(named, 2)["red cat"] == 1
+
+
 def test_resume_refuses_a_changed_column(cli, named, tmp_path, monkeypatch):
     path, captions = parquet_of_parts(tmp_path, monkeypatch, extra_columns={"caption": [None] * 400})
     interrupted_after(named, [path], 2)

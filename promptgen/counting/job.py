@@ -110,7 +110,7 @@ def run_count(plan: CountPlan, store: Store, *, resume: bool = False, resume_ver
     with writer:
         progress = _Progress()
         for entry in writer.read_journal():
-            if entry.get("event") == "part":
+            if entry.get("event") == "part" and not entry.get("error"):  # a part that failed is read again
                 progress.results[entry["part"]] = PartResult.from_journal(entry)
         known = {part.key for part in plan.parts}
         progress.results = {k: r for k, r in progress.results.items() if k in known}
