@@ -108,7 +108,9 @@ def _scan_in_worker(part: Part) -> PartResult:
 
 
 def run_embedded(parts: list[Part], job: ScanJob, workers: int, on_result: Callable[[PartResult], None]) -> None:
-    """Scan the parts on `workers` processes (in this process when one is enough)."""
+    """Scan the parts on `workers` processes (in this process when one is enough). A worker that
+    dies (the out-of-memory killer) fails the run instead of leaving it waiting forever: a
+    ProcessPoolExecutor, unlike multiprocessing.Pool, notices."""
     if not parts:
         return
     if workers <= 1 or len(parts) == 1:
@@ -116,16 +118,23 @@ def run_embedded(parts: list[Part], job: ScanJob, workers: int, on_result: Calla
             on_result(scan_part(part, job))
         return
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     # spawn: pyarrow's thread pools do not survive a fork
-    pool = multiprocessing.get_context("spawn").Pool(min(workers, len(parts)), _start_worker, (job,))
+    pool = ProcessPoolExecutor(min(workers, len(parts)), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker, initargs=(job,))
     try:
-        for result in pool.imap_unordered(_scan_in_worker, parts):
-            on_result(result)
-        pool.close()
+        for future in as_completed([pool.submit(_scan_in_worker, part) for part in parts]):
+            on_result(future.result())
+    except BrokenProcessPool:
+        raise PromptgenError("a counting worker process died (out of memory?)",
+                             "rerun with --resume (finished parts are kept), with fewer --workers or a smaller "
+                             "--batch-rows") from None
     finally:
-        pool.terminate()
-        pool.join()
+        for process in list(getattr(pool, "_processes", {}).values()):  # Ctrl-C, or an error: stop now,
+            process.terminate()                                           # not after the parts in hand
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # -- spark ------------------------------------------------------------------------------------------
