@@ -28,6 +28,11 @@ RULE_DESCRIPTION = ("REAL's: quotes removed, '-' and '_' as spaces, case-insensi
                     "the name's words as consecutive whole tokens (letters and digits); a caption counts once per name")
 
 _SEPARATOR = " \n "  # between two normalised captions; "\n" never occurs in a normalised text
+_MARKER = 1          # the ASCII path's caption separator byte (a caption holding it takes the other path)
+_MARKER_SEPARATOR = [32, _MARKER, 32]
+# lower case; letters and digits kept; the marker kept; every other byte a space (quotes are deleted apart)
+_ASCII_TABLE = bytes(c + 32 if 65 <= c <= 90 else c if (97 <= c <= 122 or 48 <= c <= 57 or c == _MARKER) else 32
+                     for c in range(256))
 
 
 def normalise(texts: Any) -> Any:
@@ -46,6 +51,17 @@ def normalise(texts: Any) -> Any:
     array = pc.utf8_lower(array)
     array = pc.replace_substring_regex(array, pattern=r"[^\p{L}\p{N}]+", replacement=" ")
     return pc.utf8_trim(array, characters=" ")
+
+
+def _as_strings(texts: Any) -> Any:
+    """A batch as one pyarrow string array (a list, a chunked or large/binary column)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(list(texts), pa.string())
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    return array if pa.types.is_string(array.type) else pc.cast(array, pa.string())
 
 
 def _all_ascii(array: Any) -> bool:
@@ -92,35 +108,25 @@ class NameMatcher:
             self._automaton.add_word(f" {pattern} ", i)
         if self.patterns:
             self._automaton.make_automaton()
+        self._lengths = __import__("numpy").array([len(p) for p in self.patterns], dtype="int64")
 
     def scan(self, captions: Any, keep: int = 0) -> BatchHits:
         """The hits of one batch of captions (a pyarrow array or a list; None matches nothing);
         with `keep`, up to that many matching captions (as written) per pattern."""
         import numpy as np
-        import pyarrow.compute as pc
 
         hits = BatchHits()
         if not self.patterns or len(captions) == 0:
             return hits
-        clean = pc.fill_null(normalise(captions), "")
-        lengths = pc.utf8_length(clean).to_numpy(zero_copy_only=False).astype(np.int64)
-        starts = np.empty(len(lengths), dtype=np.int64)  # where each caption's text begins in the joined string
-        starts[0] = 1
-        np.cumsum(lengths[:-1] + len(_SEPARATOR), out=starts[1:])
-        starts[1:] += 1
-        joined = " " + _SEPARATOR.join(clean.to_pylist()) + " "
-        found = [(end, pattern) for end, pattern in self._automaton.iter(joined)]
-        if not found:
+        array = _as_strings(captions)
+        caption_of, ids = self._hits(array)
+        if len(ids) == 0:
             return hits
-        ends, ids = np.array(found, dtype=np.int64).T
-        pattern_lengths = np.array([len(p) for p in self.patterns], dtype=np.int64)
-        first_char = ends - pattern_lengths[ids]  # the pattern's first letter (after its leading space)
-        caption_of = np.searchsorted(starts, first_char, side="right") - 1
         pairs = np.unique(caption_of * len(self.patterns) + ids)  # a caption counts once per pattern
         per_pattern = np.bincount(pairs % len(self.patterns), minlength=len(self.patterns))
         hits.counts = {int(i): int(per_pattern[i]) for i in np.flatnonzero(per_pattern)}
         if keep:
-            original = captions.to_pylist() if hasattr(captions, "to_pylist") else list(captions)
+            original = array.to_pylist()
             for pair in pairs.tolist():
                 caption, pattern = divmod(pair, len(self.patterns))
                 text = original[caption]
@@ -131,6 +137,74 @@ class NameMatcher:
                     hits.samples[pattern] = keep_smallest(drawn, keep)
             hits.samples = {p: keep_smallest(d, keep) for p, d in hits.samples.items()}
         return hits
+
+    def _hits(self, array: Any) -> tuple[Any, Any]:
+        """(caption index, pattern id) of every hit. ASCII captions (most of LAION's) take a fast
+        path over their bytes; the others are normalised by pyarrow; both give the same text."""
+        import numpy as np
+        import pyarrow.compute as pc
+
+        ascii_mask = pc.fill_null(pc.string_is_ascii(array), True)
+        if pc.all(ascii_mask).as_py():
+            found = self._hits_ascii(array)
+            if found is not None:
+                return found
+            return self._hits_unicode(array)
+        index = np.arange(len(array))
+        mask = ascii_mask.to_numpy(zero_copy_only=False)
+        parts = []
+        for chosen, subset in ((mask, array.filter(ascii_mask)), (~mask, array.filter(pc.invert(ascii_mask)))):
+            found = self._hits_ascii(subset) if chosen is mask else None
+            caption_of, ids = found if found is not None else self._hits_unicode(subset)
+            parts.append((index[chosen][caption_of], ids))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _hits_unicode(self, array: Any) -> tuple[Any, Any]:
+        import numpy as np
+        import pyarrow.compute as pc
+
+        clean = pc.fill_null(normalise(array), "")
+        lengths = pc.utf8_length(clean).to_numpy(zero_copy_only=False).astype(np.int64)
+        starts = np.empty(len(lengths), dtype=np.int64)  # where each caption's text begins in the joined string
+        starts[0] = 1
+        np.cumsum(lengths[:-1] + len(_SEPARATOR), out=starts[1:])
+        starts[1:] += 1
+        found = list(self._automaton.iter(" " + _SEPARATOR.join(clean.to_pylist()) + " "))
+        if not found:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        ends, ids = np.array(found, dtype=np.int64).T
+        first_char = ends - self._lengths[ids]  # the pattern's first letter (after its leading space)
+        return np.searchsorted(starts, first_char, side="right") - 1, ids
+
+    def _hits_ascii(self, array: Any) -> tuple[Any, Any] | None:
+        """REAL's normalisation of ASCII text as byte operations on the whole batch at once: a
+        marker byte between captions, one translate (lower case, letters and digits kept, quotes
+        deleted, anything else a space), runs of spaces made one by split and join. None when a
+        caption holds the marker byte itself."""
+        import numpy as np
+        import pyarrow.compute as pc
+
+        filled = pc.fill_null(array, "")
+        if len(filled) == 0:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        _, offsets_buffer, values_buffer = filled.buffers()
+        offsets = np.frombuffer(offsets_buffer, np.int32)[filled.offset: filled.offset + len(filled) + 1]
+        values = np.frombuffer(values_buffer, np.uint8)[offsets[0]: offsets[-1]] if values_buffer else np.empty(0, np.uint8)
+        if _MARKER in values:
+            return None
+        boundaries = np.repeat(offsets[1:-1] - offsets[0], 3)
+        joined = np.insert(values, boundaries, np.tile(_MARKER_SEPARATOR, len(offsets) - 2)).tobytes()
+        mapped = np.frombuffer(b" " + joined.translate(_ASCII_TABLE, b"'\"") + b" ", np.uint8)
+        space = mapped == 32
+        keep = np.ones(len(mapped), dtype=bool)
+        np.logical_not(space[1:] & space[:-1], out=keep[1:])  # a run of spaces becomes its first
+        text = mapped[keep]
+        markers = np.flatnonzero(text == _MARKER)
+        found = list(self._automaton.iter(text.tobytes().decode("ascii")))
+        if not found:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        ends, ids = np.array(found, dtype=np.int64).T
+        return np.searchsorted(markers, ends, side="right"), ids
 
     def name_counts(self, counts: dict[int, int]) -> list[int]:
         """Per name (in the order given), the captions counted for its pattern."""
