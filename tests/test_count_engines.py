@@ -333,6 +333,25 @@ def test_relevance_keeps_counts_raw_and_scales_them_by_the_share_of_yes(cli, roo
     assert per_class == [[("zorblax", 6.0), ("zorb", pytest.approx(2.0))], [("quokka", 12.0)], [("flurp", 0.0)]]
 
 
+def test_relevance_through_the_batch_api_gives_the_online_records(cli, root, relevance_corpus, fake_llm, tmp_path):
+    """--batch: the questions go as one batch job, journalled in the counts version; the records
+    are those of online asking."""
+    result = judge(cli, fake_llm, relevance_corpus, 10, "--batch", "--batch-poll", "0.02", "--price", "1,2")
+    assert result.exit_code == 0, result.output
+    journal_lines = [json.loads(line) for line in
+                     (root / "prompts" / REL / "counts" / "v1.requests.jsonl").read_text().splitlines()]
+    assert any(line.get("event") == "batch" for line in journal_lines)
+    assert sum(1 for line in journal_lines if line.get("status") == "ok") == 23
+    meta = json.loads((root / "prompts" / REL / "counts" / "v1.manifest.json").read_text())
+    assert meta["batches"] and meta["cost_usd"] > 0
+    online_root = tmp_path / "online"
+    write_names(online_root, tmp_path, REL_NAMES, dataset=REL)
+    online = run_cli("count-names", REL, "--captions", str(relevance_corpus), "--no-progress", "--relevance", "10",
+                     "--model", "openai/test", "--api-base", fake_llm.url, "--backoff", "0.01", root=online_root)
+    assert online.exit_code == 0, online.output
+    assert rel_records(root) == rel_records(online_root)
+
+
 def test_at_most_n_captions_are_judged_per_name(cli, root, relevance_corpus, fake_llm):
     result = judge(cli, fake_llm, relevance_corpus, 3)
     assert result.exit_code == 0, result.output
