@@ -409,3 +409,29 @@ def test_dry_run_prices_the_questions_and_neither_scans_nor_sends(cli, root, rel
     result = count_names(cli, relevance_corpus, dataset=REL, extra=("--dry-run",))
     assert result.exit_code == 0 and "counting asks no LLM" in result.output
     assert not set_dir(root, dataset=REL).exists()
+
+
+# -- 7. in a pipeline ---------------------------------------------------------------------------------
+
+def test_a_pipeline_counts_again_when_a_file_matching_its_glob_is_added(root, tmp_path):
+    """--captions 'shards/*.txt' is keyed by the files the glob matches, so a new shard is counted
+    and an unchanged corpus is skipped."""
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_captions(shards / "a.txt", ["a dog", "red cat"])
+    run_cli("synonyms", "cifar10", "--source", "wordnet", root=root)
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text(f'name = "p"\ndatasets = ["cifar10"]\n\n[[steps]]\nname = "count"\ncommand = "count-names"\n'
+                        f'captions = ["{shards}/*.txt"]\nworkers = 1\n', encoding="utf-8")
+
+    def units() -> dict[str, str]:
+        result = run_cli("run", pipeline, "--json", root=root)
+        assert result.exit_code == 0, result.output
+        return {u["unit"]: u["action"] for u in json.loads(result.stdout)["units"]}
+
+    assert units() == {"cifar10/count": "run"}
+    assert units() == {"cifar10/count": "skip"}
+    write_captions(shards / "b.txt", ["a dog"])
+    assert units() == {"cifar10/count": "run"}
+    meta = json.loads((root / "prompts" / "cifar10" / "counts" / "v2.manifest.json").read_text())
+    assert meta["corpus"]["rows_scanned"] == 3

@@ -8,7 +8,9 @@ eval` splits them.
 
 from __future__ import annotations
 
+import glob
 import hashlib
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,10 +58,19 @@ def shown(text: str) -> str:
 
 
 def content_identity(value: str, memo: dict) -> str | None:
-    """A path's content as the key sees it: a file's sha256, a folder's listing (names, sizes,
-    times); None for anything that is not a path. `memo` (one per runner) keeps files by (path,
-    size, mtime) and folders by path, so an ImageNet folder is walked once per run."""
+    """A path's content as the key sees it: a file's sha256, a folder's or a glob's listing (names,
+    sizes, times); None for anything that is not a path. `memo` (one per runner) keeps files by
+    (path, size, mtime) and folders by path, so an ImageNet folder is walked once per run."""
     path = Path(value).expanduser()
+    if any(ch in value for ch in "*?[") and "://" not in value:  # count-names --captions 'shards/*.parquet'
+        entries = []
+        for item in sorted(glob.glob(str(path), recursive=True)):
+            try:
+                stat = os.stat(item)
+            except OSError:
+                continue
+            entries.append((item, stat.st_size, stat.st_mtime_ns))
+        return "glob:" + hashlib.sha256(canonical_json(entries).encode()).hexdigest() if entries else None
     try:
         if path.is_file():
             stat = path.stat()
