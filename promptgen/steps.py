@@ -87,8 +87,8 @@ def report_failure(exc: BaseException) -> int | None:
                    "untouched", err=True)
         return ExitCode.NOT_WRITTEN
     if isinstance(exc, KeyboardInterrupt):
-        click.echo("\ninterrupted: answers received so far are kept; rerun the same command with --resume "
-                   "to finish without asking them again", err=True)
+        click.echo("\ninterrupted: the answers received and the caption parts counted so far are kept; rerun the "
+                   "same command with --resume to finish without asking or scanning them again", err=True)
         return ExitCode.INTERRUPTED
     return None
 
