@@ -178,8 +178,8 @@ def test_a_strict_failure_resumes_once_the_file_is_fixed(cli, named, tmp_path, m
 
 
 def test_resume_reads_again_a_part_that_failed(cli, named, tmp_path, monkeypatch):
-    """Without --strict a failed part is journalled with its error; --resume tries it again (a
-    network blip, a file being copied), and keeps the parts that were read."""
+    """Without --strict a failed part is journalled with its error and the set is partial (exit 3);
+    --resume tries the part again (a network blip, a file being copied) and keeps the parts read."""
     first = write_captions(tmp_path / "a.txt", ["a dog", "hot dog"])
     second = write_captions(tmp_path / "b.txt", ["red cat", "a dog"])
     real_read = corpus.read_part
@@ -191,30 +191,17 @@ def test_resume_reads_again_a_part_that_failed(cli, named, tmp_path, monkeypatch
 
     monkeypatch.setattr(engines, "read_part", flaky)
     result = count_names(cli, first, second, extra=("--workers", "1"))
-    assert result.exit_code == 0 and "connection reset" in result.stderr
-    assert manifest(named)["corpus"]["files_unreadable"] == 1
-    monkeypatch.setattr(engines, "read_part", real_read)
-    interrupted_after(named, [first, second], 1)
-    assert [bool(e["error"]) for e in part_entries(named, 2)] == [False]
-    monkeypatch.setattr(engines, "read_part", flaky)
-    with pytest.raises(KeyboardInterrupt):  # the flaky part fails and is journalled, then Ctrl-C
-        store = Store(named)
-        classes = store.classes(DATASET)
-        candidates, info = load_candidates(store, "synonyms", classes)
-        plan = plan_count(classes, candidates, [str(info.ref)], CountSettings([str(first), str(second)], workers=1))
-
-        def stop(result, done, total):
-            raise KeyboardInterrupt
-
-        run_count(plan, store, resume=True, on_part=stop)
-    assert [bool(e["error"]) for e in part_entries(named, 2)] == [False, True]
+    assert result.exit_code == 3 and "connection reset" in result.stderr and "--resume" in result.stderr
+    assert manifest(named)["status"] == "partial" and manifest(named)["corpus"]["files_unreadable"] == 1
+    assert [bool(e["error"]) for e in part_entries(named)] == [False, True]
     monkeypatch.setattr(engines, "read_part", real_read)
     result = count_names(cli, first, second, extra=("--workers", "1", "--resume"))
     assert result.exit_code == 0, result.output
     assert "resumed: 1 of 2 parts were already counted; 1 scanned now" in result.output
-    meta = manifest(named, 2)
+    meta = manifest(named)
+    assert meta["status"] == "complete"
     assert meta["corpus"]["files_unreadable"] == 0 and meta["corpus"]["rows_scanned"] == 4
-    assert counts(named, 2)["dog"] == 3 and counts(named, 2)["red cat"] == 1
+    assert counts(named)["dog"] == 3 and counts(named)["red cat"] == 1
 
 
 def test_resume_refuses_a_changed_column(cli, named, tmp_path, monkeypatch):
@@ -386,6 +373,11 @@ def test_a_rerun_and_a_resume_ask_nothing_again(cli, root, relevance_corpus, fak
     assert meta["status"] == "partial" and meta["relevance"]["unanswered"] == 5
     fake_llm.configure(faults=[])
     fake_llm.reset_counts()
+    for changed in (("--draw", "2"), ("--draw", "1", "--model", "openai/other")):  # the answers depend on them
+        refused = count_names(cli, relevance_corpus, dataset=REL, extra=(
+            "--relevance", "10", "--model", "openai/test", "--api-base", fake_llm.url, "--resume", *changed))
+        assert refused.exit_code == 2 and "different settings" in refused.stderr, refused.output
+    assert fake_llm.request_count == 0
     result = judge(cli, fake_llm, relevance_corpus, 10, "--draw", "1", "--resume")
     assert result.exit_code == 0, result.output
     assert fake_llm.request_count == 5 and all("logo" in q["caption"] for q in questions(fake_llm))

@@ -241,7 +241,7 @@ def test_parquet_caption_columns_of_any_text_type_are_read(cli, named, tmp_path)
     # a column that holds no text: the file is reported, not a crash
     pq.write_table(pa.table({"TEXT": pa.array([1, 2, 3])}), tmp_path / "numbers.parquet")
     result = count_names(cli, tmp_path / "numbers.parquet", tmp_path / "large.parquet", extra=("--workers", "1"))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # partial: --resume would read it again
     assert "numbers.parquet: column 'TEXT' holds int64, not text" in result.stderr
     meta = manifest(named, 2)
     assert meta["corpus"]["files_unreadable"] == 1 and meta["corpus"]["rows_unreadable"] == 3
@@ -280,11 +280,11 @@ def test_unreadable_files_are_skipped_reported_and_counted(cli, named, tmp_path,
     broken = write_captions(tmp_path / "broken.parquet", [f"dog number {i}" for i in range(40)], row_group_size=10)
     corrupt_row_group(broken, 3)  # its footer reads: only the last part fails, when it is scanned
     result = count_names(cli, good, garbage, broken, extra=("--workers", "1"))
-    assert result.exit_code == 0, result.output
-    assert "2 file(s) unreadable, 10 row(s) skipped" in result.stderr
+    assert result.exit_code == 3, result.output
+    assert "2 file(s) unreadable, 10 row(s) skipped" in result.stderr and "--resume" in result.stderr
     assert "garbage.parquet: not a readable parquet file" in result.stderr and "broken.parquet" in result.stderr
     meta = manifest(named)
-    assert meta["status"] == "complete"
+    assert meta["status"] == "partial"
     files = {os.path.basename(f["path"]): f for f in meta["corpus"]["files"]}
     assert meta["corpus"]["files_unreadable"] == 2
     assert "parquet" in files["garbage.parquet"]["error"] and files["garbage.parquet"]["parts"] == 0

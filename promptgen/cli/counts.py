@@ -32,7 +32,8 @@ _DRY_RUN_CAPTION = "x" * 200  # the price of --relevance is an upper bound: N ca
               help="Synonyms set SET[@vN] whose names are counted; repeat to merge sets [default: synonyms].")
 @click.option("--engine", type=click.Choice(["embedded", "spark"]), default="embedded", show_default=True,
               help="embedded: worker processes on this machine; spark: a Spark cluster (pip install pyspark).")
-@click.option("--workers", type=int, default=0, help="embedded: worker processes [default: every core].")
+@click.option("--workers", type=click.IntRange(min=0), default=0,
+              help="embedded: worker processes [default: every core].")
 @click.option("--spark-master", default="local[*]", show_default=True,
               help="spark: local[*], local[N], spark://HOST:PORT, k8s://... or yarn.")
 @click.option("--batch-rows", type=click.IntRange(min=1), default=65_536, show_default=True,
@@ -152,6 +153,9 @@ def _print_summary(info: Any, summary: dict) -> None:
     if corpus["files_unreadable"] or corpus["rows_unreadable"]:
         click.echo(f"warning: {corpus['files_unreadable']} file(s) unreadable, {corpus['rows_unreadable']:,} row(s) "
                    f"skipped; see corpus.files in {info.manifest_path}", err=True)
+        if corpus["files_unreadable"]:
+            click.echo("  the set is partial: rerun with --resume to read those files again (the parts already "
+                       "counted are kept), or --resume without them", err=True)
         for file in corpus["files"]:
             if file.get("error"):
                 click.echo(f"  {file['path']}: {file['error']}", err=True)

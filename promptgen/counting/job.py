@@ -102,10 +102,12 @@ def run_count(plan: CountPlan, store: Store, *, resume: bool = False, resume_ver
     settings, dataset = plan.settings, plan.classes.dataset
     if settings.engine == "spark":
         check_spark_master(settings.spark_master)  # before a version is reserved: an unreachable master leaves none
+    fingerprint = {**plan.fingerprint, **_relevance_fingerprint(plan, client, template, draw)}
     if resume:
-        writer = store.resume_version(dataset, settings.set_name, resume_version, plan.fingerprint)
+        writer = store.resume_version(dataset, settings.set_name, resume_version, fingerprint)
     else:
-        writer = store.new_version(dataset, settings.set_name, _header(plan, client, template), classes=plan.classes)
+        writer = store.new_version(dataset, settings.set_name, _header(plan, client, template, fingerprint),
+                                   classes=plan.classes)
     started = time.perf_counter()
     with writer:
         progress = _Progress()
@@ -116,8 +118,12 @@ def run_count(plan: CountPlan, store: Store, *, resume: bool = False, resume_ver
         progress.results = {k: r for k, r in progress.results.items() if k in known}
         progress.resumed = len(progress.results)
         todo = [part for part in plan.parts if part.key not in progress.results]
+        drawn: dict[str, list] = {}
+        for result in progress.results.values():
+            _keep_drawable(result, drawn, settings.relevance)
 
         def record(result: PartResult) -> None:
+            _keep_drawable(result, drawn, settings.relevance)
             writer.append(result.to_journal())
             progress.results[result.key] = result
             if on_part is not None:
@@ -132,6 +138,7 @@ def run_count(plan: CountPlan, store: Store, *, resume: bool = False, resume_ver
         if settings.engine == "spark":
             parallelism = run_spark(todo, job, settings.spark_master, record) or parallelism
         else:
+            parallelism = 1 if plan.workers <= 1 or len(todo) <= 1 else min(plan.workers, len(todo))
             run_embedded(todo, job, plan.workers, record)
         totals, samples = _merge(plan, progress.results, settings.relevance)
         judged, relevance_output = {}, None
@@ -144,13 +151,34 @@ def run_count(plan: CountPlan, store: Store, *, resume: bool = False, resume_ver
     return info, summary
 
 
-def _header(plan: CountPlan, client: Any, template: Any) -> dict:
+def _relevance_fingerprint(plan: CountPlan, client: Any, template: Any, draw: int) -> dict:
+    """What the relevance answers depend on: a --resume with another model, template or draw would
+    mix two models' judgements under one name in the manifest."""
+    if not plan.settings.relevance or client is None or template is None:
+        return {}
+    return {"template": template.ref, "template_sha256": template.sha256, "model": client.model, "draw": draw}
+
+
+def _header(plan: CountPlan, client: Any, template: Any, fingerprint: dict) -> dict:
     return {"stage": STAGE, "source": "captions", "network": client is not None,
             "needs_api_key": bool(client is not None and (client.api_key_env is not None or client.api_base is None)),
-            "job": plan.fingerprint, "classes": class_summary(plan.classes),
+            "job": fingerprint, "classes": class_summary(plan.classes),
             "model": client.describe() if client is not None else None,
             **({"template": template.manifest_entry(), "sampling": template.sampling} if template is not None else {}),
             "text_kind": COUNTS_TEXT_KIND, "knowledge_source": "names from " + ", ".join(plan.names_from)}
+
+
+def _keep_drawable(result: PartResult, drawn: dict[str, list], keep: int) -> None:
+    """Drop from a part's samples those outside the running N smallest of their name: they can
+    never be drawn, and the journal and memory would otherwise grow with the corpus."""
+    if not result.samples:
+        return
+    kept = {}
+    for pattern, samples in result.samples.items():
+        drawn[pattern] = keep_smallest(drawn.get(pattern, []) + [tuple(d) for d in samples], keep)
+        chosen = set(drawn[pattern])
+        kept[pattern] = [d for d in samples if tuple(d) in chosen]
+    result.samples = {pattern: samples for pattern, samples in kept.items() if samples}
 
 
 def _merge(plan: CountPlan, results: dict[str, PartResult], keep: int) -> tuple[dict[str, int], dict[str, list]]:
@@ -236,13 +264,14 @@ def _final_manifest(plan: CountPlan, writer: VersionWriter, progress: _Progress,
                 "parts_this_run": len(plan.parts) - progress.resumed, "parts_resumed": progress.resumed,
                 "seconds": round(sum(r.seconds for r in progress.results.values()), 3),
                 "seconds_this_run": round(seconds, 3), "strict": settings.strict}
-    status = "complete"
+    failed_parts = sum(1 for result in progress.results.values() if result.error) + len(plan.unreadable_files)
+    status = "partial" if failed_parts else "complete"  # --resume reads the failed parts again
     usage: dict = {}
     failures: list = []
     sections: dict = {}
     if relevance is not None:
         run, output = relevance.run, relevance.output
-        status = output.status
+        status = "partial" if failed_parts or output.status != "complete" else "complete"
         sections = output.before
         usage = {**run.usage.manifest_entry(), "cost_usd_this_run": run.stats.cost_usd if run.stats.sent else 0.0,
                  **run.batches.manifest_entry(run.client)}
