@@ -47,7 +47,7 @@ def normalise(texts: Any) -> Any:
         array = pc.cast(array, pa.string())
     array = pc.replace_substring_regex(array, pattern="['\"]", replacement="")
     if not _all_ascii(array):  # decomposed, then the combining marks dropped: "café" -> "cafe" (unicode61)
-        array = pc.replace_substring_regex(pc.utf8_normalize(array, form="NFKD"), pattern=r"\p{Mn}+", replacement="")
+        array = pc.replace_substring_regex(pc.utf8_normalize(array, form="NFD"), pattern=r"\p{Mn}+", replacement="")
     array = pc.utf8_lower(array)
     array = pc.replace_substring_regex(array, pattern=r"[^\p{L}\p{N}]+", replacement=" ")
     return pc.utf8_trim(array, characters=" ")
