@@ -427,3 +427,16 @@ def test_a_pipeline_counts_again_when_a_file_matching_its_glob_is_added(root, tm
     assert units() == {"cifar10/count": "run"}
     meta = json.loads((root / "prompts" / "cifar10" / "counts" / "v2.manifest.json").read_text())
     assert meta["corpus"]["rows_scanned"] == 3
+
+
+@pytest.mark.slow
+def test_a_spark_task_that_fails_is_a_clear_error(cli, named, tmp_path, monkeypatch):
+    """Executors without the driver's Python (a cluster node lacking the venv) fail their tasks: an
+    error naming the fix, not a Py4J traceback; the version stays resumable."""
+    monkeypatch.setenv("PYSPARK_PYTHON", str(tmp_path / "no-such-python"))
+    path = write_captions(tmp_path / "c.txt", ["a dog"])
+    result = count_names(cli, path, extra=("--engine", "spark", "--spark-master", "local[1]"))
+    assert result.exit_code == 2, result.output
+    assert "a Spark task failed" in result.stderr and "PYSPARK_PYTHON" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "interrupted" in cli("versions", DATASET).output

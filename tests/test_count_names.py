@@ -430,3 +430,76 @@ def test_a_raw_tsv_caption_that_opens_a_quote_is_one_caption(cli, named, tmp_pat
     meta = manifest(named)
     assert (meta["corpus"]["rows_scanned"], meta["corpus"]["rows_unreadable"]) == (3, 0)
     assert counts(named)["dog"] == 2 and counts(named)["red cat"] == 1
+
+
+# -- found in review: secrets, broken files, bytes that are not UTF-8, archives we cannot read -------
+
+def test_credentials_in_a_caption_url_reach_no_manifest_or_journal(cli, named, tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "web").mkdir()
+    write_captions(tmp_path / "web" / "caps.txt", ["a dog", "red cat"])
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "web"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = (f"http://someone:hunter2pw@127.0.0.1:{server.server_address[1]}/caps.txt"
+               f"?X-Amz-Signature=SECRETSIG123&token=tok999")
+        result = count_names(cli, url, extra=("--format", "text", "--workers", "1"))
+    finally:
+        server.shutdown()
+    assert result.exit_code == 0, result.output
+    assert counts(named)["dog"] == 1 and counts(named)["red cat"] == 1
+    for path in set_dir(named).iterdir():
+        text = path.read_text(encoding="utf-8")
+        assert not any(secret in text for secret in ("hunter2pw", "SECRETSIG123", "tok999")), path.name
+    assert manifest(named)["corpus"]["files"][0]["path"].startswith(f"http://127.0.0.1:{server.server_address[1]}/")
+
+
+def test_a_broken_link_among_the_files_is_reported_not_a_crash(cli, named, tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_captions(shards / "a.txt", ["a dog"])
+    (shards / "b.txt").symlink_to(tmp_path / "gone.txt")
+    for given in (shards, f"{shards}/*.txt"):
+        result = count_names(cli, given, extra=("--workers", "1"))
+        assert result.exit_code == 3, result.output  # partial: the file may come back (--resume)
+        assert "b.txt" in result.stderr and "FileNotFoundError" in result.stderr
+    files = {os.path.basename(f["path"]): f for f in manifest(named, 2)["corpus"]["files"]}
+    assert files["b.txt"]["error"] and "error" not in files["a.txt"] and counts(named, 2)["dog"] == 1
+
+
+def test_a_csv_caption_that_is_not_utf8_is_one_unreadable_row(cli, named, tmp_path):
+    path = tmp_path / "c.csv"
+    rows = [b"URL,TEXT"] + [b"u,a dog %d" % i for i in range(2000)] + [b"u,caf\xe9 dog"]
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    result = count_names(cli, path, extra=("--workers", "1"))
+    assert result.exit_code == 0, result.output
+    meta = manifest(named)
+    assert (meta["corpus"]["rows_scanned"], meta["corpus"]["rows_unreadable"]) == (2000, 1)
+    assert counts(named)["dog"] == 2000
+
+
+def test_a_json_array_file_is_refused_with_the_fix(cli, named, tmp_path):
+    path = tmp_path / "caps.json"
+    path.write_text(json.dumps([{"TEXT": "a dog"}, {"TEXT": "red cat"}], indent=1), encoding="utf-8")
+    result = count_names(cli, path)
+    assert result.exit_code == 2
+    assert "JSON array" in result.stderr and "jq -c" in result.stderr
+
+
+def test_a_compressed_file_is_read_or_refused_never_counted_as_garbage(cli, named, tmp_path):
+    from fsspec.utils import infer_compression
+
+    path = tmp_path / "caps.txt.zst"
+    if infer_compression(str(path)) is None:  # no zstandard here: refused, naming the package
+        path.write_bytes(b"(\xb5/\xfd not really zstd")
+        result = count_names(cli, path)
+        assert result.exit_code == 2 and "zstandard" in result.stderr
+    else:
+        import zstandard
+
+        path.write_bytes(zstandard.ZstdCompressor().compress(b"a dog\nred cat\n"))
+        assert count_names(cli, path).exit_code == 0 and counts(named)["dog"] == 1

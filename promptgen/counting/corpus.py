@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
 from promptgen.errors import PromptgenError
+from promptgen.redact import redact, redact_url
 
 __all__ = ["FORMATS", "CorpusFile", "Part", "CorpusError", "resolve_inputs", "plan_parts", "read_part",
-           "corpus_sha256"]
+           "corpus_sha256", "clean_error", "shown_url"]
 
 FORMATS = ("parquet", "csv", "tsv", "jsonl", "text")
 _SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl",
@@ -39,9 +40,15 @@ class CorpusFile:
     format: str
     size: int
     fingerprint: str    # sha256 of the size, the first and the last MiB
+    error: str | None = None  # why it could not even be sized or fingerprinted (reported as unreadable)
+
+    @property
+    def shown(self) -> str:
+        """The URL as manifests, journals and messages hold it: no user:password@, no signed query."""
+        return shown_url(self.url)
 
     def to_json(self) -> dict:
-        return {"path": self.url, "format": self.format, "size": self.size, "fingerprint": self.fingerprint}
+        return {"path": self.shown, "format": self.format, "size": self.size, "fingerprint": self.fingerprint}
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,7 @@ class Part:
     def key(self) -> str:
         """The part's identity in the journal: its file, the file's content, and its row groups."""
         groups = f"{self.row_groups[0]}-{self.row_groups[-1]}" if self.row_groups else "all"
-        return f"{self.file.url}#{self.file.fingerprint[:16]}#{groups}"
+        return f"{self.file.shown}#{self.file.fingerprint[:16]}#{self.file.format}#{groups}"
 
     def to_json(self) -> dict:
         return {"file": asdict(self.file), "index": self.index, "row_groups": list(self.row_groups), "rows": self.rows}
@@ -111,15 +118,23 @@ def resolve_inputs(inputs: list[str], forced_format: str | None = None) -> list[
     for given in inputs:
         fs, path = _filesystem(given)
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        paths = sorted(fs.glob(path)) if any(ch in path for ch in "*?[") else [path]
-        if not any(ch in path for ch in "*?[") and not fs.exists(path):
-            raise PromptgenError(f"caption file {given} does not exist", "check the path (globs and fsspec URLs work)")
-        files = []
-        for candidate in paths:
-            if fs.isdir(candidate):
-                files += sorted(p for p in fs.find(candidate) if _known(p))
-            else:
-                files.append(candidate)
+        shown = shown_url(given)
+        try:
+            paths = sorted(fs.glob(path)) if any(ch in path for ch in "*?[") else [path]
+            if not any(ch in path for ch in "*?[") and not fs.exists(path):
+                raise PromptgenError(f"caption file {shown} does not exist",
+                                     "check the path (globs and fsspec URLs work)")
+            files = []
+            for candidate in paths:
+                if fs.isdir(candidate):
+                    files += sorted(p for p in fs.find(candidate) if _known(p))
+                else:
+                    files.append(candidate)
+        except PromptgenError:
+            raise
+        except Exception as exc:  # credentials refused, a bucket that does not exist, a network error
+            raise PromptgenError(f"cannot list {shown}: {redact(f'{type(exc).__name__}: {exc}')}",
+                                 "check the URL and the filesystem's credentials") from None
         if not files:
             raise PromptgenError(f"{given} matches no caption file",
                                  "check the pattern; files end in " + ", ".join(sorted(_SUFFIXES)))
@@ -127,9 +142,41 @@ def resolve_inputs(inputs: list[str], forced_format: str | None = None) -> list[
             url = file_path if protocol in ("file", "local") else fs.unstrip_protocol(file_path)
             if url in found:
                 continue
-            size = int(fs.size(file_path))
-            found[url] = CorpusFile(url, file_format(file_path, forced_format), size, _fingerprint(fs, file_path, size))
+            fmt = file_format(file_path, forced_format)
+            _check_codec(file_path)
+            try:
+                size = int(fs.size(file_path))
+                found[url] = CorpusFile(url, fmt, size, _fingerprint(fs, file_path, size))
+            except Exception as exc:  # a broken link, a file deleted while listing, access refused
+                found[url] = CorpusFile(url, fmt, -1, "", redact(f"{type(exc).__name__}: {exc}"))
     return list(found.values())
+
+
+def shown_url(url: str) -> str:
+    """A URL with its credentials (user:password@, signed or keyed query) taken out; others as given
+    (redact_url would also rewrite memory:///x as memory:/x)."""
+    from urllib.parse import urlsplit
+
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    return (redact_url(url) or url) if "@" in parts.netloc or parts.query else url
+
+
+def clean_error(message: str, file: CorpusFile) -> str:
+    """An error about a file as it may be stored: its URL's credentials out, known secrets out."""
+    return redact(message.replace(file.url, file.shown))
+
+
+def _check_codec(path: str) -> None:
+    """A compressed file whose codec fsspec cannot load would be read as garbage: refused, naming the package."""
+    from fsspec.utils import infer_compression
+
+    lower = path.lower()
+    for suffix, package in ((".zst", "zstandard"), (".xz", "lzma"), (".bz2", "bz2"), (".gz", "gzip")):
+        if lower.endswith(suffix) and not lower.endswith(".parquet" + suffix) and infer_compression(path) is None:
+            raise PromptgenError(f"{path} is {suffix[1:]}-compressed and fsspec has no codec for it",
+                                 f"pip install {package}, or decompress the file")
 
 
 def _known(path: str) -> bool:
@@ -161,6 +208,8 @@ def plan_parts(file: CorpusFile, column: str) -> list[Part]:
     """The parts of a file; the caption column is checked here, before any scanning (a missing
     column is an error that lists the columns the file has). A file that cannot be opened raises
     CorpusError."""
+    if file.error:
+        raise CorpusError(file.error)
     if file.format != "parquet":
         if file.format in ("csv", "tsv"):
             _check_column(file, _csv_columns(file), column)
@@ -186,7 +235,7 @@ def plan_parts(file: CorpusFile, column: str) -> list[Part]:
 
 def _check_column(file: CorpusFile, columns: list[str], column: str) -> None:
     if column not in columns:
-        raise PromptgenError(f"{file.url} has no column {column!r}; its columns: {', '.join(map(repr, columns))}",
+        raise PromptgenError(f"{file.shown} has no column {column!r}; its columns: {', '.join(map(repr, columns))}",
                              "name the caption column with --column")
 
 
@@ -280,11 +329,29 @@ def _read_csv(part: Part, column: str, batch_rows: int, unreadable: Unreadable) 
         reader = pacsv.open_csv(
             handle, read_options=pacsv.ReadOptions(block_size=1 << 22),
             parse_options=pacsv.ParseOptions(**_quoting(part.file), invalid_row_handler=skip),
-            convert_options=pacsv.ConvertOptions(include_columns=[column], column_types={column: pa.string()}))
+            # bytes, decoded below: one caption that is not UTF-8 must not lose the whole file
+            convert_options=pacsv.ConvertOptions(include_columns=[column], column_types={column: pa.binary()}))
         for batch in reader:
-            captions = batch.column(0)
+            captions = _decoded(batch.column(0), unreadable)
             for start in range(0, len(captions), batch_rows):
                 yield captions.slice(start, batch_rows)
+
+
+def _decoded(raw: Any, unreadable: Unreadable) -> Any:
+    """Binary captions as strings; a caption that is not UTF-8 is an unreadable row, left out."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        return pc.cast(raw, pa.string())
+    except pa.ArrowInvalid:
+        captions = []
+        for value in raw.to_pylist():
+            try:
+                captions.append(None if value is None else value.decode("utf-8"))
+            except UnicodeDecodeError:
+                unreadable.rows += 1
+        return pa.array(captions, pa.string())
 
 
 def _read_lines(part: Part, batch_rows: int) -> Iterator[list[bytes]]:
@@ -325,6 +392,10 @@ def _check_jsonl_column(file: CorpusFile, column: str) -> None:
     keys: dict[str, None] = {}
     try:
         for lines in _read_lines(Part(file, 0), 100):
+            first = next((line for line in lines if line.strip()), b"")
+            if first.lstrip().startswith(b"["):
+                raise PromptgenError(f"{file.shown} holds a JSON array, not one JSON object a line",
+                                     "convert it, e.g. jq -c '.[]' FILE > FILE.jsonl")
             for line in lines:
                 try:
                     row = json.loads(line)
@@ -335,10 +406,12 @@ def _check_jsonl_column(file: CorpusFile, column: str) -> None:
                         return
                     keys.update(dict.fromkeys(row))
             break
+    except PromptgenError:
+        raise
     except Exception as exc:
         raise CorpusError(f"{type(exc).__name__}: {exc}") from None
     if keys:
-        raise PromptgenError(f"{file.url} has no column {column!r}; its first rows have: "
+        raise PromptgenError(f"{file.shown} has no column {column!r}; its first rows have: "
                              f"{', '.join(map(repr, keys))}", "name the caption column with --column")
 
 

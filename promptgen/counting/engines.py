@@ -17,9 +17,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from promptgen.counting.corpus import CorpusError, Part, Unreadable, read_part
+from promptgen.counting.corpus import CorpusError, Part, Unreadable, clean_error, read_part
 from promptgen.counting.matching import BatchHits, NameMatcher
 from promptgen.errors import PromptgenError
+from promptgen.redact import redact
 
 __all__ = ["ENGINES", "ScanJob", "PartResult", "scan_part", "run_embedded", "run_spark", "check_spark_master"]
 
@@ -81,7 +82,7 @@ def scan_part(part: Part, job: ScanJob) -> PartResult:
             total.merge(matcher.scan(captions, job.keep), job.keep)
     except CorpusError as exc:
         lost = part.rows if part.rows is not None else rows + unreadable.rows
-        return PartResult(part.key, 0, lost, str(exc), seconds=time.perf_counter() - started)
+        return PartResult(part.key, 0, lost, clean_error(str(exc), part.file), seconds=time.perf_counter() - started)
     counts = {matcher.patterns[p]: n for p, n in sorted(total.counts.items())}
     samples = {matcher.patterns[p]: [list(s) for s in drawn] for p, drawn in sorted(total.samples.items())}
     return PartResult(part.key, rows, unreadable.rows, None, counts, samples, time.perf_counter() - started)
@@ -187,6 +188,22 @@ def _spark_session(master: str) -> Any:
         raise PromptgenError(f"Spark could not start on {master} ({message})", "check --spark-master") from None
 
 
+def _task_result(future: Any) -> PartResult:
+    """A part's result, or the Spark failure as an error that says where to look (a Py4J traceback
+    names neither the Python the executors run nor the fix)."""
+    try:
+        return future.result()
+    except PromptgenError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip()
+        first = next((line for line in text.splitlines() if "Error" in line or "Exception" in line),
+                     text.splitlines()[0] if text else type(exc).__name__)
+        raise PromptgenError(f"a Spark task failed: {redact(first.strip()[:400])}",
+                             "every executor must run a Python with promptgen installed (set PYSPARK_PYTHON); see the "
+                             "executor logs. --resume keeps the parts already counted") from None
+
+
 def run_spark(parts: list[Part], job: ScanJob, master: str, on_result: Callable[[PartResult], None]) -> int:
     """Scan the parts on Spark: one job of one task per part, as many at a time as the cluster has
     cores, so each part is journalled when it is done. Returns the cluster's parallelism."""
@@ -208,7 +225,7 @@ def run_spark(parts: list[Part], job: ScanJob, master: str, on_result: Callable[
             futures = [threads.submit(scan_on_cluster, part) for part in parts]
             try:
                 for future in as_completed(futures):
-                    on_result(future.result())
+                    on_result(_task_result(future))
             except BaseException:
                 for future in futures:
                     future.cancel()

@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 from promptgen.classes import ClassList
 from promptgen.clock import utc_now
-from promptgen.counting.corpus import CorpusError, CorpusFile, Part, corpus_sha256, plan_parts, resolve_inputs
+from promptgen.counting.corpus import (CorpusError, CorpusFile, Part, clean_error, corpus_sha256, plan_parts,
+                                      resolve_inputs, shown_url)
 from promptgen.counting.engines import PartResult, ScanJob, check_spark_master, run_embedded, run_spark
 from promptgen.counting.matching import RULE, RULE_DESCRIPTION, keep_smallest
 from promptgen.errors import PromptgenError
@@ -81,9 +82,10 @@ def plan_count(classes: ClassList, candidates: list[list[Candidate]], names_from
             parts += plan_parts(file, settings.column)
         except CorpusError as exc:
             if settings.strict:
-                raise PromptgenError(f"cannot read {file.url}: {exc}", "fix or remove the file, or drop --strict "
+                raise PromptgenError(f"cannot read {file.shown}: {clean_error(str(exc), file)}",
+                                     "fix or remove the file, or drop --strict "
                                      "to skip unreadable files (they are counted in the manifest)") from None
-            unreadable[file.url] = str(exc)
+            unreadable[file.url] = clean_error(str(exc), file)
     names = tuple(dict.fromkeys(cand.name for per_class in candidates for cand in per_class))
     return CountPlan(classes, candidates, names_from, settings, files, parts, unreadable, names)
 
@@ -254,7 +256,7 @@ def _final_manifest(plan: CountPlan, writer: VersionWriter, progress: _Progress,
         if result.error:
             entry["error"] = result.error
     files = list(per_file.values())
-    corpus = {"inputs": list(settings.inputs), "column": settings.column, "files": files,
+    corpus = {"inputs": [shown_url(given) for given in settings.inputs], "column": settings.column, "files": files,
               "files_unreadable": sum(1 for f in files if f.get("error")),
               "rows_scanned": sum(f["rows"] for f in files), "rows_unreadable": sum(f["rows_unreadable"] for f in files),
               "sha256": corpus_sha256(plan.files)}
