@@ -14,6 +14,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable
 
 from promptgen.classes import ClassList
@@ -65,6 +66,13 @@ class CountPlan:
         return {"classes_hash": self.classes.hash,
                 "names_sha256": hashlib.sha256(json.dumps(self.names).encode()).hexdigest(),
                 "column": self.settings.column, "matching_rule": RULE, "relevance_samples": self.settings.relevance}
+
+    @cached_property
+    def pattern_of(self) -> dict[str, str]:
+        """Each name's pattern as the matcher sees it ("" for a name with no letter or digit)."""
+        from promptgen.counting.matching import normalise
+
+        return dict(zip(self.names, normalise(list(self.names)).to_pylist()))
 
     @property
     def workers(self) -> int:
@@ -142,23 +150,24 @@ def run_count(plan: CountPlan, store: Store, *, resume: bool = False, resume_ver
         else:
             parallelism = 1 if plan.workers <= 1 or len(todo) <= 1 else min(plan.workers, len(todo))
             run_embedded(todo, job, plan.workers, record)
-        totals, samples = _merge(plan, progress.results, settings.relevance)
-        judged, relevance_output = {}, None
-        if settings.relevance and client is not None:
-            judged, relevance_output = _ask_relevance(plan, writer, client, template, samples, draw, answer_retries)
+        judged, relevance_output = None, None
+        if settings.relevance and client is not None:  # `drawn` now holds the N smallest of every part
+            judged, relevance_output = _ask_relevance(plan, writer, client, template, drawn, draw, answer_retries)
         seconds = time.perf_counter() - started
-        records = _records(plan, totals, judged if settings.relevance and client is not None else None)
+        records = _records(plan, _totals(progress.results), judged)
         manifest, summary = _final_manifest(plan, writer, progress, parallelism, seconds, relevance_output)
         info = writer.finish(records, manifest)
     return info, summary
 
 
 def _relevance_fingerprint(plan: CountPlan, client: Any, template: Any, draw: int) -> dict:
-    """What the relevance answers depend on: a --resume with another model, template or draw would
-    mix two models' judgements under one name in the manifest."""
+    """What the relevance answers depend on (the stage's own fingerprint): a --resume with another
+    model, template or draw would mix two models' judgements under one name in the manifest."""
     if not plan.settings.relevance or client is None or template is None:
         return {}
-    return {"template": template.ref, "template_sha256": template.sha256, "model": client.model, "draw": draw}
+    from promptgen.stages.relevance import RelevanceJob
+
+    return RelevanceJob(plan.classes, template, {}, draw=draw).fingerprint(client)
 
 
 def _header(plan: CountPlan, client: Any, template: Any, fingerprint: dict) -> dict:
@@ -183,26 +192,13 @@ def _keep_drawable(result: PartResult, drawn: dict[str, list], keep: int) -> Non
     result.samples = {pattern: samples for pattern, samples in kept.items() if samples}
 
 
-def _merge(plan: CountPlan, results: dict[str, PartResult], keep: int) -> tuple[dict[str, int], dict[str, list]]:
-    """Counts per pattern over every readable part, and the sampled captions (the same whatever
-    order the parts finished in)."""
+def _totals(results: dict[str, PartResult]) -> dict[str, int]:
+    """Captions per pattern over every part counted."""
     totals: dict[str, int] = {}
-    samples: dict[str, list] = {}
-    for part in plan.parts:
-        result = results.get(part.key)
-        if result is None:
-            continue
+    for result in results.values():
         for pattern, n in result.counts.items():
             totals[pattern] = totals.get(pattern, 0) + n
-        for pattern, drawn in result.samples.items():
-            samples[pattern] = keep_smallest(samples.get(pattern, []) + [tuple(d) for d in drawn], keep)
-    return totals, samples
-
-
-def _pattern_of(names: tuple[str, ...]) -> dict[str, str]:
-    from promptgen.counting.matching import normalise
-
-    return dict(zip(names, normalise(list(names)).to_pylist()))
+    return totals
 
 
 def _ask_relevance(plan: CountPlan, writer: VersionWriter, client: Any, template: Any, samples: dict[str, list],
@@ -210,7 +206,7 @@ def _ask_relevance(plan: CountPlan, writer: VersionWriter, client: Any, template
     from promptgen.stages.relevance import RelevanceJob
     from promptgen.stages.runner import run_stage
 
-    pattern_of = _pattern_of(plan.names)
+    pattern_of = plan.pattern_of
     asked = {}
     for c, per_class in enumerate(plan.candidates):
         for cand in per_class:
@@ -224,7 +220,7 @@ def _ask_relevance(plan: CountPlan, writer: VersionWriter, client: Any, template
 
 
 def _records(plan: CountPlan, totals: dict[str, int], judged: dict | None) -> list[dict]:
-    pattern_of = _pattern_of(plan.names)
+    pattern_of = plan.pattern_of
     records = []
     for c, per_class in enumerate(plan.candidates):
         for cand in per_class:
@@ -262,7 +258,7 @@ def _final_manifest(plan: CountPlan, writer: VersionWriter, progress: _Progress,
               "sha256": corpus_sha256(plan.files)}
     counting = {"engine": settings.engine, **({"spark_master": settings.spark_master} if settings.engine == "spark" else {}),
                 "workers": parallelism, "rule": RULE, "rule_description": RULE_DESCRIPTION, "names": len(plan.names),
-                "patterns": len({p for p in _pattern_of(plan.names).values() if p}), "parts": len(plan.parts),
+                "patterns": len({p for p in plan.pattern_of.values() if p}), "parts": len(plan.parts),
                 "parts_this_run": len(plan.parts) - progress.resumed, "parts_resumed": progress.resumed,
                 "seconds": round(sum(r.seconds for r in progress.results.values()), 3),
                 "seconds_this_run": round(seconds, 3), "strict": settings.strict}
