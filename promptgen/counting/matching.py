@@ -97,6 +97,7 @@ class NameMatcher:
 
     def __init__(self, names: Iterable[str]) -> None:
         import ahocorasick
+        import numpy as np
 
         self.names = list(names)
         normalised = normalise(self.names).to_pylist()
@@ -108,7 +109,7 @@ class NameMatcher:
             self._automaton.add_word(f" {pattern} ", i)
         if self.patterns:
             self._automaton.make_automaton()
-        self._lengths = __import__("numpy").array([len(p) for p in self.patterns], dtype="int64")
+        self._lengths = np.array([len(p) for p in self.patterns], dtype=np.int64)
 
     def scan(self, captions: Any, keep: int = 0) -> BatchHits:
         """The hits of one batch of captions (a pyarrow array or a list; None matches nothing);
@@ -146,18 +147,14 @@ class NameMatcher:
 
         ascii_mask = pc.fill_null(pc.string_is_ascii(array), True)
         if pc.all(ascii_mask).as_py():
-            found = self._hits_ascii(array)
-            if found is not None:
-                return found
-            return self._hits_unicode(array)
+            return self._hits_ascii(array) or self._hits_unicode(array)
+        ascii_part, other_part = array.filter(ascii_mask), array.filter(pc.invert(ascii_mask))
+        ascii_at, ascii_ids = self._hits_ascii(ascii_part) or self._hits_unicode(ascii_part)
+        other_at, other_ids = self._hits_unicode(other_part)
+        mask = ascii_mask.to_numpy(zero_copy_only=False)  # hits back to their captions' places in the batch
         index = np.arange(len(array))
-        mask = ascii_mask.to_numpy(zero_copy_only=False)
-        parts = []
-        for chosen, subset in ((mask, array.filter(ascii_mask)), (~mask, array.filter(pc.invert(ascii_mask)))):
-            found = self._hits_ascii(subset) if chosen is mask else None
-            caption_of, ids = found if found is not None else self._hits_unicode(subset)
-            parts.append((index[chosen][caption_of], ids))
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        return (np.concatenate([index[mask][ascii_at], index[~mask][other_at]]),
+                np.concatenate([ascii_ids, other_ids]))
 
     def _hits_unicode(self, array: Any) -> tuple[Any, Any]:
         import numpy as np
