@@ -78,7 +78,7 @@ def count_names_command(dataset: str, inputs: tuple[str, ...], column: str, file
         return
     if client is not None:
         client.check_credentials()
-    bar = _progress(len(plan.parts), values["no_progress"] or as_json)
+    bar = _Bar(values["no_progress"] or as_json)
     try:
         info, summary = run_count(plan, store, resume=values["resume"], resume_version=values["resume_version"],
                                   client=client, template=template, draw=values["draw"],
@@ -97,8 +97,8 @@ class _Bar:
     """Parts counted and captions read; shown from the first part on, so a count that fails before
     scanning (a Spark master that does not answer) prints no empty bar."""
 
-    def __init__(self, total: int, quiet: bool) -> None:
-        self._total, self._quiet, self._rows = total, quiet, 0
+    def __init__(self, quiet: bool) -> None:
+        self._quiet, self._rows = quiet, 0
         self._tqdm: Any = None
 
     def __call__(self, result: Any, done: int, total: int) -> None:
@@ -114,10 +114,6 @@ class _Bar:
     def close(self) -> None:
         if self._tqdm is not None:
             self._tqdm.close()
-
-
-def _progress(total: int, quiet: bool) -> _Bar:
-    return _Bar(total, quiet)
 
 
 def _dry_run(plan: Any, client: Any, template: Any, values: dict) -> None:
