@@ -24,7 +24,7 @@ __all__ = ["StepSpec", "STEPS", "pipeline_step", "LLM_RUN_ONLY", "CLIP_RUN_ONLY"
 # how an LLM command runs, not what it writes
 LLM_RUN_ONLY = ("concurrency", "no-progress", "timeout", "max-attempts", "backoff", "batch", "batch-poll",
                 "batch-retry", "transport", "wait")
-CLIP_RUN_ONLY = ("device", "batch-size")
+CLIP_RUN_ONLY = ("device", "batch-size", "workers")
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,12 @@ import torch
 
 from promptgen.classes import ClassList, load_dataset
 from promptgen.clip.evaluate import evaluate_heads
+from promptgen.clip import encode as encode_module
 from promptgen.clip import images as images_module
 from promptgen.clip.heads import Head, load_head
-from promptgen.clip.images import (FASHION_MNIST_DIR, encode_images, fashion_mnist, image_set_from_csv,
-                                   image_set_from_folder, load_feature_file, open_image_set, save_feature_file)
+from promptgen.clip.encode import encode_images
+from promptgen.clip.images import (FASHION_MNIST_DIR, fashion_mnist, image_set_from_csv, image_set_from_folder,
+                                   load_feature_file, open_image_set, save_feature_file)
 from promptgen.errors import PromptgenError
 from tests.conftest import TINY_ARGS, run_cli
 
@@ -311,7 +313,7 @@ def test_feature_cache_reuse_invalidation_and_corruption(tmp_path, tiny_clip):
         first = encode_images(tiny_clip, open_image_set(str(folder), CIFAR), cache, batch_size=4,
                               show_progress=False)
         assert calls["n"] == 2 and first.meta["from_cache"] is False
-        stored = list((cache / "features" / tiny_clip.key).glob("*.npz"))
+        stored = list((cache / "features" / tiny_clip.key).glob("*/part-*.npz"))
         assert len(stored) == 1 and stored[0].with_suffix(".json").is_file()
 
         calls["n"] = 0
@@ -349,7 +351,8 @@ def test_feature_cache_reuse_invalidation_and_corruption(tmp_path, tiny_clip):
         # the cached array is damaged: encoded again, right values, the cache repaired
         current = open_image_set(str(folder), CIFAR)
         assert encode_images(tiny_clip, current, cache, show_progress=False).meta["from_cache"] is True
-        newest, _ = images_module._cache_paths(cache, tiny_clip, current, None)
+        newest = cache / "features" / tiny_clip.key / encode_module._run_key(tiny_clip, current, "fp32") / \
+            "part-000000000-000000007.npz"
         assert newest.is_file()
         data = bytearray(newest.read_bytes())
         data[len(data) // 2] ^= 0xFF

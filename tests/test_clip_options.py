@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from promptgen.classes import load_dataset
 from promptgen.clip.embed import TextEncoder
 from promptgen.clip.heads import Head, build_head, load_head, save_head
-from promptgen.clip.images import ImageSet, encode_images
+from promptgen.clip.encode import encode_images
+from promptgen.clip.images import ImageSet
 from promptgen.clip.sources import PromptSource, source_from_templates
 from promptgen.errors import PromptgenError
 from tests.conftest import TINY_ARGS, run_cli

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from promptgen.cli.common import emit_json, json_option, root_option
-from promptgen.cli.heads import clip_options, open_clip_model
+from promptgen.cli.heads import clip_options, image_loading_options, open_clip_model
 from promptgen.cli.llm_options import llm_options, make_client
 from promptgen.errors import ExitCode, PromptgenError
 from promptgen.paths import cache_dir
@@ -34,9 +34,11 @@ def _initial_head(store, classes, head_file: Path | None, initial: str, clip) ->
 
 def find_pairs(store, classes, *, pairs_from: str, images_spec: str | None, features_file: Path | None,
                head_file: Path | None, initial: str, k: int | None, partners: int, min_count: int,
-               max_pairs: int | None, limit: int | None, batch_size: int, clip_args: tuple):
+               max_pairs: int | None, limit: int | None, batch_size: int, clip_args: tuple, workers: int = 0,
+               precision: str = "fp32"):
     """The PairPlan the options describe; the CLIP model is loaded only when something needs it."""
-    from promptgen.clip.images import encode_images, load_feature_file, open_image_set
+    from promptgen.clip.encode import encode_images
+    from promptgen.clip.images import load_feature_file, open_image_set
     from promptgen.clip.pairs import all_pairs, check_k, pairs_from_images, pairs_from_text
 
     if pairs_from == "all":
@@ -51,15 +53,18 @@ def find_pairs(store, classes, *, pairs_from: str, images_spec: str | None, feat
     weights, head_info = _initial_head(store, classes, head_file, initial, clip)
     if pairs_from == "text":
         return pairs_from_text(weights, partners, max_pairs=max_pairs, head_info=head_info)
+    images = str(features_file)
     if images_spec is not None:
-        features = encode_images(clip, open_image_set(images_spec, classes), cache_dir(store.root),
-                                 batch_size=batch_size, limit=limit)
+        image_set = open_image_set(images_spec, classes)
+        images = image_set.meta.get("url", images_spec)
+        features = encode_images(clip, image_set, cache_dir(store.root),
+                                 batch_size=batch_size, limit=limit, workers=workers, precision=precision)
     else:
         features = load_feature_file(features_file, classes, weights.shape[0])
         if limit:
             features.features, features.labels = features.features[:limit], features.labels[:limit]
     return pairs_from_images(features.features, weights, k, labels=features.labels, min_count=min_count,
-                             max_pairs=max_pairs, head_info={**head_info, "images": images_spec or str(features_file)})
+                             max_pairs=max_pairs, head_info={**head_info, "images": images})
 
 
 @pipeline_step(writes="set", path_like=("images",), run_only=LLM_RUN_ONLY + CLIP_RUN_ONLY)
@@ -84,6 +89,7 @@ def find_pairs(store, classes, *, pairs_from: str, images_spec: str | None, feat
 @click.option("--max-pairs", type=click.IntRange(min=1), help="Ask about at most this many pairs (most confusable first).")
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N images.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per forward pass.")
+@image_loading_options
 @clip_options
 @click.option("--style", default="fudd", show_default=True, help="Pair template: fudd, or your own NAME[@vN] / JSON file.")
 @click.option("--set", "set_name", default="differential", show_default=True, help="Prompt-set name.")
@@ -134,7 +140,8 @@ def differentiate_command(dataset: str, classes_file: Path | None, pairs_from: s
         plan = find_pairs(store, classes, pairs_from=route, images_spec=images_spec, features_file=features_file,
                           head_file=head_file, initial=initial, k=k, partners=partners or 5, min_count=min_count or 1,
                           max_pairs=max_pairs, limit=limit, batch_size=batch_size,
-                          clip_args=(clip_model, pretrained, seed, device))
+                          clip_args=(clip_model, pretrained, seed, device), workers=values["workers"],
+                          precision=values["precision"])
         pair_draws = _pair_draws(store, dataset, set_name, reask_failed)
     client = make_client(store.root, values, on_spend=run.on_spend)
     job = DifferentiateJob(classes, template, set_name, plan, structured=structured,

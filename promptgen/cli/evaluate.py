@@ -11,7 +11,7 @@ import click
 
 from promptgen.build_spec import split_build
 from promptgen.cli.common import emit_json, json_option, root_option, write_json_file
-from promptgen.cli.heads import clip_options, open_clip_model
+from promptgen.cli.heads import clip_options, image_loading_options, open_clip_model
 from promptgen.errors import PromptgenError
 from promptgen.paths import cache_dir
 from promptgen.runlog import CommandRun, logged
@@ -92,6 +92,7 @@ def _split_sources(store, classes, names: list[str]) -> tuple[list[str], list[st
 @clip_options
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N images.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Images per forward pass.")
+@image_loading_options
 @click.option("--allow-empty", is_flag=True, help="Built heads give classes without texts 'a photo of a {c}.'.")
 @click.option("--zpe-pool", type=click.Path(dir_okay=False, path_type=Path),
               help="zpe builds: features of a generic image pool for mu_pre (else test-only correction).")
@@ -103,14 +104,15 @@ def _split_sources(store, classes, names: list[str]) -> tuple[list[str], list[st
 @logged("eval")
 def eval_command(dataset: str, images_spec: str | None, features_file: Path | None, head_files: tuple[Path, ...],
                  build_specs: tuple[str, ...], clip_model: str, pretrained: str, seed: int, device: str,
-                 limit: int | None, batch_size: int, allow_empty: bool, zpe_pool: Path | None, output: Path | None,
+                 limit: int | None, batch_size: int, workers: int, precision: str, allow_empty: bool, zpe_pool: Path | None, output: Path | None,
                  classes_file: Path | None, root: Path | None, as_json: bool, run: CommandRun) -> None:
     """Zero-shot accuracy of several heads on DATASET's images (top-1, top-5, mean per-class recall)."""
     from promptgen.clip.api import collect_sources
     from promptgen.clip.embed import TextEncoder
     from promptgen.clip.evaluate import evaluate_heads, format_table, seed_summary
     from promptgen.clip.heads import build_head, load_head
-    from promptgen.clip.images import encode_images, load_feature_file, open_image_set
+    from promptgen.clip.encode import encode_images
+    from promptgen.clip.images import load_feature_file, open_image_set
 
     started = time.perf_counter()
     if (images_spec is None) == (features_file is None):
@@ -134,7 +136,8 @@ def eval_command(dataset: str, images_spec: str | None, features_file: Path | No
         clip = open_clip_model(store.root, clip_model, pretrained, seed, device)
     if images_spec is not None:
         image_set = open_image_set(images_spec, classes)
-        features = encode_images(clip, image_set, cache_dir(store.root), batch_size=batch_size, limit=limit)
+        features = encode_images(clip, image_set, cache_dir(store.root), batch_size=batch_size, limit=limit,
+                                 workers=workers, precision=precision)
     else:
         features = load_feature_file(features_file, classes, clip.embed_dim if clip else None)
         if limit:
@@ -219,6 +222,7 @@ def eval_command(dataset: str, images_spec: str | None, features_file: Path | No
 @clip_options
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N images.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@image_loading_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help=".npz (numpy) or .pt (torch) with features (N, D) and labels (N,).")
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path))
@@ -226,19 +230,21 @@ def eval_command(dataset: str, images_spec: str | None, features_file: Path | No
 @json_option
 @logged("features")
 def features_command(dataset: str, images_spec: str, clip_model: str, pretrained: str, seed: int, device: str,
-                     limit: int | None, batch_size: int, output: Path, classes_file: Path | None, root: Path | None,
+                     limit: int | None, batch_size: int, workers: int, precision: str, output: Path, classes_file: Path | None, root: Path | None,
                      as_json: bool, run: CommandRun) -> None:
     """Encode DATASET's images with a CLIP image tower (cached) and write the features."""
-    from promptgen.clip.images import encode_images, open_image_set, save_feature_file
+    from promptgen.clip.encode import write_features
+    from promptgen.clip.images import open_image_set
 
     store = run.store()
     classes = store.classes(dataset, classes_file)
+    image_set = open_image_set(images_spec, classes)
     clip = open_clip_model(store.root, clip_model, pretrained, seed, device)
-    features = encode_images(clip, open_image_set(images_spec, classes), cache_dir(store.root),
-                             batch_size=batch_size, limit=limit)
-    save_feature_file(features, output)
-    summary = {"file": str(output), "images": len(features.labels), "dim": int(features.features.shape[1]),
-               "skipped": features.meta.get("skipped", 0), "from_cache": features.meta.get("from_cache", False)}
+    meta = write_features(clip, image_set, output, cache_dir(store.root), batch_size=batch_size, limit=limit,
+                          workers=workers, precision=precision)
+    summary = {"file": str(output), "images": meta["encoded"], "dim": clip.embed_dim, "skipped": meta["skipped"],
+               "skipped_images": meta["skipped_images"], "from_cache": meta["from_cache"], "parts": meta["parts"],
+               "source": meta["source"], "precision": precision}
     if as_json:
         emit_json(summary)
     else:

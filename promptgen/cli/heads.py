@@ -29,6 +29,16 @@ def clip_options(function: Callable) -> Callable:
     return function
 
 
+def image_loading_options(function: Callable) -> Callable:
+    """--workers / --precision, shared by the commands that encode images."""
+    function = click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
+                            show_default=True, help="Image tower under autocast at this precision (fp16/bf16 on "
+                                                    "CUDA); features are stored as float32.")(function)
+    function = click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+                            help="Processes that decode and preprocess images (a DataLoader); 0 decodes here.")(function)
+    return function
+
+
 def builder_options(function: Callable) -> Callable:
     options = [
         click.option("--set", "sets", multiple=True, help="Prompt set SET[@vN] (or DATASET/SET@vN); repeatable."),

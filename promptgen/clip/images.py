@@ -1,13 +1,11 @@
-"""Images in, CLIP image features out: ImageFolder trees, CSV lists, Debian's Fashion-MNIST, and
-feature files written by other tools. Features are cached under `cache/features/<model key>/` so a
-new head is evaluated without encoding a single image again."""
+"""Where images come from: ImageFolder trees, CSV lists, Debian's Fashion-MNIST (each an `ImageSet`),
+and feature files written by other tools. `clip/encode.py` turns an ImageSet into features."""
 
 from __future__ import annotations
 
 import csv
 import gzip
 import hashlib
-import json
 import logging
 import os
 import re
@@ -17,17 +15,13 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from promptgen.classes import ClassList
-from promptgen.clip.models import ClipModel
 from promptgen.errors import PromptgenError
-from promptgen.fileio import atomic_write_text, canonical_json, sha256_file
 from promptgen.messages import shorten
 
 __all__ = ["ImageSet", "ImageFeatures", "image_set_from_folder", "image_set_from_csv", "fashion_mnist",
-           "open_image_set", "encode_images", "load_feature_file", "save_feature_file", "FASHION_MNIST_DIR",
-           "IMAGE_EXTENSIONS"]
+           "open_image_set", "load_feature_file", "save_feature_file", "FASHION_MNIST_DIR", "IMAGE_EXTENSIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -220,102 +214,6 @@ def open_image_set(spec: str, classes: ClassList) -> ImageSet:
         return fashion_mnist(classes, split or "test")
     raise PromptgenError(f"--images {spec}: no such folder or file",
                          "give an ImageFolder directory, a CSV of path,label, or fashion-mnist[:test|train]")
-
-
-def _cache_paths(cache_dir: Path, clip: ClipModel, image_set: ImageSet, limit: int | None) -> tuple[Path, Path]:
-    key = hashlib.sha256(canonical_json({"set": image_set.fingerprint, "limit": limit,
-                                         "preprocess": repr(clip.preprocess)}).encode()).hexdigest()[:24]
-    folder = cache_dir / "features" / clip.key
-    return folder / f"{key}.npz", folder / f"{key}.json"
-
-
-def encode_images(clip: ClipModel, image_set: ImageSet, cache_dir: Path | None = None, *, batch_size: int = 64,
-                  limit: int | None = None, show_progress: bool = True) -> ImageFeatures:
-    """Image features for every image that decodes; the others are skipped and counted. The result is
-    cached by (model, image listing with sizes and times, preprocessing)."""
-    count = min(len(image_set), limit) if limit else len(image_set)
-    if cache_dir is not None:
-        array_path, meta_path = _cache_paths(cache_dir, clip, image_set, limit)
-        cached = _read_cached_features(array_path, meta_path)
-        if cached is not None:
-            cached.meta["from_cache"] = True
-            return cached
-    features = np.empty((count, clip.embed_dim), dtype=np.float32)
-    kept: list[int] = []
-    skipped: list[dict] = []
-    batch: list[torch.Tensor] = []
-    batch_rows: list[int] = []
-    progress = None
-    if show_progress and count > batch_size:
-        progress = tqdm(total=count, desc="encoding images", unit="img", leave=False)
-
-    def flush() -> None:
-        if not batch:
-            return
-        with torch.inference_mode():
-            out = clip.model.encode_image(torch.stack(batch).to(clip.device)).float().cpu().numpy()
-        features[len(kept):len(kept) + len(out)] = out
-        kept.extend(batch_rows)
-        batch.clear()
-        batch_rows.clear()
-
-    for index in range(count):
-        try:
-            tensor = clip.preprocess(image_set.load(index))
-        except Exception as exc:  # a broken file must not stop the run: count it and go on
-            skipped.append({"image": image_set.keys[index], "error": shorten(f"{type(exc).__name__}: {exc}", 200)})
-            if progress:
-                progress.update(1)
-            continue
-        batch.append(tensor)
-        batch_rows.append(index)
-        if len(batch) == batch_size:
-            flush()
-        if progress:
-            progress.update(1)
-    flush()
-    if progress:
-        progress.close()
-    if count and not kept:
-        raise PromptgenError(f"none of the {count} images of {image_set.name} could be decoded",
-                             f"first error: {skipped[0]['error']} ({skipped[0]['image']})")
-    if skipped:
-        log.warning("%d of %d images could not be decoded and were skipped (first: %s)", len(skipped), count,
-                    skipped[0]["image"])
-    result = ImageFeatures(torch.from_numpy(features[:len(kept)].copy()),
-                           torch.tensor([image_set.labels[i] for i in kept], dtype=torch.long),
-                           {"images": image_set.name, "source": image_set.meta, "count": count,
-                            "encoded": len(kept), "skipped": len(skipped), "skipped_images": skipped[:100],
-                            "model": clip.describe(), "from_cache": False})
-    if cache_dir is not None:
-        _write_cached_features(array_path, meta_path, result)
-    return result
-
-
-def _write_cached_features(array_path: Path, meta_path: Path, result: ImageFeatures) -> None:
-    array_path.parent.mkdir(parents=True, exist_ok=True)
-    temp = array_path.with_name(f".{array_path.stem}.{os.getpid()}.npz")
-    np.savez(temp, features=result.features.numpy(), labels=result.labels.numpy())
-    os.replace(temp, array_path)
-    checksum = sha256_file(array_path)
-    atomic_write_text(meta_path, json.dumps({**result.meta, "sha256": checksum}, ensure_ascii=False) + "\n")
-
-
-def _read_cached_features(array_path: Path, meta_path: Path) -> ImageFeatures | None:
-    if not (array_path.is_file() and meta_path.is_file()):
-        return None
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if sha256_file(array_path) != meta["sha256"]:
-            raise ValueError("checksum mismatch")
-        with np.load(array_path, allow_pickle=False) as data:
-            return ImageFeatures(torch.from_numpy(data["features"].copy()), torch.from_numpy(data["labels"].copy()),
-                                 meta)
-    except (OSError, ValueError, KeyError) as exc:
-        log.warning("cached image features %s are corrupt (%s): encoding the images again", array_path, exc)
-        array_path.unlink(missing_ok=True)
-        meta_path.unlink(missing_ok=True)
-        return None
 
 
 def load_feature_file(path: Path, classes: ClassList | None = None, embed_dim: int | None = None) -> ImageFeatures:

@@ -21,7 +21,7 @@ from promptgen.errors import PromptgenError
 from promptgen.fileio import atomic_write_text, canonical_json, sha256_file
 from promptgen.messages import shorten
 
-__all__ = ["ClipModel", "load_clip", "list_clip_models", "RANDOM_WEIGHTS", "TINY_MODEL"]
+__all__ = ["ClipModel", "load_clip", "check_device", "list_clip_models", "RANDOM_WEIGHTS", "TINY_MODEL"]
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,19 @@ def _offline_hint(arch: str, pretrained: str) -> str:
             f"file: --pretrained /path/to/open_clip_model.safetensors; use --pretrained random for untrained weights")
 
 
+def check_device(device: str) -> None:
+    """A CUDA device must exist before anything is loaded onto it."""
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            build = "without CUDA" if torch.version.cuda is None else f"with CUDA {torch.version.cuda}, but no GPU is visible"
+            raise PromptgenError(f"--device {device}: this machine has no CUDA device (torch {torch.__version__} "
+                                 f"was built {build})", "use --device cpu, or run on a machine with an NVIDIA GPU")
+        index = int(device.split(":", 1)[1]) if ":" in device and device.split(":", 1)[1].isdigit() else 0
+        if index >= torch.cuda.device_count():
+            raise PromptgenError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible",
+                                 f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+
+
 def load_clip(arch: str = "ViT-B-32", pretrained: str | None = "openai", *, device: str = "cpu", seed: int = 0,
               cache: Path | None = None) -> ClipModel:
     """Load an open_clip model.
@@ -137,6 +150,7 @@ def load_clip(arch: str = "ViT-B-32", pretrained: str | None = "openai", *, devi
     """
     import open_clip
 
+    check_device(device)
     _register_project_configs()
     if str(pretrained or "").startswith(("hf-hub:", "local-dir:")):
         arch, pretrained = str(pretrained), None  # the hub repo holds both config and weights
