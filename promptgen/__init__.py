@@ -1,4 +1,5 @@
 """promptgen: LLM-written class descriptions, kept as versioned prompt sets, for zero-shot CLIP heads."""
 
-__version__ = "0.1.0"
+from promptgen.version import __version__
+
 __all__ = ["__version__"]

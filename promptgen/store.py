@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from promptgen import __version__
 from promptgen.classes import ClassList, load_class_file, load_dataset, list_datasets
 from promptgen.clock import utc_now
 from promptgen.errors import PromptgenError
@@ -28,6 +27,7 @@ from promptgen.fileio import atomic_write_text, canonical_json, sha256_file
 from promptgen.locks import LockFile, describe_holder, holder_note, is_locked
 from promptgen.file_formats import MANIFEST_FORMAT
 from promptgen.paths import BUILTIN_PROMPTS_DIR, prompts_dir, shipped_versions
+from promptgen.version import __version__
 
 __all__ = ["SetRef", "VersionInfo", "Store", "VersionWriter", "SetLock", "make_record", "record_id", "number_repeats",
            "offline_manifest", "class_summary", "MANIFEST_FORMAT"]

@@ -16,11 +16,11 @@ import torch
 
 import promptgen.audit.checks as checks
 import promptgen.audit.compare as compare
-from promptgen import __version__
 from promptgen.classes import ClassList
 from promptgen.errors import PromptgenError
 from promptgen.clock import utc_now
 from promptgen.store import SetRef, Store
+from promptgen.version import __version__
 
 __all__ = ["AuditOptions", "TextModel", "run_audit", "AUDIT_FORMAT", "default_refs", "load_results"]
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import click
 
-from promptgen import __version__
 from promptgen.cli import (audit, counts, datasets, describe, differentiate, evaluate, heads, pipeline, runs, sets,
                            synonyms, transfer)
 from promptgen.errors import PromptgenError
 from promptgen.redact import redact
 from promptgen.steps import report_failure
+from promptgen.version import __version__
 
 __all__ = ["main"]
 

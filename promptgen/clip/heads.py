@@ -18,7 +18,6 @@ import promptgen.clip.fudd  # noqa: F401  (these four register their builders wh
 import promptgen.clip.real  # noqa: F401
 import promptgen.clip.waffle  # noqa: F401
 import promptgen.clip.zpe  # noqa: F401
-from promptgen import __version__
 from promptgen.classes import ClassList
 from promptgen.clip.embed import TextEncoder
 from promptgen.clip.head_files import load_head, save_head
@@ -27,6 +26,7 @@ from promptgen.clip.registry import (BUILDERS, GENERIC_OPTIONS, HEAD_FORMAT, Bui
 from promptgen.clip.sources import FALLBACK_TEMPLATE, PromptSource, source_from_templates
 from promptgen.errors import PromptgenError
 from promptgen.clock import utc_now
+from promptgen.version import __version__
 
 __all__ = ["Head", "HeadBuilder", "BUILDERS", "register_builder", "list_builders", "build_head", "save_head",
            "load_head", "HEAD_FORMAT"]
