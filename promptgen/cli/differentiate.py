@@ -79,7 +79,8 @@ def find_pairs(store, classes, *, pairs_from: str, images_spec: str | None, feat
 @click.option("--features", "features_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Cached image features (.npz/.pt) instead of --images.")
 @click.option("--head", "head_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Initial head file for the top-k / similarities (default: --initial templates).")
+              help="Initial head file (.pt/.safetensors/.npy) for the top-k / similarities (default: --initial "
+                   "templates).")
 @click.option("--initial", default="photo", show_default=True,
               help="CLIP template set of the initial head (FuDD: 'a photo of a {c}.').")
 @click.option("--k", "k", type=int, help="Top-k classes per image that form the ambiguous set [default: 10, or C].")

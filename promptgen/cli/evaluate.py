@@ -83,7 +83,7 @@ def _split_sources(store, classes, names: list[str]) -> tuple[list[str], list[st
 @click.option("--features", "features_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Precomputed features: .npz or .pt with features (N, D) and labels (N,).")
 @click.option("--head", "head_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="A head file from `promptgen head` or any (D, C) tensor (.pt/.npy); repeatable.")
+              help="A head file from `promptgen head` or any (D, C) tensor (.pt/.safetensors/.npy); repeatable.")
 @click.option("--build", "build_specs", multiple=True,
               help="Build a head on the fly: BUILDER[:SOURCE[+SOURCE]][,key=value], e.g. cupl:cupl@v1, "
                    "template:openai80, pooled:cupl@v1+openai80, zpe:openai80,zpe_mode=mad, "

@@ -111,7 +111,8 @@ def open_clip_model(root_path: Path, clip_model: str, pretrained: str, seed: int
 @builder_options
 @clip_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Head file (.pt, a (D, C) tensor CLIP_benchmark's --load_clfs reads); FILE.json gets the sidecar.")
+              help="Head file: .pt (a (D, C) tensor CLIP_benchmark's --load_clfs reads), .safetensors (tensor "
+                   "'weights' with the class names and provenance as metadata) or .npy; FILE.json gets the sidecar.")
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Your own class list, for a dataset promptgen does not know yet.")
 @root_option

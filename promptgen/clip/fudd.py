@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from promptgen.clip.head_files import load_head
+from promptgen.clip.head_files import HEAD_SUFFIXES, load_head
 from promptgen.clip.pairs import check_k
 from promptgen.clip.registry import BuildContext, mean_head, register_builder
 from promptgen.clip.sources import FALLBACK_TEMPLATE, source_from_templates
@@ -250,7 +250,7 @@ def _initial_head(ctx: BuildContext, capitalize: bool) -> tuple[torch.Tensor, di
         initial = initial.weights
     if isinstance(initial, torch.Tensor):
         weights, described = initial.float(), {"initial": "tensor"}
-    elif str(initial).endswith((".pt", ".npy")):
+    elif str(initial).endswith(HEAD_SUFFIXES):
         weights = load_head(Path(initial), ctx.classes, ctx.encoder.clip.embed_dim).weights
         described = {"initial": str(initial)}
     elif initial == "authors":
