@@ -32,13 +32,16 @@ class StepSpec:
     """What a command is to the pipeline. `writes`: "set" (a prompt-set version), "file:.SUFFIX"
     or "dir" (under ROOT/pipelines/NAME/DATASET/); `set_inputs`: options whose values name prompt
     sets (pinned to a version); `path_like`: text options that may name a file or folder (keyed by
-    content, as path-typed options always are); `run_only`: options left out of the unit's key."""
+    content, as path-typed options always are); `run_only`: options left out of the unit's key;
+    `suffix_from`: an option whose value, when given, replaces the suffix of "file:.SUFFIX"
+    (head's `format = "safetensors"` writes STEP.safetensors)."""
 
     command: click.Command
     writes: str
     set_inputs: tuple[str, ...] = ()
     path_like: tuple[str, ...] = ()
     run_only: tuple[str, ...] = ()
+    suffix_from: str | None = None
 
     @property
     def name(self) -> str:
@@ -62,10 +65,11 @@ STEPS: dict[str, StepSpec] = {}
 
 
 def pipeline_step(writes: str, *, set_inputs: tuple[str, ...] = (), path_like: tuple[str, ...] = (),
-                  run_only: tuple[str, ...] = ()) -> Callable[[click.Command], click.Command]:
+                  run_only: tuple[str, ...] = (), suffix_from: str | None = None
+                  ) -> Callable[[click.Command], click.Command]:
     """Register a click command as a pipeline step (apply it above @click.command)."""
     def register(command: click.Command) -> click.Command:
-        STEPS[str(command.name)] = StepSpec(command, writes, set_inputs, path_like, run_only)
+        STEPS[str(command.name)] = StepSpec(command, writes, set_inputs, path_like, run_only, suffix_from)
         return command
     return register
 

@@ -1,6 +1,6 @@
 """Head files as .safetensors beside .pt: the same tensor, metadata that describes the head without
 its sidecar, a sidecar checked against the file, other tools' files loaded bare, bad files refused
-clearly, pickled payloads never run."""
+clearly, pickled payloads never run; and a pipeline step writing one."""
 
 from __future__ import annotations
 
@@ -230,3 +230,44 @@ def test_a_saved_safetensors_head_is_readable_by_others_and_shared(tmp_path):
     assert metadata_of(path) == {}
     assert os.stat(path).st_mode & 0o777 == os.stat(path.with_suffix(".json")).st_mode & 0o777
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_head_format_must_agree_with_the_output_name(root, tmp_path):
+    result = run_cli("head", "cifar10", *TINY_ARGS, "--format", "safetensors", "-o", tmp_path / "h.pt", root=root)
+    assert result.exit_code == 2
+    assert "--format safetensors writes a .safetensors file" in result.output and "h.safetensors" in result.output
+    assert not (tmp_path / "h.pt").exists()
+
+
+def test_a_pipeline_head_step_writes_safetensors_and_eval_reads_it(root, tmp_path):
+    features = tmp_path / "f.npz"
+    np.savez(features, features=np.random.default_rng(0).normal(size=(30, 64)).astype("float32"),
+             labels=np.arange(30) % 10)
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text(f"""
+name = "p"
+datasets = ["cifar10"]
+[defaults]
+clip-model = "promptgen-tiny"
+pretrained = "random"
+[[steps]]
+name = "h"
+command = "head"
+format = "safetensors"
+[[steps]]
+name = "ev"
+command = "eval"
+features = "{features}"
+head = ["h"]
+""", encoding="utf-8")
+    result = run_cli("run", pipeline, "--json", root=root)
+    assert result.exit_code == 0, result.output
+    units = {u["unit"]: u for u in json.loads(result.stdout)["units"]}
+    written = root / "pipelines" / "p" / "cifar10" / "h.safetensors"
+    assert units["cifar10/h"]["output"]["path"] == str(written)
+    assert metadata_of(written)["builder"] == "template"
+    assert not (written.parent / "h.pt").exists()
+    report = json.loads(Path(units["cifar10/ev"]["output"]["path"]).read_text())
+    assert report["heads"][0]["info"]["file"] == str(written)
+    again = run_cli("run", pipeline, "--json", root=root)
+    assert {u["action"] for u in json.loads(again.stdout)["units"]} == {"skip"}

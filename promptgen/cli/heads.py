@@ -104,7 +104,20 @@ def open_clip_model(root_path: Path, clip_model: str, pretrained: str, seed: int
     return load_clip(clip_model, pretrained, device=device, seed=seed, cache=cache_dir(root_path))
 
 
-@pipeline_step(writes="file:.pt", set_inputs=("set",), path_like=("templates",), run_only=("device",))
+HEAD_FORMATS = ("pt", "safetensors", "npy")
+
+
+def check_head_format(output: Path, head_format: str | None) -> None:
+    """--format must agree with -o's suffix: the file's name is how every reader (load_head,
+    CLIP_benchmark) tells its format."""
+    if head_format is not None and output.suffix != f".{head_format}":
+        raise PromptgenError(f"--format {head_format} writes a .{head_format} file, but -o {output} names a "
+                             f"{output.suffix or 'suffix-less'} file",
+                             f"name it {output.with_suffix('.' + head_format).name}, or drop --format")
+
+
+@pipeline_step(writes="file:.pt", set_inputs=("set",), path_like=("templates",), run_only=("device",),
+               suffix_from="format")
 @click.command("head")
 @click.argument("dataset")
 @click.option("--builder", "-b", default="template", show_default=True, help="Head builder: see `promptgen builders`.")
@@ -113,6 +126,9 @@ def open_clip_model(root_path: Path, clip_model: str, pretrained: str, seed: int
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Head file: .pt (a (D, C) tensor CLIP_benchmark's --load_clfs reads), .safetensors (tensor "
                    "'weights' with the class names and provenance as metadata) or .npy; FILE.json gets the sidecar.")
+@click.option("--format", "head_format", type=click.Choice(HEAD_FORMATS), default=None,
+              help="The head file's format; by default the one -o's suffix names (.pt for any other). In a pipeline "
+                   "it names the step's file: format = \"safetensors\" writes STEP.safetensors.")
 @click.option("--classes", "classes_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Your own class list, for a dataset promptgen does not know yet.")
 @root_option
@@ -120,8 +136,8 @@ def open_clip_model(root_path: Path, clip_model: str, pretrained: str, seed: int
 @logged("head")
 def head_command(dataset: str, builder: str, sets: tuple[str, ...], templates: tuple[str, ...], allow_empty: bool,
                  zpe_features: Path | None, zpe_pool: Path | None, clip_model: str, pretrained: str, seed: int,
-                 device: str, output: Path, classes_file: Path | None, root: Path | None, as_json: bool, run: CommandRun,
-                 **values: Any) -> None:
+                 device: str, output: Path, head_format: str | None, classes_file: Path | None, root: Path | None,
+                 as_json: bool, run: CommandRun, **values: Any) -> None:
     """Build a classifier head for DATASET and write it to FILE (+ FILE.json)."""
     from promptgen.clip.api import collect_sources
     from promptgen.clip.embed import TextEncoder
@@ -134,6 +150,7 @@ def head_command(dataset: str, builder: str, sets: tuple[str, ...], templates: t
         raise PromptgenError(f"the {builder} builder re-ranks each image and has no single (D, C) head to write",
                              f"evaluate it with `promptgen eval {dataset} --build {builder}:SET@vN`, or write the "
                              f"static variant with --builder {builder}-static")
+    check_head_format(output, head_format)
     if (zpe_features or zpe_pool) and builder != "zpe" and values.get("base") != "zpe":
         raise PromptgenError(f"--zpe-features/--zpe-pool are options of the zpe builder, not {builder}",
                              "drop them, or use --builder zpe")

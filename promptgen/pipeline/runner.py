@@ -82,11 +82,14 @@ class PipelineRunner:
     def produced_set(self, step: Step, options: dict[str, Any]) -> str | None:
         return produced_set_name(step, options, self.root)
 
-    def output_path(self, dataset: str, step: Step) -> Path | None:
-        kind = spec_of(step.command).writes
-        if kind == "set":
+    def output_path(self, dataset: str, step: Step, options: dict[str, Any] | None = None) -> Path | None:
+        spec = spec_of(step.command)
+        if spec.writes == "set":
             return None
-        suffix = kind.split(":", 1)[1] if kind.startswith("file:") else ""
+        suffix = spec.writes.split(":", 1)[1] if spec.writes.startswith("file:") else ""
+        chosen = (options or {}).get(spec.suffix_from) if spec.suffix_from else None
+        if chosen:  # e.g. head's format = "safetensors"
+            suffix = f".{chosen}"
         return self.out_dir / dataset / f"{step.name}{suffix}"
 
     # -- keys ------------------------------------------------------------------------------------
@@ -317,7 +320,7 @@ class PipelineRunner:
         unit_id = plan.id
         saved = self.state.unit(unit_id)
         set_name = self.produced_set(step, options)
-        output_path = self.output_path(dataset, step)
+        output_path = self.output_path(dataset, step, options)
         entry = {"key": plan.key, "status": "running", "started": utc_now(), "identity": stored(identity)}
         if set_name is not None:
             own = self._own_version(dataset, saved) if plan.action in ("adopt", "resume") else None
