@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from promptgen.classes import ClassList
 from promptgen.clip.embed import TextEncoder
 from promptgen.clip.sources import PromptSource
+from promptgen.errors import PromptgenError
 
 __all__ = ["HeadBuilder", "BUILDERS", "register_builder", "list_builders", "Head", "BuildContext", "stack_columns",
            "mean_head", "HEAD_FORMAT", "GENERIC_OPTIONS"]
@@ -68,8 +69,40 @@ class Head:
         return 100 * features @ self.weights
 
     @property
-    def class_names(self) -> list[str]:
-        return list(self.info.get("classes", {}).get("names", []))
+    def class_names(self) -> list[str] | None:
+        """The class of each column, in order; None for a bare tensor that names none."""
+        names = (self.info.get("classes") or {}).get("names")
+        return list(names) if names is not None else None
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """What made the head, as far as its build, file or sidecar says: format, builder, dataset,
+        classes_hash, sets (each set's ref, version and records_sha256), sources (every source,
+        template sets included), options, model (the CLIP model's identity), created,
+        promptgen_version, file, and sidecar_sha256 (the sidecar's hash a .safetensors file records;
+        None for .pt and .npy). Unknown values are None: a bare tensor knows only its file."""
+        classes = self.info.get("classes") or {}
+        sources = self.info.get("sources")
+        sets = None if sources is None else [{key: source.get(key) for key in ("set", "version", "records_sha256")}
+                                             for source in sources if source.get("kind") == "set"]
+        return {"format": self.info.get("format"), "builder": self.info.get("builder"),
+                "dataset": classes.get("dataset"), "classes_hash": classes.get("hash"), "sets": sets,
+                "sources": sources, "options": self.info.get("options"), "model": self.info.get("model"),
+                "created": self.info.get("created"), "promptgen_version": self.info.get("promptgen_version"),
+                "file": self.info.get("file"), "sidecar_sha256": self.info.get("sidecar_sha256")}
+
+    def as_linear(self) -> torch.nn.Linear:
+        """W as a `torch.nn.Linear(D, C, bias=False)` holding a copy of W.T, so that `linear(v)` is
+        `v @ W` for normalised image features v. Without the logit scale: promptgen's logits
+        (`logits`, evaluation, `promptgen.classify`) are `100 * linear(v)`."""
+        if self.scorer is not None:
+            raise PromptgenError(f"the {self.name} head re-ranks each image: no single linear layer does that",
+                                 "use head.logits(features), or the builder's -static variant")
+        dim, count = self.weights.shape
+        linear = torch.nn.Linear(dim, count, bias=False, device=self.weights.device, dtype=self.weights.dtype)
+        with torch.no_grad():
+            linear.weight.copy_(self.weights.T)
+        return linear
 
     @property
     def name(self) -> str:
