@@ -8,7 +8,6 @@ import gzip
 import hashlib
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +16,9 @@ import numpy as np
 import torch
 
 from promptgen.classes import ClassList
+from promptgen.clip.image_set import ImageSet
+from promptgen.clip.image_set import label_lookup as _label_lookup
+from promptgen.clip.image_set import loose_name as _loose
 from promptgen.errors import PromptgenError
 from promptgen.messages import shorten
 
@@ -30,21 +32,6 @@ FASHION_MNIST_DIR = Path(os.environ.get("PROMPTGEN_FASHION_MNIST", "/usr/share/d
 
 
 @dataclass
-class ImageSet:
-    """Labelled images to encode: `load(i)` returns a PIL image (or raises), `labels[i]` its class."""
-
-    name: str
-    keys: list[str]                      # path or item id, for reports and the fingerprint
-    labels: list[int]
-    load: Callable[[int], Any]
-    fingerprint: str                     # changes whenever an image or label could have changed
-    meta: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-
-@dataclass
 class ImageFeatures:
     features: torch.Tensor               # (N, D) float32, as the image tower gives them
     labels: torch.Tensor                 # (N,) int64; -1 where unknown
@@ -53,21 +40,6 @@ class ImageFeatures:
     @property
     def normalized(self) -> torch.Tensor:
         return torch.nn.functional.normalize(self.features.float(), dim=-1)
-
-
-def _loose(name: str) -> str:
-    # "/" cannot appear in a folder name ("T-shirt/top" is stored as t-shirt_top)
-    return re.sub(r"[\s_\-/\\]+", " ", name.strip().lower())
-
-
-def _label_lookup(classes: ClassList) -> dict[str, int]:
-    lookup: dict[str, int] = {}
-    for index, name in enumerate(classes.names):
-        lookup.setdefault(name, index)
-        lookup.setdefault(_loose(name), index)
-        if classes.ids:
-            lookup.setdefault(classes.ids[index], index)
-    return lookup
 
 
 def _file_fingerprint(paths: list[Path], labels: list[int], extra: str) -> str:
