@@ -89,7 +89,8 @@ def image_set_from_folder(folder: Path, classes: ClassList) -> ImageSet:
     if not paths:
         raise PromptgenError(f"no images under {folder}", f"image files end in {', '.join(sorted(IMAGE_EXTENSIONS))}")
     return ImageSet(str(folder), [str(p) for p in paths], labels, _pil_loader(paths),
-                    _file_fingerprint(paths, labels, "folder"), {"source": "folder", "path": str(folder)})
+                    _file_fingerprint(paths, labels, "folder"),
+                    {"source": "folder", "path": str(folder), "url": os.path.abspath(folder)})
 
 
 def image_set_from_csv(path: Path, classes: ClassList) -> ImageSet:
@@ -121,7 +122,8 @@ def image_set_from_csv(path: Path, classes: ClassList) -> ImageSet:
     if not paths:
         raise PromptgenError(f"{path} lists no images", "write one path,label row per image")
     return ImageSet(str(path), [str(p) for p in paths], labels, _pil_loader(paths),
-                    _file_fingerprint(paths, labels, "csv"), {"source": "csv", "path": str(path)})
+                    _file_fingerprint(paths, labels, "csv"),
+                    {"source": "csv", "path": str(path), "url": os.path.abspath(path)})
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -168,7 +170,7 @@ def fashion_mnist(classes: ClassList, split: str = "test", folder: Path | None =
         digest.update(f"{path.name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
     return ImageSet(f"fashion-mnist:{split}", [f"{split}/{i}" for i in range(len(labels))],
                     [int(x) for x in labels], load, digest.hexdigest()[:24],
-                    {"source": "fashion-mnist", "split": split, "path": str(folder)})
+                    {"source": "fashion-mnist", "split": split, "path": str(folder), "url": f"fashion-mnist:{split}"})
 
 
 def open_image_set(spec: str, classes: ClassList) -> ImageSet:
