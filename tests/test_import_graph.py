@@ -24,7 +24,8 @@ KNOWN_CLI_IMPORTERS: set[str] = set()
 
 # What `promptgen --help` must not load: each costs from tens of milliseconds to seconds.
 HEAVY = ("torch", "torchvision", "open_clip", "timm", "numpy", "PIL", "litellm", "openai", "matplotlib", "jinja2",
-         "wordfreq", "pydantic", "pyarrow", "pyspark", "py4j", "ahocorasick", "fsspec")
+         "wordfreq", "pydantic", "pyarrow", "pyspark", "py4j", "ahocorasick", "fsspec", "datasets", "webdataset",
+         "braceexpand", "clip_benchmark")
 
 
 def module_files() -> dict[str, Path]:

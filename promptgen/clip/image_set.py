@@ -1,16 +1,21 @@
-"""What every `--images` source returns, and the name matching they share. Kept apart from images.py
-(the encoder, the folder/CSV sources) so that a module of further sources can build ImageSets without
-importing the module that dispatches to it."""
+"""What every `--images` source returns, and the checks they share. Kept apart from images.py (the
+encoder, the folder/CSV sources) so that image_sources.py can build ImageSets without importing the
+module that dispatches to it."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
 
 from promptgen.classes import ClassList
+from promptgen.errors import PromptgenError
+from promptgen.store import describe_class_mismatch
 
-__all__ = ["ImageSet", "loose_name", "label_lookup"]
+__all__ = ["ImageSet", "loose_name", "label_lookup", "check_class_names", "stat_digest"]
 
 
 @dataclass
@@ -42,3 +47,30 @@ def label_lookup(classes: ClassList) -> dict[str, int]:
         if classes.ids:
             lookup.setdefault(classes.ids[index], index)
     return lookup
+
+
+def check_class_names(found: Sequence[str], classes: ClassList, where: str) -> None:
+    """The class names a source ships (classnames.txt, a dataset's `.classes`, a ClassLabel) must be
+    the class list's, in label order. Compared loosely (case, spaces, _ and -), as folder names are:
+    labels are indices, so only a different list or order matters, not its spelling."""
+    expected = [loose_name(n) for n in classes.names]
+    given = [loose_name(n) for n in found]
+    if expected != given:
+        raise PromptgenError(f"the classes of {where} are not those of {classes.dataset}: "
+                             + describe_class_mismatch(expected, given),
+                             "evaluate these images under the dataset they belong to, or give their class list "
+                             "in label order with --classes FILE")
+
+
+def stat_digest(kind: str, paths: Iterable[str | Path], *extra: str) -> str:
+    """A fingerprint from each file's path, size and modification time (and `extra` strings)."""
+    digest = hashlib.sha256(kind.encode())
+    for part in extra:
+        digest.update(f"|{part}".encode())
+    for path in paths:
+        try:
+            stat = os.stat(path)
+            digest.update(f"\n{path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        except OSError:
+            digest.update(f"\n{path}|missing".encode())
+    return digest.hexdigest()[:24]

@@ -19,6 +19,7 @@ from promptgen.classes import ClassList
 from promptgen.clip.image_set import ImageSet
 from promptgen.clip.image_set import label_lookup as _label_lookup
 from promptgen.clip.image_set import loose_name as _loose
+from promptgen.clip.image_sources import OPENERS as IMAGE_SOURCES
 from promptgen.errors import PromptgenError
 from promptgen.messages import shorten
 
@@ -174,7 +175,11 @@ def fashion_mnist(classes: ClassList, split: str = "test", folder: Path | None =
 
 
 def open_image_set(spec: str, classes: ClassList) -> ImageSet:
-    """`--images`: a folder (ImageFolder), a .csv file, or `fashion-mnist[:test|train]`."""
+    """`--images`: a folder (ImageFolder), a .csv file, `fashion-mnist[:test|train]`, or one of
+    image_sources.py's: `wds:SHARDS`, `hf:PATH[:SPLIT][?image=COL&label=COL]`, `clip_benchmark:NAME:ROOT[:SPLIT]`."""
+    prefix, colon, rest = spec.partition(":")
+    if colon and prefix in IMAGE_SOURCES:
+        return IMAGE_SOURCES[prefix](rest, classes)
     path = Path(spec).expanduser()
     if path.is_dir():
         return image_set_from_folder(path, classes)
@@ -187,7 +192,8 @@ def open_image_set(spec: str, classes: ClassList) -> ImageSet:
     if name == "fashion-mnist":
         return fashion_mnist(classes, split or "test")
     raise PromptgenError(f"--images {spec}: no such folder or file",
-                         "give an ImageFolder directory, a CSV of path,label, or fashion-mnist[:test|train]")
+                         "give an ImageFolder directory, a CSV of path,label, fashion-mnist[:test|train], "
+                         "wds:DIR/{0..9}.tar, hf:PATH[:SPLIT] or clip_benchmark:NAME:ROOT[:SPLIT]")
 
 
 def load_feature_file(path: Path, classes: ClassList | None = None, embed_dim: int | None = None) -> ImageFeatures:
