@@ -16,7 +16,11 @@ from promptgen.fileio import atomic_write_text
 from promptgen.paths import resolve_root
 from promptgen.store import Store
 
-__all__ = ["root_option", "json_option", "wait_option", "emit_json", "store_from", "write_json_file"]
+__all__ = ["root_option", "json_option", "wait_option", "emit_json", "store_from", "write_json_file", "IMAGE_SPECS"]
+
+# what --images takes (promptgen.clip.images.open_image_set), in every command that reads images
+IMAGE_SPECS = ("an ImageFolder directory, a CSV of path,label, fashion-mnist[:test|train], wds:DIR/{0..9}.tar, "
+               "hf:PATH[:SPLIT][?image=COL&label=COL] or clip_benchmark:NAME:ROOT[:SPLIT]")
 
 
 def root_option(function: Callable) -> Callable:

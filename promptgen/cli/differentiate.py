@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from promptgen.cli.common import emit_json, json_option, root_option
+from promptgen.cli.common import IMAGE_SPECS, emit_json, json_option, root_option
 from promptgen.cli.heads import clip_options, image_loading_options, open_clip_model
 from promptgen.cli.llm_options import llm_options, make_client
 from promptgen.errors import ExitCode, PromptgenError
@@ -75,7 +75,7 @@ def find_pairs(store, classes, *, pairs_from: str, images_spec: str | None, feat
 @click.option("--pairs-from", type=click.Choice(["images", "text", "all"]),
               help="Confusable pairs from the top-k of images (default with --images/--features), from the most "
                    "similar head columns (default otherwise), or all C(C-1)/2 pairs.")
-@click.option("--images", "images_spec", help="Images to find pairs in (labels optional): a folder, a CSV, fashion-mnist.")
+@click.option("--images", "images_spec", help=f"Images to find pairs in (labels optional): {IMAGE_SPECS}.")
 @click.option("--features", "features_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Cached image features (.npz/.pt) instead of --images.")
 @click.option("--head", "head_file", type=click.Path(dir_okay=False, path_type=Path),

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from promptgen.build_spec import split_build
-from promptgen.cli.common import emit_json, json_option, root_option, write_json_file
+from promptgen.cli.common import IMAGE_SPECS, emit_json, json_option, root_option, write_json_file
 from promptgen.cli.heads import clip_options, image_loading_options, open_clip_model
 from promptgen.errors import PromptgenError
 from promptgen.paths import cache_dir
@@ -79,7 +79,7 @@ def _split_sources(store, classes, names: list[str]) -> tuple[list[str], list[st
 @pipeline_step(writes="file:.json", set_inputs=("build",), path_like=("images",), run_only=CLIP_RUN_ONLY)
 @click.command("eval")
 @click.argument("dataset")
-@click.option("--images", "images_spec", help="ImageFolder directory, CSV of path,label, or fashion-mnist[:test|train].")
+@click.option("--images", "images_spec", help=f"Images: {IMAGE_SPECS}.")
 @click.option("--features", "features_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Precomputed features: .npz or .pt with features (N, D) and labels (N,).")
 @click.option("--head", "head_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -217,8 +217,7 @@ def eval_command(dataset: str, images_spec: str | None, features_file: Path | No
 @pipeline_step(writes="file:.npz", path_like=("images",), run_only=CLIP_RUN_ONLY)
 @click.command("features")
 @click.argument("dataset")
-@click.option("--images", "images_spec", required=True,
-              help="ImageFolder directory, CSV of path,label, or fashion-mnist[:test|train].")
+@click.option("--images", "images_spec", required=True, help=f"Images: {IMAGE_SPECS}.")
 @clip_options
 @click.option("--limit", type=click.IntRange(min=1), help="Use only the first N images.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
