@@ -493,3 +493,33 @@ def test_cli_features_from_shards(tmp_path, root):
     with np.load(tmp_path / "x.npz") as data:
         assert data["features"].shape == (12, 64)
         assert data["labels"].tolist() == [label for _, label in ITEMS]
+
+
+# ---------------------------------------------------------------------------------------------- pipelines
+
+def test_a_pipeline_keys_each_source_spec_by_its_files(tmp_path, hf_cache):
+    """A pipeline step reading --images wds:/hf:/clip_benchmark: must rerun when those files change."""
+    from promptgen.pipeline.keys import content_identity
+
+    shards = write_shards(tmp_path / "shards")
+    saved = write_saved(tmp_path / "saved")
+    mnist = _write_mnist(tmp_path / "mnist", np.zeros((2, 28, 28)), np.array([1, 2]))
+    specs = {"wds": f"wds:{shards}/test/{{0..2}}.tar", "hf": f"hf:{saved}:test?label=label",
+             "clip_benchmark": f"clip_benchmark:mnist:{mnist}:test"}
+    first = {form: content_identity(spec, {}) for form, spec in specs.items()}
+    assert all(value and value.startswith("source:") for value in first.values())
+    assert {form: content_identity(spec, {}) for form, spec in specs.items()} == first  # stable
+
+    with tarfile.open(shards / "test" / "1.tar", "a") as tar:
+        _add(tar, "extra.png", PNGS[0])
+    (shards / "classnames.txt").write_text("\n".join(reversed(CLASSES.names)) + "\n")
+    write_saved(tmp_path / "saved", label_column="label")
+    (tmp_path / "saved" / "test" / "state.json").write_text("{}")
+    (mnist / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").write_bytes(b"changed")
+    now = {form: content_identity(spec, {}) for form, spec in specs.items()}
+    assert all(now[form] != first[form] for form in specs), now
+
+    # only the classnames.txt changed: still another key
+    before = content_identity(specs["wds"], {})
+    (shards / "classnames.txt").write_text("\n".join(CLASSES.names) + "\n")
+    assert content_identity(specs["wds"], {}) != before

@@ -29,7 +29,7 @@ from promptgen.classes import ClassList
 from promptgen.clip.image_set import ImageSet, check_class_names, label_lookup, loose_name, stat_digest
 from promptgen.errors import PromptgenError
 
-__all__ = ["OPENERS", "webdataset_shards", "clip_benchmark_dataset", "hf_dataset"]
+__all__ = ["OPENERS", "webdataset_shards", "clip_benchmark_dataset", "hf_dataset", "source_paths"]
 
 log = logging.getLogger(__name__)
 
@@ -553,3 +553,21 @@ def hf_dataset(text: str, classes: ClassList) -> ImageSet:
 
 OPENERS: dict[str, Callable[[str, ClassList], ImageSet]] = {
     "wds": webdataset_shards, "clip_benchmark": clip_benchmark_dataset, "hf": hf_dataset}
+
+
+def source_paths(spec: str) -> list[str] | None:
+    """The files and folders an `--images` spec of this module reads (a pipeline keys its step by their
+    content), or None when the spec is not one of them. Nothing is opened or checked here."""
+    prefix, colon, rest = spec.partition(":")
+    if not colon or prefix not in OPENERS:
+        return None
+    if prefix == "wds":
+        try:
+            shards, _ = _expand_shards(rest)
+        except PromptgenError:
+            return []
+        classnames = _classnames_file(shards) if shards else None
+        return shards + ([str(classnames)] if classnames else [])
+    if prefix == "hf":
+        return [_split_suffix(rest.partition("?")[0])[0]]
+    return [_split_suffix(rest.partition(":")[2])[0]]   # clip_benchmark:NAME:ROOT[:SPLIT]

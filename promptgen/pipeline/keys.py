@@ -57,10 +57,21 @@ def shown(text: str) -> str:
     return redact(" ".join(redact_url(word) if "://" in word else word for word in text.split(" ")))
 
 
+IMAGE_SOURCE_PREFIXES = ("wds:", "hf:", "clip_benchmark:")
+
+
 def content_identity(value: str, memo: dict) -> str | None:
     """A path's content as the key sees it: a file's sha256, a folder's or a glob's listing (names,
     sizes, times); None for anything that is not a path. `memo` (one per runner) keeps files by
-    (path, size, mtime) and folders by path, so an ImageNet folder is walked once per run."""
+    (path, size, mtime) and folders by path, so an ImageNet folder is walked once per run. An image
+    source spec (`wds:`, `hf:`, `clip_benchmark:`) is keyed by what its files and folders hold."""
+    if value.startswith(IMAGE_SOURCE_PREFIXES):
+        from promptgen.clip.image_sources import source_paths
+
+        paths = source_paths(value)
+        if paths is not None:
+            parts = [(path, content_identity(path, memo)) for path in paths]
+            return "source:" + hashlib.sha256(canonical_json(parts).encode()).hexdigest()
     path = Path(value).expanduser()
     if any(ch in value for ch in "*?[") and "://" not in value:  # count-names --captions 'shards/*.parquet'
         entries = []
