@@ -5,6 +5,7 @@ each form must come back with the same labels and the same pixels as from an Ima
 from __future__ import annotations
 
 import io
+import json
 import os
 import struct
 import sys
@@ -523,3 +524,15 @@ def test_a_pipeline_keys_each_source_spec_by_its_files(tmp_path, hf_cache):
     before = content_identity(specs["wds"], {})
     (shards / "classnames.txt").write_text("\n".join(CLASSES.names) + "\n")
     assert content_identity(specs["wds"], {}) != before
+
+
+@pytest.mark.slow
+def test_differentiate_records_the_shards_url(tmp_path, root, cli, fake_llm, monkeypatch):
+    cifar = load_dataset("cifar10")
+    shards = write_shards(tmp_path / "cifar", classnames=list(cifar.names))
+    monkeypatch.chdir(tmp_path)  # a relative spec: the manifest must say where the shards are
+    result = cli("differentiate", "cifar10", "--model", "openai/test", "--api-base", fake_llm.url, "--no-progress",
+                 *TINY_ARGS, "--images", "wds:cifar/test/{0..2}.tar", "--k", "2", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((root / "prompts" / "cifar10" / "differential" / "v1.manifest.json").read_text())
+    assert manifest["pairs"]["head"]["images"] == f"wds:{shards}/test/{{0..2}}.tar"
